@@ -1,0 +1,82 @@
+"""Atomic writes: every output file appears complete or not at all.
+
+A file is first written to a hidden temporary name in the destination folder (same file system,
+same extension so that SimpleITK / nibabel / matplotlib pick the right format) and then renamed
+over the destination with :func:`os.replace`, which is atomic on POSIX. A crash or a kill during
+the write leaves at most a ``.*.partial*`` file, never a truncated output under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "write_json_atomic", "write_image_atomic", "save_figure_atomic", "full_suffix"]
+
+
+def full_suffix(path: str | os.PathLike) -> str:
+    """Return the full extension of ``path``, keeping double extensions such as ``.nii.gz``."""
+    name = Path(path).name
+    for double in (".nii.gz", ".tar.gz", ".seg.nrrd"):
+        if name.lower().endswith(double):
+            return name[-len(double):]
+    return Path(path).suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` when the block succeeds.
+
+    The temporary file keeps the extension of ``path``. When the block raises, the temporary file
+    is removed and ``path`` is left untouched (an older complete version stays as it was).
+
+    Example::
+
+        with atomic_path("out/case.nii.gz") as tmp:
+            sitk.WriteImage(img, str(tmp))
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    suffix = full_suffix(final)
+    stem = final.name[: len(final.name) - len(suffix)] if suffix else final.name
+    tmp = final.with_name(f".{stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{final}: the writer produced no file")
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=indent, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def write_image_atomic(image, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write a ``SimpleITK.Image`` (NIfTI, NRRD, MHA: chosen by extension) atomically."""
+    import SimpleITK as sitk
+
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+    return Path(path)
+
+
+def save_figure_atomic(fig, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Save a matplotlib figure atomically (format from the extension, PNG by default)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), **kwargs)
+    return Path(path)
