@@ -1,0 +1,244 @@
+"""``metalung convert``: CT inputs of any supported kind into a MONAI-ready dataset folder.
+
+Output layout (``DIR`` = ``--out``)::
+
+    DIR/images/<case>.nii.gz   int16 HU (air and padding -1024), geometry of the input
+    DIR/masks/<case>.nii.gz    uint8 {0, 1} on the same grid (when a mask was given)
+    DIR/datalist.json          Decathlon-style datalist (metalung_monai.io.datalist), merged
+
+Every input's existence and format (and the number of masks) are checked first; then inputs are
+converted in the order given. A case is written only after its image, mask and
+datalist entry were all validated, and its files appear together (see :mod:`.case_output`). When
+an input fails, the cases converted before it stay (and are listed in ``datalist.json``), the
+failing case leaves no file, later inputs are not processed, and the error names the file and the
+problem. Converting the same input again replaces its case (same ``case_id``) instead of adding a
+duplicate.
+
+Case ids: ``<patient_id>_<input name>`` (just the input name when it is the patient id), made
+file-name safe; a different input with the same id gets a short hash of its path appended.
+Patient id: ``--patient-id``, else DICOM ``PatientID``, else the input's name.
+``lung_rads``: ``--lung-rads``, else computed from the mask by
+``metalung_monai.anatomy.lung_rads.lung_rads_from_mask`` when that module is installed, else null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import InputError
+from ..utils.orientation import sitk_to_canonical
+from .case_output import Case, DatasetFolder, SECTION_OF_SPLIT, sanitize_id, unique_case_id
+from .datalist import LUNG_RADS_CLASSES
+from .readers import detect_format, read_ct, read_mask
+from .thesis_pickle import IMAGE_COLUMNS, normalize_lung_rads, thesis_cases
+
+__all__ = ["convert", "add_parser", "run", "lung_rads_of_mask"]
+
+log = logging.getLogger(__name__)
+
+
+def lung_rads_of_mask(mask_image) -> str | None:
+    """Lung-RADS class computed from a tumour mask, or ``None`` when the anatomy module is absent.
+
+    Calls ``metalung_monai.anatomy.lung_rads.lung_rads_from_mask(mask, spacing)`` with the mask in
+    the canonical layout ((z, y, x) / (y, x), LPS) and the spacing in the same axis order.
+    """
+    try:
+        from ..anatomy.lung_rads import lung_rads_from_mask
+    except ImportError:
+        return None
+    arr, spacing = sitk_to_canonical(mask_image)
+    return lung_rads_from_mask(arr, spacing)
+
+
+def _input_name(p: Path) -> str:
+    name = p.name
+    for suf in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".dicom", ".ima"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def _as_list(x) -> list:
+    if x is None:
+        return []
+    if isinstance(x, (str, os.PathLike)):
+        return [x]
+    return list(x)
+
+
+def _image_case(
+    path: Path,
+    mask: Path | None,
+    series_uid: str | None,
+    patient_id: str | None,
+    lung_rads: str | None,
+    split: str,
+    mask_label: int | None,
+    taken: dict[str, str],
+    progress: bool,
+) -> Case:
+    ct = read_ct(path, series_uid=series_uid, progress=progress)
+    m = read_mask(mask, ct, label=mask_label) if mask is not None else None
+    pid = patient_id or ct.meta.get("patient_id") or _input_name(path)
+    if lung_rads is not None:
+        lr = normalize_lung_rads(lung_rads, "--lung-rads")
+    elif m is not None:
+        lr = lung_rads_of_mask(m)
+    else:
+        lr = None
+    name = sanitize_id(_input_name(path.resolve()))
+    base = name if sanitize_id(pid) == name else f"{sanitize_id(pid)}_{name}"
+    source = str(path.resolve())
+    case_id = unique_case_id(base, source, taken)
+    canonical, spacing = sitk_to_canonical(ct.image)
+    shape = list(canonical.shape)
+    del canonical
+    entry = {
+        "patient_id": str(pid),
+        "lung_rads": lr,
+        "split": split,
+        "manufacturer": ct.meta.get("manufacturer"),
+        "spacing": [float(s) for s in spacing],
+        "shape": [int(s) for s in shape],
+        "source": source,
+    }
+    if ct.meta.get("series_instance_uid"):
+        entry["series_instance_uid"] = ct.meta["series_instance_uid"]
+    return Case(case_id=case_id, entry=entry, image=ct.image, mask=m, has_mask=m is not None)
+
+
+def convert(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    mask: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    series_uid: str | None = None,
+    patient_id: str | None = None,
+    lung_rads: str | None = None,
+    split: str | None = None,
+    mask_label: int | None = None,
+    image_column: str = "hu_array_old",
+    pixel_spacing: tuple[float, float] = (0.7, 0.7),
+    progress: bool = False,
+) -> Path:
+    """Convert CT inputs into ``out_dir`` (images, masks, merged ``datalist.json``).
+
+    Args:
+        inputs: DICOM series folders, DICOM files, ``.nii``/``.nii.gz``, ``.nrrd``/``.nhdr``,
+            ``.mha``/``.mhd`` or thesis ``.pkl`` files.
+        out_dir: output folder.
+        mask: one mask path per non-pickle input, in the same order (or ``None``).
+        series_uid: ``SeriesInstanceUID`` for DICOM folders holding several CT series.
+        patient_id: patient id for every non-pickle input (default: DICOM PatientID / input name).
+        lung_rads: Lung-RADS class for every non-pickle input (``LR2``, ``4A`` ...).
+        split: ``"train"``, ``"validation"`` or ``"test"``; default ``"train"`` for images and
+            inferred from the file name for pickles (``*test*`` -> test).
+        mask_label: read masks as label maps, this label -> 1.
+        image_column: thesis pickles: ``"hu_array_old"`` (full slice) or ``"hu_array"``.
+        pixel_spacing: thesis pickles: pixel size ``(x, y)`` mm (the files carry none).
+        progress: progress bars.
+
+    Returns:
+        Path of ``out_dir/datalist.json``.
+
+    Raises:
+        InputError (and its subclasses DicomError, NoSeriesError, SliceSizeError,
+        GeometryMismatchError, MaskError, UnsafePickleError, UnsupportedFormatError,
+        DatalistError): naming the file and the problem.
+    """
+    paths = [Path(p) for p in _as_list(inputs)]
+    masks = [Path(m) for m in _as_list(mask)]
+    if not paths:
+        raise InputError(str(out_dir), "no input given")
+    if split is not None and split not in SECTION_OF_SPLIT:
+        raise InputError("--split", f"'{split}' is not one of {', '.join(SECTION_OF_SPLIT)}")
+    if image_column not in IMAGE_COLUMNS:
+        raise InputError("--image-column", f"'{image_column}' is not one of {', '.join(IMAGE_COLUMNS)}")
+    formats = [detect_format(p) for p in paths]
+    n_images = sum(f != "thesis-pickle" for f in formats)
+    if masks and len(masks) != n_images:
+        raise InputError(
+            "--mask", f"{len(masks)} mask(s) for {n_images} image input(s); give one mask per image input, in order"
+        )
+    folder = DatasetFolder(out_dir)
+    mask_iter = iter(masks)
+    try:
+        for p, fmt in zip(paths, formats):
+            if fmt == "thesis-pickle":
+                previews, cases = thesis_cases(p, image_column, pixel_spacing, split, progress)
+                folder.check(previews)
+                for case in cases:
+                    folder.write_case(case)
+                continue
+            m = next(mask_iter, None)
+            case = _image_case(
+                p, m, series_uid, patient_id, lung_rads, split or "train", mask_label, folder.taken_ids(), progress
+            )
+            folder.check([case])
+            folder.write_case(case)
+            log.info("%s -> %s", p, case.case_id)
+    finally:
+        if folder.written:
+            folder.save()
+    if not folder.path.exists():  # nothing written and no earlier datalist: still leave a valid one
+        raise InputError(out_dir, "no case was converted")
+    return folder.path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``metalung convert`` on the CLI's sub-parsers."""
+    p = subparsers.add_parser(
+        "convert",
+        help="convert DICOM / NIfTI / NRRD / MHA / thesis pickles into int16 HU NIfTI + datalist.json",
+        description=(
+            "Convert CT inputs into DIR/images/<case>.nii.gz (int16 HU, padding -> -1024), "
+            "DIR/masks/<case>.nii.gz (uint8) and DIR/datalist.json (merged with an existing one)."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="DICOM series folder, DICOM file, .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd or thesis .pkl")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--mask", action="append", metavar="MASK",
+                   help="tumour mask of an image input (.nii.gz, .nrrd, .mha, or .png for a 2D slice); "
+                   "repeat once per image input, in order")
+    p.add_argument("--mask-label", type=int, metavar="N", help="read masks as label maps: voxels == N become 1")
+    p.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder with several CT series")
+    p.add_argument("--patient-id", metavar="ID", help="patient id (default: DICOM PatientID or the input name)")
+    p.add_argument("--lung-rads", metavar="CLASS", choices=LUNG_RADS_CLASSES + ("1", "2", "3", "4A", "4B"),
+                   help="Lung-RADS class of the inputs (default: computed from the mask when possible)")
+    p.add_argument("--split", choices=tuple(SECTION_OF_SPLIT),
+                   help="datalist split (default: train; pickles: from the file name)")
+    p.add_argument("--image-column", choices=IMAGE_COLUMNS, default="hu_array_old",
+                   help="thesis pickles: image column (default: hu_array_old, the full slice)")
+    p.add_argument("--pixel-spacing", type=float, nargs=2, default=(0.7, 0.7), metavar=("SX", "SY"),
+                   help="thesis pickles: pixel size in mm (default: 0.7 0.7)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``metalung convert`` from parsed arguments; prints a one-line summary."""
+    path = convert(
+        args.inputs,
+        args.out,
+        mask=args.mask,
+        series_uid=args.series,
+        patient_id=args.patient_id,
+        lung_rads=args.lung_rads,
+        split=args.split,
+        mask_label=args.mask_label,
+        image_column=args.image_column,
+        pixel_spacing=tuple(args.pixel_spacing),
+        progress=not args.no_progress,
+    )
+    from .datalist import load_datalist
+
+    dl = load_datalist(path)
+    counts = ", ".join(f"{sec}: {len(dl.get(sec, []))}" for sec in ("training", "validation", "test") if dl.get(sec))
+    print(f"metalung convert: {path} ({counts})")
+    return 0
