@@ -1,1 +1,42 @@
-"""(filled in as the stage is built)"""
+"""Anatomy by HU: lung masks (1 right, 2 left lung), dense structures, free space, Lung-RADS.
+
+Every function works on *canonical* arrays (2D ``(y, x)`` or 3D ``(z, y, x)``, ``x`` towards the
+patient's left; see :mod:`metalung_monai.utils.orientation`) with the voxel size in mm in the
+same axis order; the ``*_image`` wrappers take and return ``SimpleITK.Image`` objects on the
+input's grid. Method, thresholds and limits: ``docs/anatomy.md``.
+"""
+
+from .analysis import LungAnatomy, analyse_lungs, analyse_lungs_image
+from .free_space import free_space_distance, free_space_distance_image, free_space_mask, free_space_mask_image
+from .lung_mask import LEFT_LUNG, RIGHT_LUNG, LungMaskSettings, lung_mask, lung_mask_image
+from .lung_rads import (
+    LUNG_RADS_BOUNDARIES_MM,
+    longest_diameter_mm,
+    lung_rads_from_diameter,
+    lung_rads_from_mask,
+    tumour_diameters_mm,
+)
+from .vessels import CALCIFICATION_HU, vessel_mask, vessel_mask_image
+
+__all__ = [
+    "RIGHT_LUNG",
+    "LEFT_LUNG",
+    "LungMaskSettings",
+    "lung_mask",
+    "lung_mask_image",
+    "CALCIFICATION_HU",
+    "vessel_mask",
+    "vessel_mask_image",
+    "free_space_distance",
+    "free_space_mask",
+    "free_space_distance_image",
+    "free_space_mask_image",
+    "LungAnatomy",
+    "analyse_lungs",
+    "analyse_lungs_image",
+    "LUNG_RADS_BOUNDARIES_MM",
+    "lung_rads_from_diameter",
+    "longest_diameter_mm",
+    "tumour_diameters_mm",
+    "lung_rads_from_mask",
+]

@@ -1,0 +1,595 @@
+"""Lung masks by HU thresholds, with right/left labels (1 = right lung, 2 = left lung).
+
+The method (details and limits in ``docs/anatomy.md``) works on *canonical* arrays (see
+:mod:`metalung_monai.utils.orientation`): a 2D axial slice ``(y, x)`` or a volume ``(z, y, x)``
+with ``x`` towards the patient's left, ``y`` posterior and ``z`` superior.
+
+1. Values below -1024 HU (field-of-view padding such as -2048 or -3024) count as air.
+2. Body: the largest connected component of tissue (``> body_threshold``, -500 HU), its holes
+   filled per axial slice. Air outside the body (room air, air outside the field of view, air in
+   the table or clothes) is therefore never lung. The body's midline in each slice is the centre
+   of its deepest part (in-plane distance to the body surface).
+3. Candidate lung: voxels of the filled body below ``air_threshold`` (-320 HU); a component must
+   reach ``min_depth_mm`` (15 mm) inside the body (air gaps under the skin or a blanket do not).
+4. Airways: the trachea and main bronchi are found as small, compact air components near the
+   midline (the seed) and followed from slice to slice downwards while their 2D components stay
+   small; where the airway merges in-plane with a lung, it is cut off by an erosion of 1-5 mm
+   (when that separates it). A seed is kept when the tube is at least ``airway_min_length_mm``
+   long. In a single 2D slice, every small air component near the midline (trachea, main
+   bronchus, oesophagus) is removed.
+5. Small air pockets and bowel gas: connected components (3D) smaller than ``min_lung_fraction``
+   of the largest one are dropped; in a volume, components whose centre lies below the lowest
+   tenth of the largest component (a lung) are dropped too (gas under the diaphragm).
+6. Right/left: each component is assigned to the side of the midline that holds most of it. A
+   component spread over both sides (lungs touching at the anterior or posterior junction) is
+   eroded (Euclidean distance in mm) until two large parts appear, one on each side; every voxel
+   then takes the label of the nearest part.
+7. Holes are filled per axial slice and per lung (vessels, nodules and tumours inside the lung
+   become lung).
+8. Juxtapleural tumours form notches in the lung border. Per slice and per lung, the concavities
+   between the lung and its convex hull are filled when they are small (area up to that of a
+   disc of ``notch_max_diameter_mm``) and open onto the chest wall (they touch the outside of the
+   convex hull of both lungs, so concavities facing the mediastinum - hilum, heart - are left
+   alone) and deep enough to hold a nodule (not a sliver between ribs); bone
+   (``>= bone_threshold``, 300 HU) is never added.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ._checks import as_volume
+from ._morph import (
+    bbox_slices,
+    convex_hull_2d,
+    dilate_3x3,
+    fill_holes_per_slice,
+    label_per_slice,
+    largest_component,
+)
+
+__all__ = ["RIGHT_LUNG", "LEFT_LUNG", "LungMaskSettings", "lung_mask", "lung_mask_image"]
+
+log = logging.getLogger(__name__)
+
+#: label of the patient's right lung (smaller canonical x), as in lungmask / R231
+RIGHT_LUNG = 1
+#: label of the patient's left lung (larger canonical x)
+LEFT_LUNG = 2
+
+
+@dataclass(frozen=True)
+class LungMaskSettings:
+    """Thresholds and sizes of the lung-mask method (HU and mm).
+
+    Attributes:
+        air_threshold: lung candidates are below this HU (-320: aerated lung is about -700 to
+            -900 HU, soft tissue 0 to 60; -320 keeps the pleural partial-volume voxels, about
+            -400, and denser dependent lung; on the lungmask reference slice -400 finds 92 %
+            and -320 96 % of the learned R231 model's lung pixels).
+        body_threshold: the body is tissue above this HU (-500: fat is about -100, skin and
+            muscle 0 to 60; lung parenchyma stays below).
+        bone_threshold: notch filling never adds voxels at or above this HU (300: cortical bone
+            and calcium).
+        airway_max_area_mm2: largest axial cross-section of a trachea / main bronchus component
+            (700 mm2 = a tube of 30 mm diameter).
+        airway_min_area_mm2: smallest cross-section of a trachea seed (20 mm2, 5 mm tube).
+        airway_max_offset_mm: largest distance between a trachea seed's centre and the body
+            midline (30 mm); lung apices lie further out.
+        airway_min_length_mm: in a volume, a trachea seed is followed down and kept only when
+            it stays a small tube over this length (25 mm), with an even cross-section (largest
+            area at most 4 times the smallest) somewhere along it; a lung apex grows past
+            ``airway_max_area_mm2`` within about 10 mm instead. Volumes thinner than this use
+            the single-slice rule.
+        min_lung_fraction: components smaller than this fraction of the largest are not lung.
+        min_depth_mm: a lung component must reach this far (in-plane) inside the body; air gaps
+            under the skin, a blanket or clothes stay within a few mm of the surface (15 mm: the
+            chest wall with ribs is thicker than that).
+        notch_max_diameter_mm: juxtapleural notches are filled up to the area of a disc of this
+            diameter (30 mm: Lung-RADS nodules; larger pleural masses are not closed).
+        notch_min_radius_mm: a notch is filled only when it holds a disc of this radius (its
+            largest distance to the lung or the chest wall); thinner slivers between the lung
+            and the ribs (partial volume) are left out.
+        notch_min_compactness: a notch is filled only when that radius is at least this fraction
+            of the square root of its area (0.3; a half-disc notch left by a round tumour gives
+            about 0.4, a shallow sliver along the ribs 0.25 or less).
+        max_split_depth_mm: erosion depth tried when separating touching lungs.
+        partial_volume_hu: the final 3x3 smoothing of the pleural border adds only pixels below
+            this HU (-200: partial volume of air and tissue; fat is -100, muscle 40).
+    """
+
+    air_threshold: float = -320.0
+    body_threshold: float = -500.0
+    bone_threshold: float = 300.0
+    airway_max_area_mm2: float = 700.0
+    airway_min_area_mm2: float = 20.0
+    airway_max_offset_mm: float = 30.0
+    airway_min_length_mm: float = 25.0
+    min_lung_fraction: float = 0.02
+    min_depth_mm: float = 15.0
+    notch_max_diameter_mm: float = 30.0
+    notch_min_radius_mm: float = 1.0
+    notch_min_compactness: float = 0.3
+    max_split_depth_mm: float = 25.0
+    partial_volume_hu: float = -200.0
+
+
+def lung_mask(
+    hu,
+    spacing,
+    *,
+    settings: LungMaskSettings | None = None,
+    fill_holes: bool = True,
+    close_notches: bool = True,
+    progress: bool = True,
+) -> np.ndarray:
+    """Right/left lung labels of a canonical CT slice or volume, by HU thresholds.
+
+    Args:
+        hu: canonical array of HU, 2D ``(y, x)`` or 3D ``(z, y, x)`` (``x`` towards patient left,
+            ``y`` posterior, ``z`` superior), any integer or float dtype. Air is about -1000,
+            water 0; values below -1024 (field-of-view padding) are treated as air.
+        spacing: voxel size in mm in the same axis order (``(sy, sx)`` or ``(sz, sy, sx)``).
+        settings: thresholds and sizes, see :class:`LungMaskSettings`.
+        fill_holes: fill holes per axial slice and lung (vessels and nodules become lung).
+        close_notches: fill juxtapleural notches (see the module docstring).
+        progress: show a progress bar over slices for volumes (only on a terminal).
+
+    Returns:
+        ``uint8`` array of the same shape: 0 background, 1 right lung, 2 left lung.
+
+    Raises:
+        InputError: the array is not 2D/3D, is empty, holds NaN, or ``spacing`` does not fit.
+    """
+    vol, sp, was_2d = as_volume(hu, spacing, "lung_mask(hu)")
+    labels, _ = _lung_labels(vol, sp, settings or LungMaskSettings(), fill_holes, close_notches, progress)
+    return labels[0] if was_2d else labels
+
+
+def lung_mask_image(image, **kwargs):
+    """:func:`lung_mask` of a ``SimpleITK.Image`` (HU); returns uint8 labels on the same grid.
+
+    Args:
+        image: 2D or 3D ``SimpleITK.Image`` of HU in any orientation (a 3D image of one slice is
+            processed as a 2D slice).
+        **kwargs: passed to :func:`lung_mask`.
+
+    Returns:
+        ``SimpleITK.Image`` (sitkUInt8) with the geometry of ``image``: 0, 1 right, 2 left lung.
+    """
+    from ._images import from_canonical_image, to_canonical_image
+
+    arr, spacing = to_canonical_image(image)
+    return from_canonical_image(lung_mask(arr, spacing, **kwargs), image)
+
+
+# --------------------------------------------------------------------------------------------
+# implementation (volumes (z, y, x); a 2D slice is a volume of one slice)
+# --------------------------------------------------------------------------------------------
+
+
+def _tqdm(iterable, enabled: bool, total: int, desc: str):
+    if not enabled or not sys.stderr.isatty() or total < 8:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def _lung_labels(
+    vol: np.ndarray,
+    sp: tuple[float, float, float],
+    cfg: LungMaskSettings,
+    fill_holes: bool,
+    close_notches: bool,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (uint8, (z, y, x)) and the tissue mask ``vol > body_threshold`` (reused by callers)."""
+    tissue = vol > cfg.body_threshold
+    body = largest_component(tissue, structure=ndi.generate_binary_structure(3, 1))
+    body = fill_holes_per_slice(body)
+    if not body.any():
+        return np.zeros(vol.shape, np.uint8), tissue
+    cand = body & (vol < cfg.air_threshold)
+    depth, f = _body_depth(body, sp)
+    midline = _midline_per_slice(depth, f, vol.shape[2])
+
+    airway = _airways(cand, midline, sp, cfg)
+    cand &= ~airway
+    deep = _deep_region(depth, f, vol.shape, cfg.min_depth_mm)
+    lungs = _select_components(cand, deep, cfg)
+    labels = _split_sides(lungs, midline, sp, cfg)
+    if fill_holes:
+        labels = _fill_holes_per_lung(labels)
+    if close_notches:
+        labels = _close_notches(labels, vol, sp, cfg, progress)
+        labels = _smooth_border(labels, vol, cfg)
+    log.info(
+        "lung mask: %d airway voxels removed, right lung %d voxels, left lung %d voxels",
+        int(airway.sum()),
+        int((labels == RIGHT_LUNG).sum()),
+        int((labels == LEFT_LUNG).sum()),
+    )
+    return labels, tissue
+
+
+def _body_depth(body: np.ndarray, sp) -> tuple[np.ndarray, int]:
+    """In-plane distance (mm) of every body voxel to the body surface, on a grid of about 2 mm.
+
+    Returns the depth map of shape ``(z, ceil(y/f), ceil(x/f))`` and the subsampling factor
+    ``f``. A huge z sampling keeps the Euclidean distance inside each axial slice.
+    """
+    f = max(1, int(2.0 // min(sp[1], sp[2])))
+    small = np.pad(body[:, ::f, ::f], ((0, 0), (1, 1), (1, 1)))
+    depth = ndi.distance_transform_edt(small, sampling=(1e6, sp[1] * f, sp[2] * f))[:, 1:-1, 1:-1]
+    return depth.astype(np.float32), f
+
+
+def _midline_per_slice(depth: np.ndarray, f: int, nx: int) -> np.ndarray:
+    """x (index units) of the body's midline in every slice.
+
+    The midline is the centre of the deepest part of the body (in-plane depth at least 80% of
+    the slice's largest): the middle of the trunk or neck, whatever the arms and the table do.
+    Slices without body take the median of the others.
+    """
+    mx = depth.max(axis=(1, 2))
+    core = depth >= 0.8 * mx[:, None, None]
+    core &= mx[:, None, None] > 0
+    cols = core.sum(axis=1)  # (z, x_small)
+    n = cols.sum(axis=1)
+    x = np.arange(depth.shape[2], dtype=float) * f  # body[:, ::f, ::f] took columns 0, f, 2f, ...
+    mid = np.full(depth.shape[0], nx / 2.0)
+    ok = n > 0
+    mid[ok] = (cols[ok] * x).sum(axis=1) / n[ok]
+    if ok.any():
+        mid[~ok] = np.median(mid[ok])
+    return mid
+
+
+def _deep_region(depth: np.ndarray, f: int, shape, min_depth_mm: float) -> np.ndarray:
+    """Full-resolution mask of the voxels at least ``min_depth_mm`` inside the body (in-plane)."""
+    core = depth >= min_depth_mm
+    up = np.repeat(np.repeat(core, f, axis=1), f, axis=2)
+    return up[:, : shape[1], : shape[2]]
+
+
+@dataclass
+class _Comp2D:
+    z: np.ndarray
+    area: np.ndarray  # pixels
+    cx: np.ndarray
+    bbox_h: np.ndarray
+    bbox_w: np.ndarray
+
+
+def _comp_stats(lab: np.ndarray, n: int) -> _Comp2D:
+    shape = lab.shape
+    flat = lab.ravel()
+    idx = np.flatnonzero(flat)
+    ids = flat[idx]
+    area = np.bincount(ids, minlength=n + 1).astype(float)
+    xs = idx % shape[2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx = np.bincount(ids, weights=xs, minlength=n + 1) / area
+    z = np.zeros(n + 1, int)
+    h = np.zeros(n + 1, int)
+    w = np.zeros(n + 1, int)
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is None:
+            continue
+        z[i] = sl[0].start
+        h[i] = sl[1].stop - sl[1].start
+        w[i] = sl[2].stop - sl[2].start
+    return _Comp2D(z=z, area=area, cx=cx, bbox_h=h, bbox_w=w)
+
+
+def _airways(cand: np.ndarray, midline: np.ndarray, sp, cfg: LungMaskSettings) -> np.ndarray:
+    """Mask of the trachea / main bronchi (and other small central air tubes) in ``cand``."""
+    nz = cand.shape[0]
+    px_area = sp[1] * sp[2]
+    lab, n = label_per_slice(cand)
+    airway = np.zeros(cand.shape, dtype=bool)
+    if n == 0:
+        return airway
+    st = _comp_stats(lab, n)
+    area_mm2 = st.area * px_area
+    flat = nz == 1 or nz * sp[0] < cfg.airway_min_length_mm
+    per_slice: list[list[int]] = [[] for _ in range(nz)]
+    for i in range(1, n + 1):
+        per_slice[st.z[i]].append(i)
+
+    def is_seed(i: int) -> bool:
+        if not (cfg.airway_min_area_mm2 <= area_mm2[i] <= cfg.airway_max_area_mm2):
+            return False
+        if abs(st.cx[i] - midline[st.z[i]]) * sp[2] > cfg.airway_max_offset_mm:
+            return False
+        if flat:  # a single slice has no tube to follow: any small central air is airway
+            return True
+        hmm, wmm = st.bbox_h[i] * sp[1], st.bbox_w[i] * sp[2]
+        if max(hmm, wmm) > 3.0 * min(hmm, wmm):  # compact (a tube seen across), not a sliver
+            return False
+        return st.area[i] / float(st.bbox_h[i] * st.bbox_w[i]) >= 0.5
+
+    tracked = np.zeros(n + 1, dtype=bool)
+    if flat:  # no tube to follow: every small central component is airway
+        seeds = [i for i in range(1, n + 1) if is_seed(i)]
+        airway |= np.isin(lab, seeds)
+        return airway
+    min_slices = max(2, int(np.ceil(cfg.airway_min_length_mm / sp[0])))
+    for z in range(nz - 1, -1, -1):
+        for seed in per_slice[z]:
+            if tracked[seed] or not is_seed(seed):
+                continue
+            if z > 0 and not _small_overlaps(lab, z - 1, lab[z] == seed, area_mm2, cfg):
+                continue
+            masks, areas = _follow(lab, z, seed, tracked, area_mm2, sp, cfg)
+            if _long_even_tube(areas, min_slices):
+                for zz, m in masks.items():
+                    airway[zz] |= m
+    return airway
+
+
+def _long_even_tube(areas: list[float], min_slices: int) -> bool:
+    """True when ``min_slices`` consecutive cross-sections have areas within a factor of 4."""
+    a = np.asarray(areas, float)
+    for k in range(len(a) - min_slices + 1):
+        w = a[k : k + min_slices]
+        if w.max() <= 4.0 * w.min():
+            return True
+    return False
+
+
+def _follow(lab, z, seed, tracked, area_mm2, sp, cfg):
+    """Follow an air tube down from component ``seed`` of slice ``z``.
+
+    Returns the airway mask per slice and the cross-section areas (mm2) of the first slices in
+    which the tube is made of whole small components (before it merges with a lung).
+    """
+    current = lab[z] == seed
+    tracked[seed] = True
+    masks = {z: current}
+    areas = [float(area_mm2[seed])]
+    whole = True
+    zz = z - 1
+    while zz >= 0 and current.any():
+        below = lab[zz]
+        ids = np.unique(below[current])
+        ids = ids[(ids > 0) & ~tracked[ids]]
+        nxt = np.zeros_like(current)
+        cut = False
+        for i in ids:
+            comp = below == i
+            if area_mm2[i] <= cfg.airway_max_area_mm2:
+                nxt |= comp
+                tracked[i] = True
+            else:  # merged in-plane with a lung: try to cut the tube off by an erosion
+                cut = True
+                part = _cut_tube(comp, current, sp, cfg)
+                if part is not None:
+                    nxt |= part
+        if nxt.any():
+            masks[zz] = nxt
+            whole = whole and not cut
+            if whole:
+                areas.append(float(nxt.sum() * sp[1] * sp[2]))
+        current = nxt
+        zz -= 1
+    return masks, areas
+
+
+def _small_overlaps(lab, z, region, area_mm2, cfg) -> bool:
+    ids = np.unique(lab[z][region])
+    ids = ids[ids > 0]
+    return bool(ids.size) and bool((area_mm2[ids] <= cfg.airway_max_area_mm2).any())
+
+
+def _cut_tube(comp: np.ndarray, above: np.ndarray, sp, cfg: LungMaskSettings) -> np.ndarray | None:
+    """Part of a large 2D component that continues the airway ``above``, or None.
+
+    The component is eroded (distance transform, mm) by 1 to 5 mm; when a small core overlapping
+    the airway of the slice above separates from the rest, it is grown back by the same depth
+    inside the component and returned.
+    """
+    box = bbox_slices(comp, margin=1)
+    c = comp[box]
+    a = above[box]
+    dist = ndi.distance_transform_edt(c, sampling=sp[1:])
+    px_area = sp[1] * sp[2]
+    for depth in (1.0, 2.0, 3.0, 4.0, 5.0):
+        core = dist > depth
+        lab, n = ndi.label(core)
+        if n < 2:
+            continue
+        ids = np.unique(lab[a & core])
+        ids = ids[ids > 0]
+        if ids.size == 0:
+            continue
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        keep = [i for i in ids if sizes[i] * px_area <= cfg.airway_max_area_mm2]
+        if not keep or len(keep) == n:
+            continue
+        seed = np.isin(lab, keep)
+        grown = (ndi.distance_transform_edt(~seed, sampling=sp[1:]) <= depth + max(sp[1:])) & c
+        # never take more than the erosion separated: voxels nearer to another core stay lung
+        rest = core & ~seed
+        nearest_rest = ndi.distance_transform_edt(~rest, sampling=sp[1:])
+        nearest_seed = ndi.distance_transform_edt(~seed, sampling=sp[1:])
+        grown &= nearest_seed < nearest_rest
+        out = np.zeros_like(comp)
+        out[box] = grown
+        return out
+    return None
+
+
+def _select_components(cand: np.ndarray, deep: np.ndarray, cfg: LungMaskSettings) -> np.ndarray:
+    """Drop air gaps under the body surface, small air pockets and, in volumes, gas below the lungs."""
+    lab, n = ndi.label(cand)  # 6-connectivity in 3D (4 in a slice)
+    if n == 0:
+        return cand
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    reach = np.zeros(n + 1, dtype=bool)
+    reach[np.unique(lab[deep & (lab > 0)])] = True
+    sizes[~reach] = 0
+    if not sizes.any():
+        return np.zeros_like(cand)
+    order = np.argsort(sizes)[::-1]
+    order = order[sizes[order] > 0]
+    largest = sizes[order[0]]
+    keep = [int(i) for i in order if sizes[i] >= cfg.min_lung_fraction * largest]
+    nz = cand.shape[0]
+    if nz >= 3 and len(keep) > 1:
+        # gas under the diaphragm: centre below the lowest tenth of the largest component (a lung)
+        per_slice = np.bincount(np.nonzero(lab == keep[0])[0], minlength=nz)
+        z_low = int(np.searchsorted(np.cumsum(per_slice), 0.1 * per_slice.sum()))
+        zsum = ndi.sum_labels(np.broadcast_to(np.arange(nz)[:, None, None], cand.shape), lab, keep)
+        zc = np.asarray(zsum, float) / sizes[keep]
+        keep = [k for k, c in zip(keep, zc) if k == keep[0] or c >= z_low]
+    return np.isin(lab, keep)
+
+
+def _split_sides(lungs: np.ndarray, midline: np.ndarray, sp, cfg: LungMaskSettings) -> np.ndarray:
+    """Label lung voxels 1 (right: x below the midline) or 2 (left), splitting joined lungs."""
+    out = np.zeros(lungs.shape, np.uint8)
+    lab, n = ndi.label(lungs)
+    if n == 0:
+        return out
+    xs = np.arange(lungs.shape[2])[None, None, :]
+    right_side = xs < midline[:, None, None]  # broadcast (z, 1, x)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    n_right = np.bincount(lab[np.broadcast_to(right_side, lungs.shape)], minlength=n + 1)
+    for i in range(1, n + 1):
+        if sizes[i] == 0:
+            continue
+        frac = n_right[i] / sizes[i]
+        comp = lab == i
+        if 0.15 < frac < 0.85 and sizes[i] >= 0.05 * sizes[1:].max():
+            split = _split_joined(comp, right_side, sp, cfg)
+            if split is not None:
+                out[split == RIGHT_LUNG] = RIGHT_LUNG
+                out[split == LEFT_LUNG] = LEFT_LUNG
+                continue
+        out[comp] = RIGHT_LUNG if frac >= 0.5 else LEFT_LUNG
+    return out
+
+
+def _split_joined(comp: np.ndarray, right_side: np.ndarray, sp, cfg: LungMaskSettings) -> np.ndarray | None:
+    """Split one component that spans both sides into right/left parts (labels 1/2), or None."""
+    box = bbox_slices(comp, margin=1)
+    c = comp[box]
+    rs = np.broadcast_to(right_side, comp.shape)[box]
+    sampling = sp if c.shape[0] > 1 else sp[1:]
+    cc = c if c.shape[0] > 1 else c[0]
+    dist = ndi.distance_transform_edt(cc, sampling=sampling)
+    if c.shape[0] == 1:
+        dist = dist[None]
+    total = int(c.sum())
+    step = min(sp[1:])
+    depth = step
+    while depth <= cfg.max_split_depth_mm:
+        core = dist > depth
+        lab, n = ndi.label(core)
+        if n >= 2:
+            sizes = np.bincount(lab.ravel(), minlength=n + 1)
+            sizes[0] = 0
+            big = [i for i in np.argsort(sizes)[::-1][:n] if sizes[i] >= 0.05 * total]
+            if len(big) >= 2:
+                nr = np.bincount(lab[rs], minlength=n + 1)
+                sides = {i: (nr[i] / sizes[i]) >= 0.5 for i in big}
+                if any(sides.values()) and not all(sides.values()):
+                    markers = np.zeros(c.shape, np.uint8)
+                    for i in big:
+                        markers[lab == i] = RIGHT_LUNG if sides[i] else LEFT_LUNG
+                    idx = ndi.distance_transform_edt(
+                        markers == 0, sampling=sp, return_distances=False, return_indices=True
+                    )
+                    grown = markers[tuple(idx)]
+                    grown[~c] = 0
+                    out = np.zeros(comp.shape, np.uint8)
+                    out[box] = grown
+                    return out
+        if n == 0:
+            break
+        depth += step
+    return None
+
+
+def _fill_holes_per_lung(labels: np.ndarray) -> np.ndarray:
+    out = labels.copy()
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        m = labels == lung
+        box = bbox_slices(m, margin=1)
+        if box is None:
+            continue
+        filled = fill_holes_per_slice(m[box])
+        region = out[box]
+        region[filled & (region == 0)] = lung
+    return out
+
+
+def _smooth_border(labels: np.ndarray, vol: np.ndarray, cfg: LungMaskSettings) -> np.ndarray:
+    """Per lung and axial slice, a 3x3 closing: fills one-pixel notches of the pleural border.
+
+    Partial volume leaves single border pixels of a juxtapleural tumour just above
+    ``air_threshold`` (e.g. -316 HU on the LIDC example slice); the closing puts them back in
+    the lung. Only partial-volume pixels (below ``partial_volume_hu``, -200 HU: a mixture of
+    air and tissue, never pure fat or muscle) are added; bone and the other lung never.
+    """
+    out = labels.copy()
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True  # in-plane 3x3
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        m = labels == lung
+        box = bbox_slices(m, margin=2)
+        if box is None:
+            continue
+        closed = ndi.binary_closing(m[box], structure=structure)
+        region = out[box]
+        region[closed & (region == 0) & (vol[box] < cfg.partial_volume_hu)] = lung
+    return out
+
+
+def _close_notches(labels: np.ndarray, vol: np.ndarray, sp, cfg: LungMaskSettings, progress: bool) -> np.ndarray:
+    """Fill small concavities of each lung that open onto the chest wall (juxtapleural tumours)."""
+    out = labels.copy()
+    px_area = sp[1] * sp[2]
+    max_area = np.pi * (cfg.notch_max_diameter_mm / 2.0) ** 2 / px_area
+    zs = np.flatnonzero(labels.any(axis=(1, 2)))
+    for z in _tqdm(zs, progress, len(zs), "juxtapleural notches"):
+        sl = labels[z]
+        both = sl > 0
+        box = bbox_slices(both, margin=2)
+        sub = sl[box]
+        near_outside = dilate_3x3(~convex_hull_2d(sub > 0))
+        soft = vol[z][box] < cfg.bone_threshold
+        for lung in (RIGHT_LUNG, LEFT_LUNG):
+            m = sub == lung
+            if not m.any():
+                continue
+            concave = convex_hull_2d(m) & ~(sub > 0)
+            lab, n = ndi.label(concave)
+            if n == 0:
+                continue
+            sizes = np.bincount(lab.ravel(), minlength=n + 1)
+            touch = np.unique(lab[near_outside & (lab > 0)])
+            ok = [i for i in touch if 0 < sizes[i] <= max_area]
+            if ok:  # thick enough to hold a nodule, not a sliver between ribs
+                depth = ndi.distance_transform_edt(concave, sampling=sp[1:])
+                radius = ndi.maximum(depth, lab, ok)
+                ok = [
+                    i
+                    for i, r in zip(ok, np.atleast_1d(radius))
+                    if r >= cfg.notch_min_radius_mm and r >= cfg.notch_min_compactness * np.sqrt(sizes[i] * px_area)
+                ]
+            if ok:
+                add = np.isin(lab, ok) & soft
+                region = out[z][box]
+                region[add & (region == 0)] = lung
+    return out
