@@ -9,4 +9,10 @@ Pipeline, one package per stage:
 * :mod:`metalung_monai.transforms`: MONAI transforms (HU windowing, CLAHE, MetaLung).
 """
 
+import logging as _logging
+
 __version__ = "0.1.0"
+
+# MONAI 1.6.1 logs a warning at every DICOM read on machines without nvImageCodec/CUDA (its GPU
+# decoder plugin); pydicom's own decoders are used, so the message is noise for our users.
+_logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERROR)

@@ -11,6 +11,11 @@ Layout (paths relative to the datalist file, so a folder can be moved as a whole
       "test": [...]
     }
 
+``spacing`` (mm) and ``shape`` are in the canonical axis order of
+:mod:`metalung_monai.utils.orientation`: ``(z, y, x)`` for volumes, ``(y, x)`` for slices.
+Optional provenance keys: ``source`` (input path), ``series_instance_uid`` (DICOM),
+``source_row`` (thesis pickle row), ``source_case`` and ``augmentation`` (MetaLung variants).
+
 It loads with MONAI's own ``monai.data.load_decathlon_datalist(path, data_list_key="training")``;
 :func:`load_datalist` adds schema validation (``datalist.schema.json``) with errors that name the
 file, the entry and the field. ``image`` is int16 HU, ``mask`` uint8 {0, 1} (absent or ``null``

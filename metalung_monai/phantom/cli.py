@@ -1,0 +1,79 @@
+"""``metalung phantom``: generate the synthetic chest-CT cohort (the project's default data)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``phantom`` sub-command on ``subparsers`` (an argparse sub-parsers action)."""
+    p = subparsers.add_parser(
+        "phantom",
+        help="generate a synthetic chest-CT cohort (HU images, tumour masks, anatomy truth, datalist)",
+        description=(
+            "Generate a synthetic chest-CT cohort: int16 HU NIfTI images, tumour masks, anatomy "
+            "labels, datalist.json (patient-level train/test split, folds), cohort.csv and "
+            "overview.png. Resumable: rerunning on the same folder only generates what is missing."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--patients", type=int, default=40, metavar="N",
+                   help="number of patients (10%% healthy LR1, the rest evenly LR2/LR3/LR4A/LR4B)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="cohort seed")
+    p.add_argument("--size", type=int, default=512, metavar="PX", help="axial matrix size (PX x PX)")
+    p.add_argument("--slice-thickness", type=float, nargs=2, default=(2.5, 5.0), metavar=("MIN", "MAX"),
+                   help="slice thickness range in mm (a standard thickness in the range per patient; 1.0..5.0)")
+    p.add_argument("--test-per-class", type=int, default=4, metavar="K",
+                   help="held-out test patients per class LR2..LR4B")
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="worker processes")
+    p.add_argument("--dicom", action="store_true", help="also write each image as a DICOM series (dicom/<pid>/)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a cohort generated in --out with other parameters")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the cohort described by ``args`` and print a summary; returns the exit status."""
+    from .cohort import MANIFEST_NAME, generate_cohort
+
+    t0 = time.perf_counter()
+    path = generate_cohort(
+        args.out,
+        n_patients=args.patients,
+        seed=args.seed,
+        size=args.size,
+        slice_thickness=tuple(args.slice_thickness),
+        n_test_per_class=args.test_per_class,
+        workers=args.workers,
+        dicom=args.dicom,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
+    elapsed = time.perf_counter() - t0
+    manifest = json.loads((Path(args.out) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    summaries = [e["summary"] for e in manifest["patients"].values()]
+    per_class = Counter(s["lung_rads"] for s in summaries)
+    test = Counter(s["lung_rads"] for s in summaries if s.get("split") == "test")
+    n_tum = sum(len(s["tumours"]) for s in summaries)
+    n_sl = sum(int(s["n_tumour_slices"]) for s in summaries)
+    generated = manifest.get("last_run", {}).get("generated", [])
+    out = sys.stdout
+    print(f"phantom cohort in {args.out}: {len(summaries)} patients ({len(generated)} generated now, "
+          f"{len(summaries) - len(generated)} kept)", file=out)
+    for cls in ("LR1", "LR2", "LR3", "LR4A", "LR4B"):
+        if per_class.get(cls):
+            print(f"  {cls}: {per_class[cls]} patients ({test.get(cls, 0)} test)", file=out)
+    print(f"  tumours: {n_tum}, tumour slices: {n_sl}", file=out)
+    print(f"  datalist: {path}", file=out)
+    print(f"  time: {elapsed:.1f} s", file=out)
+    return 0
