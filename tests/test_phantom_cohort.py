@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from metalung_monai.errors import InputError
 from metalung_monai.io.datalist import datalist_entries, load_datalist
@@ -70,6 +71,35 @@ def test_layout_and_datalist(cohort):
         truth = out / "truth" / f"{e['patient_id']}_anatomy.nii.gz"
         assert truth.is_file()
     assert not list(out.rglob("*.partial*"))
+
+
+def test_threshold_lung_masks_match_truth(cohort):
+    """The HU-threshold lung masks written with the cohort agree with the phantom's anatomy."""
+    out, path = cohort
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    for e in datalist_entries(path, ("training", "test")):
+        lungs = _arr(e["lung_mask"])
+        truth = _arr(out / "truth" / f"{e['patient_id']}_anatomy.nii.gz")
+        assert set(np.unique(lungs)) <= {0, 1, 2} and (lungs == 1).any() and (lungs == 2).any()
+        true_lung = np.isin(truth, (1, 2, 5))
+        dice = 2 * (true_lung & (lungs > 0)).sum() / (true_lung.sum() + (lungs > 0).sum())
+        assert dice > 0.95, e["patient_id"]
+        assert not ((lungs > 0) & (truth == 12)).any(), "stomach gas labelled lung"
+        assert not ((lungs > 0) & (truth == 0)).any(), "outside air labelled lung"
+        # right lung (label 1) at smaller canonical x than the left lung (label 2): LPS, x to the left
+        xs = np.nonzero(lungs)[2]
+        assert np.median(xs[lungs[lungs > 0] == 1]) < np.median(xs[lungs[lungs > 0] == 2])
+        mask = _arr(e["mask"]) > 0
+        if mask.any():
+            # at 2.8 mm pixels a juxtapleural tumour's outline voxels are partial volume with the
+            # chest wall: its interior must be inside the lung mask, its outline mostly
+            in_plane = np.zeros((3, 3, 3), bool)
+            in_plane[1] = True
+            interior = ndimage.binary_erosion(mask, structure=in_plane)
+            assert (lungs[interior] > 0).all(), e["patient_id"]
+            assert ((lungs > 0) & mask).sum() >= 0.9 * mask.sum(), e["patient_id"]
+        check = manifest["patients"][e["patient_id"]]["summary"]["lung_mask_check"]
+        assert check["dice"] == pytest.approx(dice, abs=1e-3)
 
 
 def test_cohort_csv_and_overview(cohort):

@@ -561,7 +561,10 @@ class ChestAnatomy:
                 paint(ab & (d > 0), LABEL_ABDOMEN, p.hu_spleen, w)
                 continue
             paint(ab & (d > 0), LABEL_ABDOMEN, p.hu_muscle, w)
-            inner = ab & (d > 4.0)
+            # content and gas keep a 5 mm gastric wall below the 4 mm diaphragm: 9 mm of soft
+            # tissue between the lung base and the gas bubble, as in patients (thinner, thick
+            # slices would bridge lung and gas by partial volume)
+            inner = ab & (d > 4.0) & (z <= floor[w[1], w[2]] - 9.0)
             paint(inner, LABEL_ABDOMEN, p.hu_stomach, w)
             level = p.stom_y - p.stom_c[1] * (1.0 - 2.0 * p.st_gas)
             paint(inner & (y < level), LABEL_GAS, p.hu_air, w)

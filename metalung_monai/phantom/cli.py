@@ -37,6 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dicom", action="store_true", help="also write each image as a DICOM series (dicom/<pid>/)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a cohort generated in --out with other parameters")
+    p.add_argument("--no-lung-masks", action="store_true",
+                   help="skip the HU-threshold lung masks (lungs/<pid>.nii.gz, datalist key lung_mask)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         n_test_per_class=args.test_per_class,
         workers=args.workers,
         dicom=args.dicom,
+        lung_masks=not args.no_lung_masks,
         progress=not args.no_progress,
         overwrite=args.overwrite,
     )
@@ -73,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
     for cls in ("LR1", "LR2", "LR3", "LR4A", "LR4B"):
         if per_class.get(cls):
             print(f"  {cls}: {per_class[cls]} patients ({test.get(cls, 0)} test)", file=out)
+    checks = [s["lung_mask_check"] for s in summaries if s.get("lung_mask_check")]
+    if checks:
+        dice = [c["dice"] for c in checks]
+        inside = sum(c["tumour_voxels_inside"] for c in checks)
+        total = sum(c["tumour_voxels"] for c in checks)
+        print(f"  HU-threshold lung masks vs phantom truth: Dice {min(dice):.3f}-{max(dice):.3f}, "
+              f"tumour voxels inside {inside}/{total}, stomach-gas voxels inside "
+              f"{sum(c['gas_voxels_inside'] for c in checks)}", file=out)
     print(f"  tumours: {n_tum}, tumour slices: {n_sl}", file=out)
     print(f"  datalist: {path}", file=out)
     print(f"  time: {elapsed:.1f} s", file=out)

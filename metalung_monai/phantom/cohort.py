@@ -65,7 +65,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: gastric wall under the diaphragm (gas >= 9 mm below the lung base)
 MANIFEST_NAME = ".phantom-manifest.json"
 STANDARD_THICKNESSES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
 #: HU bin edges of the per-patient histograms kept in the manifest (tumour, calcification, lung)
@@ -497,8 +497,12 @@ def _overview_slice(vol: PatientVolume) -> int:
     return int(np.argmax(lung))
 
 
-def write_patient(vol: PatientVolume, out_dir: str | os.PathLike, dicom: bool = False) -> dict:
+def write_patient(vol: PatientVolume, out_dir: str | os.PathLike, dicom: bool = False, lung_masks: bool = True) -> dict:
     """Write a patient's image, mask, truth (and DICOM series) atomically under ``out_dir``.
+
+    With ``lung_masks`` the lung labels found *by HU thresholds* on the image
+    (:func:`metalung_monai.anatomy.lung_mask`, what a user would compute on real CT) are written
+    to ``lungs/<pid>.nii.gz`` and scored against the phantom's truth (Dice, tumour voxels inside).
 
     Returns:
         A summary dict (files relative to ``out_dir``, class, scanner, tumours, histograms, ...)
@@ -514,6 +518,21 @@ def write_patient(vol: PatientVolume, out_dir: str | os.PathLike, dicom: bool = 
     write_image_atomic(vol.to_sitk(vol.hu), out / files["image"])
     write_image_atomic(vol.to_sitk(vol.mask), out / files["mask"])
     write_image_atomic(vol.to_sitk(vol.truth), out / files["truth"])
+    lung_check = {}
+    if lung_masks:
+        from ..anatomy import lung_mask
+
+        files["lung_mask"] = f"lungs/{pid}.nii.gz"
+        lungs = lung_mask(vol.hu, vol.spacing, progress=False)
+        write_image_atomic(vol.to_sitk(lungs), out / files["lung_mask"])
+        truth_lung = np.isin(vol.truth, (1, 2, 5))
+        found = lungs > 0
+        lung_check = {
+            "dice": round(float(2 * (found & truth_lung).sum() / max(found.sum() + truth_lung.sum(), 1)), 4),
+            "tumour_voxels": int((vol.mask > 0).sum()),
+            "tumour_voxels_inside": int(((vol.mask > 0) & found).sum()),
+            "gas_voxels_inside": int((found & (vol.truth == 12)).sum()),
+        }
     if dicom:
         from ..io import dicom_write
 
@@ -554,6 +573,7 @@ def write_patient(vol: PatientVolume, out_dir: str | os.PathLike, dicom: bool = 
         "overview_slice": sl,
         "histograms": _histograms(vol),
         "stats": vol.stats,
+        "lung_mask_check": lung_check,
     }
 
 
@@ -578,20 +598,20 @@ def _params_hash(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _worker(params_dict: dict, out_dir: str, dicom: bool) -> dict:
+def _worker(params_dict: dict, out_dir: str, dicom: bool, lung_masks: bool = True) -> dict:
     params = PatientParams.from_dict(params_dict)
     t = time.perf_counter()
     vol = generate_patient(params)
-    summary = write_patient(vol, out_dir, dicom=dicom)
+    summary = write_patient(vol, out_dir, dicom=dicom, lung_masks=lung_masks)
     summary["time_s"] = round(time.perf_counter() - t, 3)
     return summary
 
 
-def _complete(out: Path, entry: dict | None, phash: str, dicom: bool) -> bool:
+def _complete(out: Path, entry: dict | None, phash: str, dicom: bool, lung_masks: bool = True) -> bool:
     if not entry or entry.get("hash") != phash:
         return False
     files = entry.get("summary", {}).get("files", {})
-    for key in ("image", "mask", "truth"):
+    for key in ("image", "mask", "truth") + (("lung_mask",) if lung_masks else ()):
         if key not in files or not (out / files[key]).is_file():
             return False
     if dicom:
@@ -625,6 +645,7 @@ def generate_cohort(
     fov_range: tuple[float, float] = (330.0, 380.0),
     n_folds: int = 5,
     figure: bool = True,
+    lung_masks: bool = True,
 ) -> Path:
     """Generate (or complete) a synthetic cohort and return the path of its ``datalist.json``.
 
@@ -651,6 +672,7 @@ def generate_cohort(
         fov_range: reconstruction field-of-view range (mm).
         n_folds: cross-validation folds of the training patients.
         figure: write ``overview.png``.
+        lung_masks: also write HU-threshold lung masks (``lungs/``, datalist key ``lung_mask``).
 
     Returns:
         Path of ``datalist.json``.
@@ -686,11 +708,11 @@ def generate_cohort(
         _remove_cohort_files(out, manifest)
         manifest = None
     if manifest is None and out.exists() and not overwrite:
-        stale = [n for n in ("images", "masks", "truth", "dicom", "datalist.json") if (out / n).exists()]
+        stale = [n for n in ("images", "masks", "truth", "lungs", "dicom", "datalist.json") if (out / n).exists()]
         if stale:
             raise InputError(out, f"holds {', '.join(stale)} but no phantom manifest; use --overwrite or another folder")
     if manifest is None and overwrite and out.exists():
-        for name in ("images", "masks", "truth", "dicom", ".phantom-cache"):
+        for name in ("images", "masks", "truth", "lungs", "dicom", ".phantom-cache"):
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     if manifest is None:
@@ -705,7 +727,7 @@ def generate_cohort(
     for prm in all_params:
         phash = _params_hash({"cohort": chash, "patient": prm.to_dict()})
         entry = manifest["patients"].get(prm.patient_id)
-        if _complete(out, entry, phash, dicom):
+        if _complete(out, entry, phash, dicom, lung_masks):
             continue
         todo.append((prm, phash))
     t0 = time.perf_counter()
@@ -724,7 +746,7 @@ def generate_cohort(
         bar = bar if hasattr(bar, "update") else None
     if int(workers) > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=int(workers)) as ex:
-            futs = {ex.submit(_worker, prm.to_dict(), str(out), dicom): (prm, phash) for prm, phash in todo}
+            futs = {ex.submit(_worker, prm.to_dict(), str(out), dicom, lung_masks): (prm, phash) for prm, phash in todo}
             try:
                 for fut in as_completed(futs):
                     prm, phash = futs[fut]
@@ -736,7 +758,7 @@ def generate_cohort(
                 raise
     else:
         for prm, phash in todo:
-            record(prm, phash, _worker(prm.to_dict(), str(out), dicom))
+            record(prm, phash, _worker(prm.to_dict(), str(out), dicom, lung_masks))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -774,6 +796,8 @@ def generate_cohort(
             "shape": [int(v) for v in s["shape"]],
             "source": f"metalung phantom (seed {seed}, patient index {s['index']})",
         }
+        if lung_masks and s["files"].get("lung_mask"):
+            entry["lung_mask"] = s["files"]["lung_mask"]
         dl["test" if pid in test_set else "training"].append(entry)
         s["split"] = entry["split"]
         s["fold"] = entry["fold"]
