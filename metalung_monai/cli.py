@@ -22,6 +22,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("phantom", "metalung_monai.phantom.cli"),
     ("convert", "metalung_monai.io.convert"),
     ("lung-mask", "metalung_monai.anatomy.cli"),
+    ("augment", "metalung_monai.transforms.metalung.offline"),
 ]
 
 

@@ -1,0 +1,740 @@
+"""MetaLung operations as pure functions on canonical numpy arrays (no randomness of their own).
+
+Layout: every function takes arrays in the *canonical* layout of
+:mod:`metalung_monai.utils.orientation`, spatial axes only or with leading axes (channel):
+2D ``(..., y, x)`` or 3D ``(..., z, y, x)``, ``x`` towards the patient's left, ``y`` towards
+posterior. The axial plane is always the last two axes.
+
+HU contract: apart from the two noise operations, no function here creates a value. Geometric
+operations copy voxels (nearest neighbour, exact 90/180 degree flips); tumour relocation copies
+the tumour's own voxels and fills the place it leaves with parenchyma voxels copied from
+elsewhere in the same lung. Padding is air (-1024 HU) for images and 0 for masks.
+
+Random choices (positions, donor patches, noise) come from a ``numpy.random.Generator`` passed
+in by the caller, so the transforms in :mod:`.array` / :mod:`.dictionary` own all randomness
+(MONAI's ``self.R``) and a call is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "AIR_HU",
+    "mirror",
+    "rotation_map",
+    "rotate_axial",
+    "unrotate_axial",
+    "integer_noise",
+    "add_integer_noise",
+    "Component",
+    "tumour_components",
+    "relocate_tumours",
+    "rotate_tumours",
+    "fill_with_parenchyma",
+    "ComponentResult",
+]
+
+AIR_HU = -1024
+_CV_CHANNELS = 128  # channels per OpenCV call (CV_CN_MAX is 128 in OpenCV 5)
+_CV_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32), np.dtype(np.float64)}
+
+
+# --------------------------------------------------------------------------- mirror / rotation
+def mirror(array: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Flip ``array`` along ``axis`` (default: canonical ``x``, the patient's left-right axis).
+
+    Returns a new contiguous array; values are only moved.
+    """
+    return np.ascontiguousarray(np.flip(array, axis))
+
+
+def _cv_dtype(dtype: np.dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype in _CV_DTYPES:
+        return dtype
+    if dtype == np.bool_ or dtype == np.int8:
+        return np.dtype(np.int16) if dtype == np.int8 else np.dtype(np.uint8)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)  # int32/int64/uint32: exact up to 2**53
+
+
+def rotation_map(shape_yx: tuple[int, int], angle_deg: float, center_yx: tuple[float, float] | None = None) -> np.ndarray:
+    """Integer source coordinates of a nearest-neighbour axial rotation (OpenCV ``CV_16SC2`` map).
+
+    ``map[y, x] = (x_src, y_src)``: the input voxel each output voxel copies. Built once per call
+    and shared by every array rotated with it, so an image and its mask always take their voxels
+    from the same places (OpenCV's own nearest-neighbour warps round coordinate ties differently
+    for different dtypes, which would misalign a uint8 mask and an int16 image by one voxel).
+    """
+    h, w = shape_yx
+    if center_yx is None:
+        center_yx = ((h - 1) / 2.0, (w - 1) / 2.0)
+    matrix = cv2.getRotationMatrix2D((float(center_yx[1]), float(center_yx[0])), float(angle_deg), 1.0)
+    inv = cv2.invertAffineTransform(matrix).astype(np.float32)
+    xs = np.arange(w, dtype=np.float32)
+    ys = np.arange(h, dtype=np.float32)
+    mx = (inv[0, 0] * xs)[None, :] + (inv[0, 1] * ys + inv[0, 2])[:, None]
+    my = (inv[1, 0] * xs)[None, :] + (inv[1, 1] * ys + inv[1, 2])[:, None]
+    return cv2.convertMaps(mx, my, cv2.CV_16SC2, nninterpolation=True)[0]
+
+
+def rotate_axial(
+    array: np.ndarray,
+    angle_deg: float,
+    center_yx: tuple[float, float] | None = None,
+    fill: float = AIR_HU,
+    rotation: np.ndarray | None = None,
+) -> np.ndarray:
+    """Rotate in the axial plane (last two axes) by ``angle_deg``, nearest neighbour, exact values.
+
+    Every output voxel is either a copy of an input voxel or ``fill``; no value is interpolated.
+    Positive angles turn the picture counter-clockwise in radiological display (rows = ``y``,
+    columns = ``x``). All leading axes (channel, ``z``) are rotated with the same map, in one
+    OpenCV call per 128 planes; arrays rotated by the same angle (or the same ``rotation`` map)
+    take their voxels from exactly the same places, whatever their dtype.
+
+    Args:
+        array: ``(..., y, x)`` array of any numeric or bool dtype.
+        angle_deg: rotation angle in degrees.
+        center_yx: centre of rotation in voxel coordinates ``(y, x)``; default the array centre.
+        fill: value for voxels that come from outside the array (air ``-1024`` for HU images,
+            ``0`` for masks).
+        rotation: a precomputed :func:`rotation_map` (then ``angle_deg`` and ``center_yx`` are
+            not used).
+
+    Returns:
+        A new array with the shape and dtype of ``array``.
+    """
+    arr = np.asarray(array)
+    h, w = arr.shape[-2:]
+    if rotation is None:
+        rotation = rotation_map((h, w), angle_deg, center_yx)
+    work = _cv_dtype(arr.dtype)
+    planes = arr.reshape(-1, h, w)
+    stack = np.ascontiguousarray(np.moveaxis(planes, 0, -1).astype(work, copy=False))  # (h, w, n)
+    out = np.empty_like(stack)
+    border = (float(fill),) * 4  # OpenCV cycles a 4-tuple over the channels
+    for start in range(0, stack.shape[-1], _CV_CHANNELS):
+        chunk = np.ascontiguousarray(stack[..., start:start + _CV_CHANNELS])
+        res = cv2.remap(chunk, rotation, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+        out[..., start:start + _CV_CHANNELS] = res.reshape(h, w, -1)
+    return np.moveaxis(out, -1, 0).reshape(arr.shape).astype(arr.dtype, copy=False)
+
+
+def unrotate_axial(
+    array: np.ndarray,
+    angle_deg: float,
+    center_yx: tuple[float, float] | None = None,
+    fill: float = AIR_HU,
+) -> np.ndarray:
+    """Undo :func:`rotate_axial` by ``angle_deg``: exact wherever the rotation kept the voxel.
+
+    Every input voxel that the forward rotation copied somewhere is put back exactly where it came
+    from (scattering through the same :func:`rotation_map`); the few voxels the nearest-neighbour
+    rotation dropped, and those that left the grid, are filled by rotating back (nearest) or with
+    ``fill``. So ``unrotate_axial(rotate_axial(a, t), t)`` equals ``a`` on every voxel the rotation
+    did not lose.
+    """
+    arr = np.asarray(array)
+    h, w = arr.shape[-2:]
+    rot = rotation_map((h, w), angle_deg, center_yx)
+    out = rotate_axial(arr, -angle_deg, center_yx, fill=fill)
+    sx = rot[..., 0].astype(np.int64).ravel()
+    sy = rot[..., 1].astype(np.int64).ravel()
+    ok = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+    src_planes = arr.reshape(-1, h * w)
+    dst_planes = out.reshape(-1, h * w)
+    dst_planes[:, sy[ok] * w + sx[ok]] = src_planes[:, np.flatnonzero(ok)]
+    return dst_planes.reshape(arr.shape)
+
+
+# --------------------------------------------------------------------------- integer noise
+def integer_noise(shape: tuple[int, ...], noise_range: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Integers drawn uniformly from the closed range ``[low, high]`` (``int16``)."""
+    low, high = int(noise_range[0]), int(noise_range[1])
+    if high < low:
+        raise ValueError(f"noise_range must be (low, high) with low <= high, got {noise_range}")
+    return rng.integers(low, high + 1, size=shape, dtype=np.int16)
+
+
+def add_integer_noise(
+    image: np.ndarray,
+    noise_range: tuple[int, int],
+    rng: np.random.Generator,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
+    """Add integer noise in HU, uniform in ``[low, high]``, to all voxels or only ``where``.
+
+    Each affected voxel changes by an integer in the range; unaffected voxels keep their value.
+    Integer dtypes saturate at their limits instead of wrapping.
+
+    Args:
+        image: HU array (any shape; int or float dtype).
+        noise_range: closed integer range in HU, e.g. ``(0, 20)`` as in the MetaLung thesis.
+        rng: the random generator.
+        where: optional boolean array of ``image``'s shape; noise only there.
+    """
+    img = np.asarray(image)
+    out = img.copy()
+    if where is None:
+        noise = integer_noise(img.shape, noise_range, rng)
+        target = out
+    else:
+        sel = np.asarray(where, dtype=bool)
+        if sel.shape != img.shape:
+            raise ValueError(f"noise mask shape {sel.shape} does not match image shape {img.shape}")
+        noise = integer_noise((int(sel.sum()),), noise_range, rng)
+        target = out[sel]
+    if np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)
+        if target.size and (int(target.max()) + int(noise_range[1]) > info.max or int(target.min()) + int(noise_range[0]) < info.min):
+            target = np.clip(target.astype(np.int64) + noise, info.min, info.max).astype(img.dtype)
+        else:
+            target = target + noise.astype(img.dtype)
+    else:
+        target = target + noise.astype(img.dtype)
+    if where is None:
+        return target
+    out[sel] = target
+    return out
+
+
+# --------------------------------------------------------------------------- tumour components
+@dataclass
+class Component:
+    """One connected tumour component: its bounding box and its voxels inside that box."""
+
+    box: tuple[slice, ...]
+    local: np.ndarray  # bool, shape of the box
+
+    @property
+    def voxels(self) -> int:
+        return int(self.local.sum())
+
+    def full(self, shape: tuple[int, ...]) -> np.ndarray:
+        out = np.zeros(shape, bool)
+        out[self.box] = self.local
+        return out
+
+
+def tumour_components(mask: np.ndarray) -> list[Component]:
+    """Connected tumour components (full connectivity), largest first.
+
+    Labelling runs on the bounding box of the mask only (a tumour is small, a CT volume large).
+    """
+    m = np.asarray(mask) != 0
+    box = _bbox(m)
+    if box is None:
+        return []
+    sub = m[box]
+    labels, n = ndimage.label(sub, structure=ndimage.generate_binary_structure(sub.ndim, sub.ndim))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    objects = ndimage.find_objects(labels)
+    comps = []
+    for k in np.argsort(-sizes, kind="stable"):
+        local_box = objects[k]
+        glob = tuple(slice(b.start + lb.start, b.start + lb.stop) for b, lb in zip(box, local_box))
+        comps.append(Component(glob, labels[local_box] == k + 1))
+    return comps
+
+
+@dataclass
+class ComponentResult:
+    """What happened to one tumour component (recorded in the sample's metadata)."""
+
+    component: int
+    voxels: int
+    applied: bool
+    from_lung: str | None = None
+    to_lung: str | None = None
+    shift_voxels: list[int] = field(default_factory=list)
+    angle_deg: float | None = None
+    fallback: str | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
+
+
+_LUNG_NAMES = {1: "right", 2: "left"}
+
+
+def _bbox(mask: np.ndarray, pad: int | tuple[int, ...] = 0) -> tuple[slice, ...] | None:
+    """Bounding box of the nonzero voxels, grown by ``pad`` voxels (per axis) within the array.
+
+    One pass over the array (``any`` along the last axis), then one over the box found so far.
+    """
+    pads = (pad,) * mask.ndim if isinstance(pad, int) else tuple(pad)
+    lead = mask.any(axis=-1)
+    if not lead.any():
+        return None
+    box = []
+    for ax in range(lead.ndim):
+        idx = np.flatnonzero(lead.any(axis=tuple(a for a in range(lead.ndim) if a != ax)) if lead.ndim > 1 else lead)
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    last = np.flatnonzero(mask[tuple(box)].any(axis=tuple(range(mask.ndim - 1))))
+    box.append(slice(int(last[0]), int(last[-1]) + 1))
+    return tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pads, mask.shape))
+
+
+def _as3d(a: np.ndarray) -> np.ndarray:
+    return a[None] if a.ndim == 2 else a
+
+
+def _inplane_distance(free3: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndarray:
+    """Per axial slice, the distance in mm from each free voxel to the nearest non-free one.
+
+    The slice border counts as non-free. Square pixels use OpenCV's exact Euclidean transform
+    (about 20 times faster than scipy on a 512 x 512 slice; its results are snapped to the exact
+    square roots so that runs are bit-for-bit reproducible), others scipy's with ``sampling``.
+    """
+    out = np.zeros(free3.shape, np.float32)
+    square = math.isclose(spacing_yx[0], spacing_yx[1], rel_tol=1e-3)
+    for z in range(free3.shape[0]):
+        sl = free3[z]
+        if not sl.any():
+            continue
+        padded = np.pad(sl, 1).astype(np.uint8)
+        if square:
+            d = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
+            # exact distances are square roots of integers; OpenCV's SIMD paths round the last
+            # bit differently depending on buffer alignment, so snap them (reproducible choices)
+            d = np.sqrt(np.rint(d * d)) * float(spacing_yx[0])
+        else:
+            d = ndimage.distance_transform_edt(padded, sampling=spacing_yx)
+        out[z] = d[1:-1, 1:-1]
+    return out
+
+
+def _all_within(mask3: np.ndarray, reach: int) -> np.ndarray:
+    """True where ``mask3`` is True on every slice within ``reach`` slices (outside counts False).
+
+    A running count along ``z`` (cumulative sum), linear in the number of voxels.
+    """
+    if reach <= 0:
+        return mask3
+    nz = mask3.shape[0]
+    csum = np.zeros((nz + 1,) + mask3.shape[1:], np.int32)
+    np.cumsum(mask3, axis=0, dtype=np.int32, out=csum[1:])
+    out = np.zeros(mask3.shape, bool)
+    width = 2 * reach + 1
+    if nz >= width:
+        out[reach:nz - reach] = (csum[width:] - csum[:-width]) == width
+    return out
+
+
+def _footprint(local: np.ndarray, spacing: tuple[float, ...]):
+    """Offsets (voxels, relative to the box centre), in-plane radius in mm, half-height in slices."""
+    coords = np.argwhere(local)
+    centre = np.array([(s - 1) // 2 for s in local.shape])
+    offsets = coords - centre
+    sp = np.asarray(spacing[-2:], dtype=float)
+    r_xy = float(np.sqrt(((offsets[:, -2:] * sp) ** 2).sum(axis=1)).max()) if len(offsets) else 0.0
+    half_z = int(np.abs(offsets[:, 0]).max()) if local.ndim == 3 and len(offsets) else 0
+    return offsets, centre, r_xy, half_z
+
+
+def _fits(ok: np.ndarray, offsets: np.ndarray, centre: np.ndarray) -> bool:
+    pts = offsets + centre
+    if (pts < 0).any() or (pts >= np.asarray(ok.shape)).any():
+        return False
+    return bool(ok[tuple(pts.T)].all())
+
+
+def _find_place(
+    free: np.ndarray,
+    offsets: np.ndarray,
+    r_xy: float,
+    half_z: int,
+    spacing: tuple[float, ...],
+    rng: np.random.Generator,
+    margin_mm: float = 0.0,
+    tries: int = 32,
+) -> np.ndarray | None:
+    """A random centre where every voxel of ``offsets`` lies in ``free``, more than ``margin_mm`` inside.
+
+    Candidates come from per-slice Euclidean distance maps: a centre qualifies when, on every
+    slice the footprint spans (plus the margin in slices), the distance to the nearest non-free
+    voxel exceeds the footprint's in-plane radius plus the margin (a cylinder that holds the
+    footprint: a sufficient condition); ``tries`` of them, drawn at random, are then checked voxel
+    by voxel. When no voxel is that far, candidates at half the radius are checked too. Work is
+    confined to the bounding box of ``free``.
+    """
+    return _search(free, None, offsets, r_xy, half_z, spacing, rng, margin_mm, None, tries)
+
+
+def _search(free, window, offsets, r_xy, half_z, spacing, rng, margin_mm, near, tries):
+    """:func:`_find_place` inside ``window`` (a box, or everything); with ``near`` (a voxel
+    position) the ``tries`` candidates nearest to it are checked instead of random ones."""
+    base = np.zeros(free.ndim, int) if window is None else np.array([w.start for w in window])
+    region = free if window is None else free[window]
+    box = _bbox(region)
+    if box is None:
+        return None
+    origin = base + np.array([b.start for b in box])
+    sub3 = _as3d(region[box])
+    flat2d = free.ndim == 2
+    off3 = np.concatenate([np.zeros((len(offsets), 1), int), offsets], axis=1) if flat2d else offsets
+    sp3 = (1.0,) + tuple(spacing) if flat2d else tuple(spacing)
+    m_z = 0 if flat2d or margin_mm <= 0 else int(math.ceil(margin_mm / sp3[0]))
+    d2 = _inplane_distance(sub3, (float(sp3[1]), float(sp3[2])))
+    reach = half_z + m_z
+    ok = d2 > margin_mm if margin_mm > 0 else sub3
+    if m_z:
+        ok = _all_within(ok, m_z)
+    origin3 = np.concatenate([[0], origin]) if flat2d else origin
+    for threshold in (r_xy + margin_mm, 0.5 * r_xy + margin_mm):
+        cand = np.flatnonzero(_all_within(d2 > threshold, reach))
+        if cand.size == 0:
+            continue
+        if near is None:
+            picks = rng.choice(cand, size=min(tries, cand.size), replace=False)
+        else:
+            near3 = np.concatenate([[0], near]) if flat2d else np.asarray(near)
+            pts = np.stack(np.unravel_index(cand, sub3.shape), axis=1) + origin3
+            d = (((pts - near3) * np.asarray(sp3)) ** 2).sum(axis=1)
+            picks = cand[np.argsort(d, kind="stable")[:tries]]
+        for flat in picks:
+            centre = np.array(np.unravel_index(int(flat), sub3.shape))
+            if _fits(ok, off3, centre):
+                hit = centre + origin3
+                return hit[1:] if flat2d else hit
+    return None
+
+
+def fill_with_parenchyma(
+    image: np.ndarray,
+    region: np.ndarray,
+    parenchyma: np.ndarray,
+    spacing: tuple[float, ...],
+    rng: np.random.Generator,
+    source: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, str]:
+    """Fill ``region`` with lung parenchyma copied from elsewhere in the same image.
+
+    The preferred donor is a patch of free parenchyma with the exact shape of ``region``, as close
+    as possible to it (copying texture and noise as the scanner made them). When no such patch
+    exists, voxels are drawn at random from the parenchyma nearest to the region. The result
+    never contains a value that was not in ``source`` (default ``image``): no hole, no air,
+    no copy of a tumour.
+
+    Args:
+        image: canonical HU array.
+        region: boolean mask of the voxels to fill.
+        parenchyma: boolean mask of donor voxels (free lung parenchyma; ``region`` is excluded).
+        spacing: voxel size in mm (same axis order).
+        rng: random generator.
+        source: array to copy donor values from (default ``image``).
+        out: array to write into (default a copy of ``image``).
+
+    Returns:
+        ``(filled_image, how)`` with ``how`` in ``{"patch", "sampled", "none"}``.
+    """
+    src = image if source is None else source
+    out = image.copy() if out is None else out
+    box = _bbox(region)
+    if box is None:
+        return out, "none"
+    offsets, centre_local, r_xy, half_z = _footprint(region[box], spacing)
+    centre = centre_local + np.array([s.start for s in box])
+    # donors near the region first (a window of ~40 mm), the whole lung only if none fits there
+    win = tuple(slice(max(int(c) - w, 0), min(int(c) + w + 1, n))
+                for c, w, n in zip(centre, (max(int(math.ceil(40.0 / sp)), 1) for sp in spacing), region.shape))
+    w0 = np.array([w.start for w in win])
+    place = _search(parenchyma[win] & ~region[win], None, offsets, r_xy, half_z, spacing, rng, 0.0, centre - w0, 16)
+    if place is not None:
+        place = place + w0
+    else:
+        place = _search(parenchyma & ~region, None, offsets, r_xy, half_z, spacing, rng, 0.0, centre, 16)
+    targets = tuple((offsets + centre).T)
+    if place is not None:
+        out[targets] = src[tuple((offsets + place).T)]
+        return out, "patch"
+    pool = np.argwhere(parenchyma[win] & ~region[win]) + w0
+    if len(pool) == 0:
+        donor_free = parenchyma & ~region
+        pool = np.argwhere(donor_free)
+    if len(pool) == 0:
+        return out, "none"
+    d2 = (((pool - centre) * np.asarray(spacing)) ** 2).sum(axis=1)
+    nearest = pool[np.argsort(d2, kind="stable")[: max(len(offsets) * 4, 64)]]
+    picks = nearest[rng.integers(0, len(nearest), size=len(offsets))]
+    out[targets] = src[tuple(picks.T)]
+    return out, "sampled"
+
+
+def _cut_region(comp: Component, lungs: np.ndarray, ring: int) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The tumour plus a ring of ``ring`` voxels inside the lung (its partial-volume halo).
+
+    Returns ``(box, local)``: a box around the cut region and the region inside it.
+    """
+    if ring <= 0:
+        return comp.box, comp.local.copy()
+    shape = lungs.shape
+    pad = tuple(slice(max(b.start - ring, 0), min(b.stop + ring, n)) for b, n in zip(comp.box, shape))
+    local = np.zeros(tuple(p.stop - p.start for p in pad), bool)
+    inner = tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(comp.box, pad))
+    local[inner] = comp.local
+    grown = ndimage.binary_dilation(local, ndimage.generate_binary_structure(local.ndim, local.ndim), iterations=ring)
+    return pad, local | (grown & (lungs[pad] > 0))
+
+
+def _source_lung(comp: Component, lungs: np.ndarray) -> int | None:
+    labels = lungs[comp.box][comp.local]
+    labels = labels[labels > 0]
+    if labels.size:
+        return int(np.bincount(labels, minlength=3)[1:3].argmax() + 1)
+    # a tumour outside the lung mask (e.g. a mask from another tool): the nearest lung
+    lung_pts = np.argwhere(lungs > 0)
+    if len(lung_pts) == 0:
+        return None
+    first = np.argwhere(comp.local)[0] + np.array([b.start for b in comp.box])
+    nearest = lung_pts[np.argmin(((lung_pts - first) ** 2).sum(axis=1))]
+    return int(lungs[tuple(nearest)])
+
+
+def _to_global(box: tuple[slice, ...], local: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    out[box] = local
+    return out
+
+
+def relocate_tumours(
+    image: np.ndarray,
+    mask: np.ndarray,
+    lungs: np.ndarray,
+    dense: np.ndarray,
+    spacing: tuple[float, ...],
+    rng: np.random.Generator,
+    *,
+    margin_mm: float = 2.0,
+    ring: int = 1,
+    rotate_180: bool = True,
+    opposite_first: bool = True,
+    out_image: np.ndarray | None = None,
+    out_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[ComponentResult]]:
+    """Move every tumour component into free lung space, the opposite lung first (MetaLung op 2).
+
+    Each connected component of ``mask`` (with a ``ring``-voxel halo inside the lung) is cut out,
+    rotated by 180 degrees in the axial plane, and pasted where it fits entirely inside free
+    parenchyma of the opposite lung, more than ``margin_mm`` from vessels, pleura,
+    calcifications and other tumours; if the opposite lung has no room, elsewhere in the same
+    lung; if neither has room the component stays where it is (``applied=False``). The vacated
+    place is filled with parenchyma copied from the same lung (:func:`fill_with_parenchyma`).
+    The new mask is exactly the moved tumour. In 3D the whole tumour volume moves.
+
+    Args:
+        image: canonical HU array ``(y, x)`` or ``(z, y, x)``.
+        mask: tumour mask of the same shape (nonzero = tumour).
+        lungs: lung labels (0 outside, 1 right, 2 left), same shape.
+        dense: boolean dense structures inside the lungs (vessels, airway walls, calcifications,
+            nodules), same shape.
+        spacing: voxel size in mm, same axis order.
+        rng: random generator (positions and donor patches).
+        margin_mm: minimum distance kept from anything that is not free parenchyma.
+        ring: halo voxels moved with the tumour (its blurred boundary), inside the lung only.
+        rotate_180: rotate the tumour by 180 degrees (the thesis' choice) before pasting.
+        opposite_first: try the opposite lung first (else the same lung first).
+        out_image, out_mask: arrays to write the result into (each must start equal to
+            ``image`` / ``mask``); by default new arrays.
+
+    Returns:
+        ``(image, mask, results)``: the new image and mask (uint8 {0, 1} unless ``out_mask`` was
+        given) and one :class:`ComponentResult` per component.
+    """
+    img = np.asarray(image)
+    msk = np.asarray(mask) != 0
+    lungs = np.asarray(lungs)
+    spacing = tuple(float(s) for s in spacing)
+    comps = tumour_components(msk)
+    out_img = img.copy() if out_image is None else out_image
+    out_msk = msk.astype(np.uint8) if out_mask is None else out_mask
+    results: list[ComponentResult] = []
+    if not comps:
+        return out_img, out_msk, results
+    cuts = [_cut_region(c, lungs, ring) for c in comps]
+    blocked = np.asarray(dense, dtype=bool) | msk
+    for box, local in cuts:
+        blocked[box] |= local
+    for k, comp in enumerate(comps):
+        box, cut = cuts[k]
+        res = ComponentResult(component=k, voxels=comp.voxels, applied=False)
+        src_lung = _source_lung(comp, lungs)
+        if src_lung is None:
+            res.reason = "no lung mask"
+            results.append(res)
+            continue
+        res.from_lung = _LUNG_NAMES[src_lung]
+        comp_in_cut = np.zeros_like(cut)
+        comp_in_cut[tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(comp.box, box))] = comp.local
+        vals = img[box]
+        if rotate_180:
+            cut_p, comp_p, vals = np.flip(cut, (-2, -1)), np.flip(comp_in_cut, (-2, -1)), np.flip(vals, (-2, -1))
+        else:
+            cut_p, comp_p = cut, comp_in_cut
+        offsets, centre_local, r_xy, half_z = _footprint(cut_p, spacing)
+        other = 3 - src_lung
+        order = [other, src_lung] if opposite_first else [src_lung, other]
+        for attempt, target in enumerate(order):
+            free = (lungs == target) & ~blocked
+            place = _find_place(free, offsets, r_xy, half_z, spacing, rng, margin_mm=margin_mm)
+            if place is None:
+                continue
+            src_pts = tuple((offsets + centre_local).T)
+            dst_pts = tuple((offsets + place).T)
+            vacated = _to_global(box, cut, img.shape)
+            parenchyma = (lungs == src_lung) & ~blocked
+            out_img, how = fill_with_parenchyma(img, vacated, parenchyma, spacing, rng, source=img, out=out_img)
+            out_msk[comp.box][comp.local] = 0
+            out_img[dst_pts] = vals[src_pts]
+            comp_pts = np.argwhere(comp_p)
+            out_msk[tuple((comp_pts - centre_local + place).T)] = 1
+            # keep later components away from the pasted one (1 voxel of clearance)
+            lo = np.maximum(np.min(np.asarray(dst_pts), axis=1) - 1, 0)
+            hi = np.minimum(np.max(np.asarray(dst_pts), axis=1) + 2, np.asarray(img.shape))
+            nb = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            pasted = np.zeros(tuple(b - a for a, b in zip(lo, hi)), bool)
+            pasted[tuple((np.asarray(dst_pts).T - lo).T)] = True
+            blocked[nb] |= ndimage.binary_dilation(pasted, ndimage.generate_binary_structure(pasted.ndim, pasted.ndim))
+            orig_centre = centre_local + np.array([b.start for b in box])
+            res.applied = True
+            res.to_lung = _LUNG_NAMES[target]
+            res.shift_voxels = [int(v) for v in place - orig_centre]
+            res.fallback = None if attempt == 0 else ("same lung" if target == src_lung else "opposite lung")
+            res.reason = f"vacated place filled ({how})"
+            break
+        else:
+            res.reason = "no free lung space large enough"
+        results.append(res)
+    return out_img, out_msk, results
+
+
+def rotate_tumours(
+    image: np.ndarray,
+    mask: np.ndarray,
+    lungs: np.ndarray,
+    dense: np.ndarray,
+    spacing: tuple[float, ...],
+    rng: np.random.Generator,
+    angles_deg: list[float],
+    *,
+    ring: int = 0,
+    tries: int = 4,
+    angle_range: tuple[float, float] = (1.0, 90.0),
+    max_clip: float = 0.1,
+    out_image: np.ndarray | None = None,
+    out_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[ComponentResult]]:
+    """Rotate each tumour component in place about its own centre (MetaLung op 4).
+
+    The tumour is rotated in the axial plane by ``angles_deg[k]`` (nearest neighbour, exact
+    values); the rest of the image is unchanged, except the voxels the tumour no longer covers,
+    which are filled with parenchyma copied from the same lung. Tumour voxels that a rotation
+    would push onto vessels, pleura or out of the lung are not pasted (a juxtapleural tumour
+    stays flat against the pleura); an angle that loses more than ``max_clip`` of the tumour is
+    retried with a new angle from ``angle_range`` (same sign), up to ``tries`` angles in all,
+    keeping the best one; when every angle loses more, the component is left as it was
+    (``applied=False``).
+
+    Args:
+        image, mask, lungs, dense, spacing, rng, out_image, out_mask: as :func:`relocate_tumours`.
+        angles_deg: first angle to try for each component (degrees, signed).
+        ring: halo voxels rotated with the tumour (default 0: the tumour turns about its own
+            centre, its partial-volume halo stays a good fit).
+        tries: angles tried per component.
+        angle_range: range of absolute angles for retries.
+        max_clip: largest fraction of tumour voxels that may be dropped at the pleura / vessels.
+
+    Returns:
+        ``(image, mask, results)`` as :func:`relocate_tumours`.
+    """
+    img = np.asarray(image)
+    msk = np.asarray(mask) != 0
+    lungs = np.asarray(lungs)
+    dense = np.asarray(dense, dtype=bool)
+    spacing = tuple(float(s) for s in spacing)
+    comps = tumour_components(msk)
+    out_img = img.copy() if out_image is None else out_image
+    out_msk = msk.astype(np.uint8) if out_mask is None else out_mask
+    results: list[ComponentResult] = []
+    for k, comp in enumerate(comps):
+        cbox, cut_local = _cut_region(comp, lungs, ring)
+        res = ComponentResult(component=k, voxels=comp.voxels, applied=False)
+        src_lung = _source_lung(comp, lungs)
+        res.from_lung = _LUNG_NAMES.get(src_lung) if src_lung else None
+        # a box large enough for any rotation of the cut region about its centre of mass
+        coords = np.argwhere(cut_local) + np.array([b.start for b in cbox])
+        cy, cx = coords[:, -2].mean(), coords[:, -1].mean()
+        half = int(math.ceil(math.hypot(np.ptp(coords[:, -2]) + 1, np.ptp(coords[:, -1]) + 1) / 2.0)) + 1
+        ylo, yhi = max(int(cy) - half, 0), min(int(cy) + half + 2, img.shape[-2])
+        xlo, xhi = max(int(cx) - half, 0), min(int(cx) + half + 2, img.shape[-1])
+        box = tuple(cbox[:-2]) + (slice(ylo, yhi), slice(xlo, xhi))
+        centre = (cy - ylo, cx - xlo)
+        shape_b = tuple(b.stop - b.start for b in box)
+
+        def local(box_src, arr_local):
+            out = np.zeros(shape_b, bool)
+            sl = tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(box_src, box))
+            out[sl] = arr_local
+            return out
+
+        comp_b = local(comp.box, comp.local)
+        cut_b = local(cbox, cut_local)
+        # tumour voxels may land on free parenchyma or where the tumour already is; halo voxels
+        # also where the old halo was (it is vacated); nothing lands on vessels or other tumours
+        base = (lungs[box] > 0) & ~dense[box] & ~(msk[box] & ~comp_b)
+        allowed = base | comp_b
+        allowed_ring = base | cut_b
+        sign = 1.0 if angles_deg[k] >= 0 else -1.0
+        angle = float(angles_deg[k])
+        best = None  # (lost fraction, angle, new_cut, new_comp)
+        for _attempt in range(tries):
+            rot = rotation_map(shape_b[-2:], angle, centre)
+            new_cut = rotate_axial(cut_b, angle, fill=0, rotation=rot)
+            new_comp = rotate_axial(comp_b, angle, fill=0, rotation=rot)
+            if new_comp.any():
+                lost = float((new_comp & ~allowed).sum()) / float(new_comp.sum())
+                if best is None or lost < best[0]:
+                    kept = new_comp & allowed
+                    best = (lost, angle, (new_cut & allowed_ring) | kept, kept, rot)
+                if lost == 0.0:
+                    break
+            angle = sign * float(rng.uniform(*angle_range))
+        if best is None or best[0] > max_clip:
+            res.reason = ("every tried angle pushed more than "
+                          f"{max_clip:.0%} of the tumour onto vessels, pleura or out of the lung")
+            results.append(res)
+            continue
+        lost, angle, new_cut, new_comp, rot = best
+        new_vals = rotate_axial(img[box], angle, fill=AIR_HU, rotation=rot)
+        vacated_b = cut_b & ~new_cut
+        if vacated_b.any() and src_lung:
+            parenchyma = (lungs == src_lung) & ~dense & ~msk
+            parenchyma[box] &= ~cut_b
+            out_img, how = fill_with_parenchyma(img, _to_global(box, vacated_b, img.shape), parenchyma, spacing, rng,
+                                                source=img, out=out_img)
+        else:
+            how = "none"
+        patch = out_img[box]
+        patch[new_cut] = new_vals[new_cut]
+        mpatch = out_msk[box]
+        mpatch[comp_b] = 0
+        mpatch[new_comp] = 1
+        res.applied, res.angle_deg = True, round(angle, 3)
+        notes = []
+        if vacated_b.any():
+            notes.append(f"vacated voxels filled ({how})")
+        if lost > 0:
+            notes.append(f"{lost:.1%} of the rotated tumour fell on pleura/vessels and was clipped")
+        res.reason = "; ".join(notes) or None
+        results.append(res)
+    return out_img, out_msk, results
