@@ -24,6 +24,20 @@ def tiny_cohort(tmp_path_factory):
     return root
 
 
+def test_metalung_pipeline_snippet_runs(tiny_cohort, monkeypatch, capsys):
+    blocks = python_blocks(REPO / "docs" / "metalung.md")
+    assert blocks, "docs/metalung.md has no python example"
+    monkeypatch.chdir(tiny_cohort)
+    ns: dict = {}
+    for code in blocks:
+        exec(compile(code, "docs/metalung.md", "exec"), ns)
+    assert tuple(ns["batch"]["image"].shape) == (4, 1, 96, 96, 16)
+    assert len(ns["variants"]) >= 4   # input + every variant that applied (tiny 128 px cohort)
+    ops = {r[-1]["op"] for r in map(lambda v: __import__("metalung_monai").transforms.metalung_records(v["image"]),
+                                      ns["variants"][1:])}
+    assert {"mirror", "rotate_image", "noise_image"} <= ops
+
+
 def test_readme_pipeline_snippet_runs(tiny_cohort, monkeypatch):
     blocks = python_blocks(REPO / "README.md")
     assert blocks, "README.md has no python example"

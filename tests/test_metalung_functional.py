@@ -155,13 +155,21 @@ def _check_relocation(c, img, mask, results):
 
 
 @SETTINGS
-@given(shape=shapes, tumours=tumour_lists, seed=st.integers(0, 10_000), pleura=st.booleans())
-def test_relocation_properties(shape, tumours, seed, pleura):
+@given(shape=shapes, tumours=tumour_lists, seed=st.integers(0, 10_000), pleura=st.booleans(),
+       edge=st.booleans(), all_vessel=st.booleans())
+def test_relocation_properties(shape, tumours, seed, pleura, edge, all_vessel):
     c = _chest(shape, tumours, seed, pleura)
+    if edge:  # a "tumour" touching the image border, outside the lungs (a mask from another tool)
+        c.mask[..., :3, :4] = 1
+    if all_vessel:  # lungs full of dense tissue: no free space anywhere
+        c.dense = c.dense | (c.lungs > 0)
     rng = np.random.default_rng(seed)
     img, mask, results = F.relocate_tumours(c.hu, c.mask, c.lungs, c.dense, c.spacing, rng)
     assert len(results) == len(F.tumour_components(c.mask))
     _check_relocation(c, img, mask, results)
+    if all_vessel:
+        assert not any(r.applied for r in results)
+        assert np.array_equal(img, c.hu) and np.array_equal(mask, c.mask)
     # same seed, same result
     img2, mask2, _ = F.relocate_tumours(c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(seed))
     assert np.array_equal(img, img2) and np.array_equal(mask, mask2)

@@ -148,7 +148,7 @@ class _Canonical:
         affine, space = _affine_of(img, self.nd, axcodes, spacing)
         self.axes, self.spacing = _axes_and_spacing(np.ascontiguousarray(affine, dtype=float).tobytes(), affine.shape,
                                                     self.nd, space)
-        arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+        arr = _np(img)
         self.perm = (0,) + tuple(p + 1 for p in self.axes.perm)
         self.flips = tuple(k + 1 for k, f in enumerate(self.axes.flip) if f)
         view = np.transpose(arr, self.perm)
@@ -156,7 +156,7 @@ class _Canonical:
 
     def view(self, other: NdarrayOrTensor) -> np.ndarray:
         """Another array of the same shape seen through the same canonical mapping."""
-        arr = other.detach().cpu().numpy() if isinstance(other, torch.Tensor) else np.asarray(other)
+        arr = _np(other)
         view = np.transpose(arr, self.perm)
         return np.flip(view, self.flips) if self.flips else view
 
@@ -178,6 +178,15 @@ class _Canonical:
         fy, fx = (len(self.perm) - 2) in self.flips, (len(self.perm) - 1) in self.flips
         sign = (-1 if ya > xa else 1) * (-1 if fy else 1) * (-1 if fx else 1)
         return min(ya, xa), max(ya, xa), sign
+
+
+def _np(x: NdarrayOrTensor) -> np.ndarray:
+    """A numpy view of ``x`` (CPU tensors and MetaTensors without a metadata round trip)."""
+    if isinstance(x, MetaTensor):
+        x = x.as_tensor()
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
 
 
 def _like(out: np.ndarray, ref: NdarrayOrTensor) -> NdarrayOrTensor:
@@ -209,7 +218,7 @@ def _rotate_native(img: NdarrayOrTensor, angle: float, fill: float, axcodes: str
     """
     view = _Canonical(img, axcodes)
     a, b, sign = view.axial_plane()
-    arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    arr = _np(img)
     moved = np.moveaxis(arr, (a, b), (-2, -1))  # (..., A, B) views
     angle_ab = float(angle) * sign
     if undo:
@@ -411,8 +420,8 @@ class _TumourOp(RandomizableTransform):
             raise InputError("mask", f"expected a one-channel tumour mask, got {mask.shape[0]} channels")
         view = _Canonical(img, self.axcodes, self.spacing)
         sp = view.spacing
-        arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
-        marr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        arr = _np(img)
+        marr = _np(mask)
         hu = view.array[0]
         m = view.view(marr != 0)[0]  # compared in the array's own (contiguous) layout, then viewed
         rng = _seeded_rng(self.R)
@@ -545,7 +554,7 @@ class RandIntegerNoise(RandomizableTransform):
         if not self._do_transform:
             return _stamp(img)
         seed = int(self.R.randint(0, _MAX_SEED, dtype=np.int64))
-        arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+        arr = _np(img)
         out = _like(F.add_integer_noise(arr, self.noise_range, np.random.default_rng(seed)), img)
         _append_record(out, {"op": "noise_image", "applied": True, "noise_range": list(self.noise_range), "seed": seed})
         return out
@@ -570,8 +579,8 @@ class RandTumorNoise(RandomizableTransform):
             return _stamp(img, mask)
         _check_pair(img, mask)
         seed = int(self.R.randint(0, _MAX_SEED, dtype=np.int64))
-        arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
-        m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        arr = _np(img)
+        m = _np(mask)
         where = np.broadcast_to(np.any(m != 0, axis=0, keepdims=True), arr.shape)
         out = _like(F.add_integer_noise(arr, self.noise_range, np.random.default_rng(seed), where=where), img)
         record = {"op": "noise_tumor", "applied": bool(where.any()), "noise_range": list(self.noise_range), "seed": seed}

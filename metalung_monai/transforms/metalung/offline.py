@@ -42,7 +42,7 @@ import numpy as np
 from ...errors import DatalistError, InputError
 from ...io.datalist import datalist_entries, load_datalist, write_datalist
 from ...utils.atomic import atomic_path, write_image_atomic, write_json_atomic
-from .array import _Canonical, metalung_records
+from .array import _Canonical, _np, metalung_records
 from .dictionary import METALUNG_OPS, MetaLungd
 
 __all__ = ["expand_datalist", "HEATMAP_GRID", "tumour_heat", "add_parser", "run"]
@@ -119,7 +119,7 @@ def _write_like(tensor, reference: str, path: Path, dtype) -> None:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(reference))
     reader.ReadImageInformation()
-    arr = np.transpose(np.asarray(tensor.detach().cpu().numpy()[0]))  # ITK reader reverses sitk's order
+    arr = np.transpose(_np(tensor)[0])  # ITK reader reverses sitk's order
     img = sitk.GetImageFromArray(np.ascontiguousarray(arr.astype(dtype)))
     img.SetSpacing(reader.GetSpacing())
     img.SetOrigin(reader.GetOrigin())
