@@ -23,6 +23,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("convert", "metalung_monai.io.convert"),
     ("lung-mask", "metalung_monai.anatomy.cli"),
     ("augment", "metalung_monai.transforms.metalung.offline"),
+    ("experiment", "metalung_monai.training.experiment"),
 ]
 
 

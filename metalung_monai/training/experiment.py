@@ -1,0 +1,380 @@
+"""The experiment: every model x augmentation arm x seed on one datalist, one command.
+
+``metalung experiment --models unet,deeplabv3,maskrcnn --augment none,metalung,monai --preset quick
+--seeds 3 --out DIR`` trains each combination with its MONAI bundle (``bundles/<model>_lung_tumor``,
+``train.json``), evaluates it on the test patients (``evaluate.json``: per tumour slice as in the
+thesis, per patient in 3D, calcified false positives), and writes ``DIR/results.md``:
+
+* Table 7 layout: DICE, IoU, Precision, Recall per model and arm (mean ± SD over seeds; each
+  seed's value is the mean over the test tumour slices);
+* Table 8 layout: DICE per Lung-RADS class;
+* per-patient 3D DICE, false-positive components and those on calcified nodules;
+* training samples, wall time and data-loading share per arm;
+* ``overlays_<model>.png`` (predictions of each arm on test slices) and ``curves_<model>.png``.
+
+Every arm gets the same preset: same iterations, batch size, crops, optimiser and seeds. Runs
+live in ``DIR/runs/<model>/<arm>/seed<k>/``; a finished run (``done.json`` with the run's
+fingerprint) is reused by a later call, an unfinished one (killed) is redone, and a folder made
+with another configuration (datalist, preset, code version) is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from ..utils.atomic import atomic_path, write_json_atomic
+from .arms import ARMS
+
+__all__ = ["MODELS", "run_experiment", "run_bundle", "default_bundles_dir", "add_parser", "run"]
+
+log = logging.getLogger(__name__)
+
+#: model name -> bundle folder name
+MODELS = {"unet": "unet_lung_tumor", "deeplabv3": "deeplabv3_lung_tumor", "maskrcnn": "maskrcnn_lung_tumor"}
+MANIFEST = "experiment.json"
+
+
+def default_bundles_dir() -> Path:
+    """The repository's ``bundles/`` (beside the package in a source checkout)."""
+    return Path(__file__).resolve().parents[2] / "bundles"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+
+
+def run_bundle(bundle_dir: Path, configs: Sequence[str], workflow_type: str, verbose: bool = False, **overrides) -> None:
+    """Run a bundle in this process (``ConfigWorkflow``: initialize, run, finalize)."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=[str(bundle_dir / "configs" / c) for c in configs],
+        meta_file=str(bundle_dir / "configs" / "metadata.json"),
+        logging_file=str(bundle_dir / "configs" / "logging.conf") if verbose else False,
+        workflow_type=workflow_type,
+        bundle_root=str(bundle_dir),
+        **overrides,
+    )
+    if not verbose:  # the bundles' StatsHandlers log every iteration at INFO level
+        logging.disable(logging.INFO)
+    try:
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _fingerprint(datalist: Path, preset: str, overrides: dict, bundles: Path, models: Sequence[str]) -> dict:
+    cfg = {
+        "datalist": _sha(datalist),
+        "preset": preset,
+        "preset_overrides": overrides,
+        "metalung_monai": __version__,
+        "bundles": {m: {c.name: _sha(c) for c in sorted((bundles / MODELS[m] / "configs").glob("*.json"))}
+                    for m in models},
+    }
+    cfg["key"] = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    return cfg
+
+
+def _run_one(bundle: Path, datalist: Path, run_dir: Path, arm: str, seed: int, preset: str, overrides: dict,
+             key: str, verbose: bool) -> dict:
+    done = run_dir / "done.json"
+    if done.exists():
+        rec = json.loads(done.read_text())
+        if rec.get("key") == key:
+            return rec
+    if run_dir.exists():  # killed or from another configuration: start the run again
+        shutil.rmtree(run_dir)
+    (run_dir / "models").mkdir(parents=True)
+    common = dict(dataset_dir=str(datalist.parent), datalist=str(datalist), preset=preset, preset_overrides=overrides,
+                  ckpt_dir=str(run_dir / "models"), output_dir=str(run_dir / "eval"), verbose=verbose)
+    t0 = time.perf_counter()
+    run_bundle(bundle, ["train.json"], "train", augment=arm, seed=seed, **common)
+    t_train = time.perf_counter() - t0
+    run_bundle(bundle, ["train.json", "evaluate.json"], "infer", augment=arm, seed=seed, **common)
+    wall = time.perf_counter() - t0
+    hist = json.loads((run_dir / "eval" / "history.json").read_text())
+    rec = {"key": key, "arm": arm, "seed": seed, "train_s": round(t_train, 1), "wall_s": round(wall, 1),
+           "train_samples": hist.get("train_samples"), "data_share": hist.get("data_share"),
+           "iterations": hist.get("iterations"), "best_val_dice": hist.get("best_val_dice")}
+    write_json_atomic(rec, done)
+    return rec
+
+
+def run_experiment(
+    datalist: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    models: Sequence[str] = ("unet",),
+    arms: Sequence[str] = ("none", "metalung", "monai"),
+    preset: str = "quick",
+    seeds: int | Sequence[int] = 3,
+    preset_overrides: dict | None = None,
+    bundles_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    verbose: bool = False,
+) -> Path:
+    """Run the grid (see the module docstring) and return the path of ``results.md``.
+
+    Args:
+        datalist: the datalist (training section: train + validation fold; test section: test).
+        out_dir: output folder.
+        models: names from :data:`MODELS`.
+        arms: augmentation arms (:data:`metalung_monai.training.ARMS`).
+        preset: ``quick`` or ``full``.
+        seeds: number of seeds (0, 1, ...) or the seeds themselves.
+        preset_overrides: changes to the preset (e.g. ``{"epochs": 2}``), the same for every run.
+        bundles_dir: folder of the bundles (default: the repository's ``bundles/``).
+        overwrite: replace an experiment folder made with another configuration.
+        progress: progress bar over runs.
+        verbose: show the bundles' training logs.
+    """
+    from .presets import preset as get_preset
+
+    dl = Path(datalist).resolve()
+    out = Path(out_dir).resolve()
+    bundles = Path(bundles_dir).resolve() if bundles_dir else default_bundles_dir()
+    if not dl.is_file():
+        raise InputError(dl, "datalist file does not exist")
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        raise InputError("--models", f"unknown model(s) {bad}; choose from {', '.join(MODELS)}")
+    missing = [m for m in models if not (bundles / MODELS[m] / "configs" / "train.json").is_file()]
+    if missing:
+        raise InputError(bundles, f"no bundle for {missing} (expected {[MODELS[m] for m in missing]})")
+    bad = [a for a in arms if a not in ARMS]
+    if bad:
+        raise InputError("--augment", f"unknown arm(s) {bad}; choose from {', '.join(ARMS)}")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise InputError("--seeds", "at least one seed")
+    overrides = dict(preset_overrides or {})
+    get_preset(preset, **overrides)  # validate early
+    cfg = _fingerprint(dl, preset, overrides, bundles, models)
+    manifest = out / MANIFEST
+    if manifest.exists():
+        old = json.loads(manifest.read_text())
+        if old.get("key") != cfg["key"]:
+            if not overwrite:
+                raise InputError(out, "holds an experiment with another configuration (datalist, preset, bundles or "
+                                      "code version); use another --out or --overwrite")
+            shutil.rmtree(out / "runs", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic({**cfg, "models": list(models), "arms": list(arms), "seeds": seed_list}, manifest)
+
+    grid = [(m, a, s) for m in models for s in seed_list for a in arms]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(grid), desc="experiment", unit="run")
+    records = []
+    try:
+        for m, a, s in grid:
+            if bar:
+                bar.set_postfix_str(f"{m} / {a} / seed {s}")
+            rec = _run_one(bundles / MODELS[m], dl, out / "runs" / m / a / f"seed{s}", a, s, preset, overrides,
+                           cfg["key"], verbose)
+            records.append({"model": m, **rec})
+            if bar:
+                bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+    return write_results(out, dl, models, arms, seed_list, records, preset)
+
+
+# --------------------------------------------------------------------------- results
+def _frames(out: Path, models, arms, seeds):
+    import pandas as pd
+
+    slices, volumes, hist = [], [], {}
+    for m in models:
+        for a in arms:
+            for s in seeds:
+                ev = out / "runs" / m / a / f"seed{s}" / "eval"
+                for name, acc in (("slices.csv", slices), ("volumes.csv", volumes)):
+                    df = pd.read_csv(ev / name)
+                    df["model"], df["arm"], df["seed"] = m, a, s
+                    acc.append(df)
+                hist[(m, a, s)] = json.loads((ev / "history.json").read_text())
+    return pd.concat(slices, ignore_index=True), pd.concat(volumes, ignore_index=True), hist
+
+
+def write_results(out: Path, datalist: Path, models, arms, seeds, records, preset: str) -> Path:
+    """Aggregate the runs into ``results.md``, CSV tables and figures."""
+    from ..evaluation import arm_table, class_arm_table, format_mean_sd, markdown_table, mean_sd, write_table
+
+    slices, volumes, hist = _frames(out, models, arms, seeds)
+    write_table(slices, out / "all_slices")
+    write_table(volumes, out / "all_volumes")
+    lines = [f"# MetaLung experiment ({preset} preset)", "",
+             f"Datalist `{datalist}`; models {', '.join(models)}; arms {', '.join(arms)}; seeds {seeds}. "
+             "Every arm: same preset (iterations, batch size, crops, optimiser) and seeds. Test set: the datalist's "
+             "test patients; metrics per test tumour slice (pixel-wise on the whole slice, mean over slices; "
+             "conventions in docs/evaluation.md), mean ± SD over seeds.", ""]
+    verdicts = []
+    for m in models:
+        sm = slices[slices["model"] == m]
+        vm = volumes[volumes["model"] == m]
+        t7 = arm_table(sm)
+        t7.insert(0, "model", m)
+        write_table(t7, out / f"table7_{m}")
+        lines += [f"## {m}: Table 7 (DICE, IoU, Precision, Recall per test tumour slice)", "", markdown_table(t7), ""]
+        t8 = class_arm_table(sm)
+        write_table(t8, out / f"table8_{m}")
+        lines += [f"## {m}: Table 8 (DICE per Lung-RADS class)", "", markdown_table(t8), ""]
+        rows = []
+        for a in arms:
+            recs = [r for r in records if r["model"] == m and r["arm"] == a]
+            va = vm[vm["arm"] == a]
+            pdice = [va[va["seed"] == s]["dice"].mean() for s in seeds]
+            cfp = [va[va["seed"] == s]["calcified_fp_components"].sum() for s in seeds]
+            fpc = [va[va["seed"] == s]["fp_components"].sum() for s in seeds]
+            rows.append({
+                "arm": a,
+                "training samples": str(recs[0]["train_samples"]) if recs else "n/a",
+                "patient 3D DICE": format_mean_sd(pdice),
+                "FP components (test volumes)": format_mean_sd(fpc, ".1f"),
+                "of them on calcified nodules": format_mean_sd(cfp, ".1f"),
+                "wall time per run (s)": format_mean_sd([r["wall_s"] for r in recs], ".0f"),
+                "data-loading share": format_mean_sd([r["data_share"] or 0.0 for r in recs], ".3f"),
+            })
+        import pandas as pd
+
+        extra = pd.DataFrame.from_records(rows)
+        write_table(extra, out / f"runs_{m}")
+        lines += [f"## {m}: per patient (3D), false positives, cost", "", markdown_table(extra), ""]
+        # verdict: MetaLung vs the others on DICE and Precision (means over seeds)
+        if "metalung" in arms:
+            per_seed = {a: [sm[(sm["arm"] == a) & (sm["seed"] == s)] for s in seeds] for a in arms}
+            means = {a: {k: mean_sd([df[k].mean() for df in per_seed[a]])[0] for k in ("dice", "precision")}
+                     for a in arms}
+            for other in [a for a in arms if a != "metalung"]:
+                for k in ("dice", "precision"):
+                    better = means["metalung"][k] > means[other][k]
+                    verdicts.append(f"- {m}: MetaLung {'beat' if better else 'did not beat'} `{other}` on {k} "
+                                    f"({means['metalung'][k]:.3f} vs {means[other][k]:.3f})")
+        _figures(out, m, arms, seeds, datalist, hist)
+        lines += [f"![predictions of each arm]({'overlays_' + m + '.png'})", "",
+                  f"![training curves]({'curves_' + m + '.png'})", ""]
+    if verdicts:
+        lines += ["## MetaLung against the other arms (mean over seeds)", ""] + verdicts + [""]
+    text = "\n".join(lines)
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out / "results.md"
+
+
+def _figures(out: Path, model: str, arms, seeds, datalist: Path, hist: dict) -> None:
+    from ..evaluation import overlay_grid, training_curves
+    from ..io.datalist import datalist_entries
+    from .data import load_case
+    from .report import load_predictions
+
+    curves = {}
+    for a in arms:
+        runs = [hist[(model, a, s)] for s in seeds]
+        curves[a] = {"loss": [_smooth(r["loss"]) for r in runs],
+                     "val_dice": [r["val_dice"] for r in runs],
+                     "val_dice_x": runs[0]["val_iteration"]}
+        curves[a]["loss_x"] = list(range(1, len(curves[a]["loss"][0]) + 1))
+    training_curves(curves, out / f"curves_{model}.png", xlabel="iteration")
+    preds = {a: load_predictions(out / "runs" / model / a / f"seed{seeds[0]}" / "eval" / "predictions.npz")
+             for a in arms}
+    entries = {str(e.get("case_id") or e["patient_id"]): e for e in datalist_entries(datalist, "test")}
+    chosen = _pick_slices(preds[arms[0]], entries)
+    rows = []
+    for cid, z in chosen:
+        case = load_case(entries[cid])
+        rows.append({"image": case.hu[z], "truth": case.mask[z] > 0, "lungs": case.lungs[z],
+                     "preds": {a: preds[a][cid][z] for a in arms if cid in preds[a] and z in preds[a][cid]},
+                     "title": f"{case.entry['patient_id']} {entries[cid].get('lung_rads')} z={z}"})
+    if rows:
+        overlay_grid(rows, out / f"overlays_{model}.png", window=(-1000.0, 400.0))
+
+
+def _pick_slices(pred: dict, entries: dict, per_class: int = 1) -> list[tuple[str, int]]:
+    """One test slice per Lung-RADS class (the middle tumour slice of the first patient)."""
+    chosen, seen = [], set()
+    for cid in sorted(pred):
+        cls = entries.get(cid, {}).get("lung_rads")
+        if cls in seen or cid not in entries:
+            continue
+        zs = sorted(pred[cid])
+        if zs:
+            chosen.append((cid, zs[len(zs) // 2]))
+            seen.add(cls)
+    return sorted(chosen, key=lambda c: str(entries[c[0]].get("lung_rads")))
+
+
+def _smooth(values, k: int = 10) -> list[float]:
+    v = np.asarray(values, dtype=float)
+    if len(v) < k:
+        return v.tolist()
+    return np.convolve(v, np.ones(k) / k, mode="valid").tolist()
+
+
+# --------------------------------------------------------------------------- CLI
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "experiment",
+        help="train and evaluate every model x augmentation arm x seed; write results.md",
+        description="Run the MONAI bundles for every combination of models and augmentation arms, with the same "
+                    "preset and seeds, evaluate on the test patients and write DIR/results.md (the thesis' Tables 7 "
+                    "and 8, per-patient DICE, calcified false positives, cost), figures and CSV tables. Resumable.",
+    )
+    p.add_argument("--datalist", default=None, metavar="JSON",
+                   help="datalist to use (default: outputs/cohort/datalist.json of the main job)")
+    p.add_argument("--models", default="unet", help=f"comma-separated, from {','.join(MODELS)} (default unet)")
+    p.add_argument("--augment", default="none,metalung,monai", help="comma-separated arms (default none,metalung,monai)")
+    p.add_argument("--preset", default="quick", choices=("quick", "full"), help="training preset (default quick)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset setting, e.g. --set epochs=4 (repeatable)")
+    p.add_argument("--bundles", default=None, metavar="DIR", help="bundles folder (default: the repository's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an experiment made with another configuration")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _parse_set(items) -> dict:
+    import ast
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError("--set", f"expected KEY=VALUE, got '{item}'")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = ast.literal_eval(v.strip())
+        except (ValueError, SyntaxError):
+            out[k.strip()] = v.strip()
+    return out
+
+
+def run(args) -> int:
+    datalist = args.datalist or str(Path.cwd() / "outputs" / "cohort" / "datalist.json")
+    t0 = time.perf_counter()
+    path = run_experiment(datalist, args.out, models=[m.strip() for m in args.models.split(",") if m.strip()],
+                          arms=[a.strip() for a in args.augment.split(",") if a.strip()], preset=args.preset,
+                          seeds=args.seeds, preset_overrides=_parse_set(args.set), bundles_dir=args.bundles,
+                          overwrite=args.overwrite, progress=not args.no_progress,
+                          verbose=bool(getattr(args, "verbose", False)))
+    print(f"metalung experiment: results in {path} ({(time.perf_counter() - t0) / 60:.1f} min)")
+    return 0
