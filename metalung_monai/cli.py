@@ -24,6 +24,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("lung-mask", "metalung_monai.anatomy.cli"),
     ("augment", "metalung_monai.transforms.metalung.offline"),
     ("experiment", "metalung_monai.training.experiment"),
+    ("evaluate", "metalung_monai.training.evaluate"),
 ]
 
 

@@ -121,8 +121,14 @@ def train_transforms(arm: str, settings: dict, spatial_dims: int = 2, load: bool
     pos, neg = settings["pos_neg"]
     ts = []
     if load:
-        ts += [LoadImaged(keys=("image", "label", "lung"), allow_missing_keys=True, image_only=True),
-               EnsureChannelFirstd(keys=("image", "label", "lung"), allow_missing_keys=True)]
+        from monai.transforms import Orientationd
+
+        from .workflow import AXCODES, ORIENTATION_LABELS
+
+        vol_keys = ("image", "label", "lung")
+        ts += [LoadImaged(keys=vol_keys, allow_missing_keys=True, image_only=True),
+               EnsureChannelFirstd(keys=vol_keys, allow_missing_keys=True),
+               Orientationd(keys=vol_keys, axcodes=AXCODES, labels=ORIENTATION_LABELS, allow_missing_keys=True)]
     ts += a.on_hu(settings, spatial_dims)
     ts += [_window(settings), DeleteItemsd(keys="lung")]
     ts += a.on_window(settings, spatial_dims)

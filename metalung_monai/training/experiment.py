@@ -56,20 +56,23 @@ def _sha(path: Path) -> str:
 
 
 def run_bundle(bundle_dir: Path, configs: Sequence[str], workflow_type: str, verbose: bool = False, **overrides) -> None:
-    """Run a bundle in this process (``ConfigWorkflow``: initialize, run, finalize)."""
+    """Run a bundle in this process (``ConfigWorkflow``: initialize, run, finalize).
+
+    Quiet unless ``verbose``: the bundles' ``StatsHandler`` logs every iteration at INFO level.
+    """
     from monai.bundle import ConfigWorkflow
 
-    wf = ConfigWorkflow(
-        config_file=[str(bundle_dir / "configs" / c) for c in configs],
-        meta_file=str(bundle_dir / "configs" / "metadata.json"),
-        logging_file=str(bundle_dir / "configs" / "logging.conf") if verbose else False,
-        workflow_type=workflow_type,
-        bundle_root=str(bundle_dir),
-        **overrides,
-    )
-    if not verbose:  # the bundles' StatsHandlers log every iteration at INFO level
-        logging.disable(logging.INFO)
+    if not verbose:
+        logging.disable(logging.WARNING)
     try:
+        wf = ConfigWorkflow(
+            config_file=[str(bundle_dir / "configs" / c) for c in configs],
+            meta_file=str(bundle_dir / "configs" / "metadata.json"),
+            logging_file=str(bundle_dir / "configs" / "logging.conf") if verbose else False,
+            workflow_type=workflow_type,
+            bundle_root=str(bundle_dir),
+            **overrides,
+        )
         wf.initialize()
         wf.run()
         wf.finalize()
@@ -283,7 +286,6 @@ def write_results(out: Path, datalist: Path, models, arms, seeds, records, prese
 def _figures(out: Path, model: str, arms, seeds, datalist: Path, hist: dict) -> None:
     from ..evaluation import overlay_grid, training_curves
     from ..io.datalist import datalist_entries
-    from .data import load_case
     from .report import load_predictions
 
     curves = {}
@@ -297,13 +299,15 @@ def _figures(out: Path, model: str, arms, seeds, datalist: Path, hist: dict) -> 
     preds = {a: load_predictions(out / "runs" / model / a / f"seed{seeds[0]}" / "eval" / "predictions.npz")
              for a in arms}
     entries = {str(e.get("case_id") or e["patient_id"]): e for e in datalist_entries(datalist, "test")}
-    chosen = _pick_slices(preds[arms[0]], entries)
     rows = []
-    for cid, z in chosen:
-        case = load_case(entries[cid])
-        rows.append({"image": case.hu[z], "truth": case.mask[z] > 0, "lungs": case.lungs[z],
-                     "preds": {a: preds[a][cid][z] for a in arms if cid in preds[a] and z in preds[a][cid]},
-                     "title": f"{case.entry['patient_id']} {entries[cid].get('lung_rads')} z={z}"})
+    for cid, z in _pick_slices(preds[arms[0]], entries):
+        first = preds[arms[0]][cid][z]
+        row = {"image": first["hu"], "truth": first["truth"],
+               "preds": {a: preds[a][cid][z]["pred"] for a in arms if z in preds[a].get(cid, {})},
+               "title": f"{entries[cid]['patient_id']} {entries[cid].get('lung_rads')} z={z}"}
+        if first["lungs"] is not None:
+            row["lungs"] = first["lungs"]
+        rows.append(row)
     if rows:
         overlay_grid(rows, out / f"overlays_{model}.png", window=(-1000.0, 400.0))
 

@@ -19,6 +19,7 @@ _COMMON = {
     "metalung_ops": ("mirror", "relocate", "rotate_image", "rotate_tumor", "noise_image", "noise_tumor"),
     "metalung_copies": 1,
     "eval_roi": 256,               # whole-slice inference window (larger slices are tiled)
+    "pixel_mm": None,              # evaluation/inference: resample in-plane to this pixel size (mm)
 }
 
 PRESETS: dict[str, dict] = {

@@ -10,8 +10,8 @@ on whole test volumes (oriented ``PLS``, see :mod:`.workflow`). For every volume
   calcified nodules: predicted components holding a voxel above 200 HU inside the lungs).
 
 When the evaluator completes it writes ``slices.csv/.md``, ``volumes.csv/.md``,
-``per_class.csv/.md``, ``summary.json`` and ``predictions.npz`` (the predicted tumour slices, for
-figures; see :func:`load_predictions`) to ``output_dir``. Scoring conventions (empty masks):
+``per_class.csv/.md``, ``summary.json`` and ``predictions.npz`` (the tumour slices with their HU,
+truth and prediction, for figures; see :func:`load_predictions`) to ``output_dir``. Scoring conventions (empty masks):
 ``metalung_monai.evaluation.metrics``.
 """
 
@@ -27,16 +27,29 @@ from ..utils.atomic import write_json_atomic
 __all__ = ["SegmentationReport", "volume_rows", "load_predictions"]
 
 
-def load_predictions(path) -> dict[str, dict[int, np.ndarray]]:
-    """``{case_id: {slice_index: bool (y, x) prediction}}`` from a ``predictions.npz``."""
-    out: dict[str, dict[int, np.ndarray]] = {}
+def load_predictions(path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
+    """``{case_id: {slice_index: {"pred", "truth", "hu", "lungs"}}}`` from a ``predictions.npz``.
+
+    Slices are canonical ``(y, x)`` (radiological display), on the evaluated grid (cropped to the
+    lungs when the evaluation was); ``lungs`` is None when the evaluation had no lung mask.
+    """
+    out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     with np.load(path) as z:
         cases = {k[:-3] for k in z.files if k.endswith("__z")}
         for cid in cases:
             zs = z[f"{cid}__z"]
             h, w, n = (int(v) for v in z[f"{cid}__shape"])
-            planes = np.unpackbits(z[f"{cid}__pred"])[: n * h * w].reshape(n, h, w).astype(bool)
-            out[cid] = {int(zi): planes[i] for i, zi in enumerate(zs)}
+
+            def planes(key, packed=True):
+                if key not in z.files:
+                    return [None] * n
+                a = z[key]
+                return np.unpackbits(a)[: n * h * w].reshape(n, h, w).astype(bool) if packed else a
+
+            pred, truth = planes(f"{cid}__pred"), planes(f"{cid}__truth")
+            hu, lungs = planes(f"{cid}__hu", packed=False), planes(f"{cid}__lung", packed=False)
+            out[cid] = {int(zi): {"pred": pred[i], "truth": truth[i], "hu": hu[i], "lungs": lungs[i]}
+                        for i, zi in enumerate(zs)}
     return out
 
 
@@ -134,12 +147,17 @@ class SegmentationReport:
             vol, rows = volume_rows(pred, truth, hu, lungs, meta, sp)
             self.volumes.append(vol)
             self.slices.extend(rows)
-            if self.save_predictions:  # the predicted tumour slices, for figures (canonical (y, x))
+            if self.save_predictions:  # the tumour slices, for figures (canonical (y, x))
                 zs = np.flatnonzero(truth.any(axis=(0, 1)))
                 cid = str(meta.get("case_id"))
-                self.predictions[f"{cid}__z"] = zs
-                self.predictions[f"{cid}__shape"] = np.array(pred.shape[:2] + (len(zs),))
-                self.predictions[f"{cid}__pred"] = np.packbits(np.moveaxis(pred[:, :, zs], -1, 0))
+                p = self.predictions
+                p[f"{cid}__z"] = zs
+                p[f"{cid}__shape"] = np.array(pred.shape[:2] + (len(zs),))
+                p[f"{cid}__pred"] = np.packbits(np.moveaxis(pred[:, :, zs], -1, 0))
+                p[f"{cid}__truth"] = np.packbits(np.moveaxis(truth[:, :, zs], -1, 0))
+                p[f"{cid}__hu"] = np.moveaxis(hu[:, :, zs], -1, 0).round().astype(np.int16)
+                if lungs is not None:
+                    p[f"{cid}__lung"] = np.moveaxis(lungs[:, :, zs], -1, 0).astype(np.uint8)
 
     def _write(self, engine) -> None:
         from ..evaluation import per_class, results_frame, summarize, write_table

@@ -31,6 +31,8 @@ __all__ = ["Prepared", "prepare", "roi_size", "volume_data", "volume_transforms"
 
 #: orientation of volumes for 2D slice-wise and 3D networks (axial slices in radiological display)
 AXCODES = "PLS"
+#: nibabel's axis labels, given explicitly (MONAI 1.6 warns that its default will change)
+ORIENTATION_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 @dataclass
@@ -138,6 +140,19 @@ class CropToLungsd:
         return crop(data)
 
 
+def _resample(settings: dict, keys: tuple) -> list:
+    """In-plane resampling to ``settings["pixel_mm"]`` (when set): real CT at another pixel size
+    than the training data (e.g. 0.57 mm vs the phantom's 1.4 mm) is seen at the trained scale.
+    Images bilinear, label and lungs nearest; the slice spacing is kept."""
+    from monai.transforms import Spacingd
+
+    px = settings.get("pixel_mm")
+    if not px:
+        return []
+    modes = tuple("nearest" if k in ("label", "lung") else "bilinear" for k in keys)
+    return [Spacingd(keys=keys, pixdim=(float(px), float(px), 0.0), mode=modes, allow_missing_keys=True)]
+
+
 def volume_transforms(settings: dict, with_label: bool = True, crop_to_lungs: bool = False):
     """Load a volume (and label, lungs), orient it ``PLS``, keep its HU as ``hu``, window ``image``.
 
@@ -158,7 +173,8 @@ def volume_transforms(settings: dict, with_label: bool = True, crop_to_lungs: bo
     return Compose([
         LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
         EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
-        Orientationd(keys=keys, axcodes=AXCODES, allow_missing_keys=True),
+        Orientationd(keys=keys, axcodes=AXCODES, labels=ORIENTATION_LABELS, allow_missing_keys=True),
+        *_resample(settings, keys),
         *([CropToLungsd(keys=keys)] if crop_to_lungs else []),
         CopyItemsd(keys="image", names="hu"),
         _window(settings),
