@@ -29,3 +29,23 @@ def real_data() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory) -> Path:
+    """An 8-patient 128 x 128 phantom cohort (one test patient per Lung-RADS group).
+
+    ``datalist_small.json`` keeps one test patient, so that evaluation and inference stay fast
+    (Mask R-CNN is slow on CPU).
+    """
+    import json
+
+    from metalung_monai.phantom.cohort import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort")
+    generate_cohort(out, n_patients=8, seed=5, size=128, slice_thickness=2.5, n_test_per_class=1, progress=False,
+                    figure=False)
+    dl = json.loads((out / "datalist.json").read_text())
+    dl["test"] = dl["test"][:1]
+    (out / "datalist_small.json").write_text(json.dumps(dl))
+    return out

@@ -14,7 +14,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from metalung_monai.phantom.cohort import generate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -37,15 +36,8 @@ def run(cmd, cwd, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(out, n_patients=8, seed=5, size=128, slice_thickness=2.5, n_test_per_class=1, progress=False,
-                    figure=False)
-    # evaluation and inference on one test patient keep the test fast (Mask R-CNN is slow on CPU)
-    dl = json.loads((out / "datalist.json").read_text())
-    dl["test"] = dl["test"][:1]
-    (out / "datalist_small.json").write_text(json.dumps(dl))
-    return out
+def cohort(small_cohort):
+    return small_cohort
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -164,3 +156,20 @@ def test_two_processes_train_one_epoch_and_write_one_checkpoint(cohort, tmp_path
     assert not any(k.startswith("module.") for k in state)   # unwrapped from DistributedDataParallel
     hist = json.loads((tmp_path / "eval" / "history.json").read_text())
     assert hist["iterations"] == 2
+
+
+def test_3d_patch_training_and_evaluation(cohort, tmp_path):
+    """Whole volumes / 3D patches (not only the thesis' tumour slices) with one override."""
+    root = BUNDLES / "unet_lung_tumor"
+    tiny3d = TINY[:-1] + ", 'crop_3d': (48, 48, 16), 'unet_channels': (8, 16, 32, 64)}"
+    common = ["--bundle_root", str(root), "--dataset_dir", str(cohort), "--datalist", str(cohort / "datalist_small.json"),
+              "--preset_overrides", tiny3d, "--spatial_dims", "3", "--ckpt_dir", str(tmp_path / "models"),
+              "--output_dir", str(tmp_path / "eval")]
+    run(bundle_cmd("run", "--config_file", "configs/train.json", "--augment", "metalung", *common), root)
+    hist = json.loads((tmp_path / "eval" / "history.json").read_text())
+    assert hist["iterations"] == 2 and hist["train_samples"] >= 1
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(v.ndim == 5 for v in state.values())   # 3D convolutions
+    run(bundle_cmd("run", "--config_file", "['configs/train.json','configs/evaluate.json']", *common), root)
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["volumes"]["n_images"] == 1

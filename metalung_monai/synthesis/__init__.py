@@ -1,1 +1,0 @@
-"""(filled in as the stage is built)"""
