@@ -20,6 +20,7 @@ with another configuration (datalist, preset, code version) is refused unless ``
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -76,8 +77,13 @@ def run_bundle(bundle_dir: Path, configs: Sequence[str], workflow_type: str, ver
         wf.initialize()
         wf.run()
         wf.finalize()
+        del wf
     finally:
         logging.disable(logging.NOTSET)
+        # Shut the finished run's DataLoader iterators down here, in the parent: left to the garbage
+        # collector they can be finalised inside the next run's forked workers ("can only test a child
+        # process" tracebacks).
+        gc.collect()
 
 
 def _fingerprint(datalist: Path, preset: str, overrides: dict, bundles: Path, models: Sequence[str]) -> dict:
@@ -202,6 +208,12 @@ def run_experiment(
 
 
 # --------------------------------------------------------------------------- results
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _frames(out: Path, models, arms, seeds):
     import pandas as pd
 
@@ -229,7 +241,11 @@ def write_results(out: Path, datalist: Path, models, arms, seeds, records, prese
              f"Datalist `{datalist}`; models {', '.join(models)}; arms {', '.join(arms)}; seeds {seeds}. "
              "Every arm: same preset (iterations, batch size, crops, optimiser) and seeds. Test set: the datalist's "
              "test patients; metrics per test tumour slice (pixel-wise on the whole slice, mean over slices; "
-             "conventions in docs/evaluation.md), mean ± SD over seeds.", ""]
+             "conventions in docs/evaluation.md), mean ± SD over seeds.", "",
+             f"{len(records)} runs; compute time, the sum of the runs' wall times (training + evaluation): "
+             f"{sum(r['wall_s'] for r in records) / 60:.1f} min (per model: "
+             + ", ".join(f"{m} {sum(r['wall_s'] for r in records if r['model'] == m) / 60:.1f} min" for m in models)
+             + f"); torch threads {_torch_threads()}.", ""]
     verdicts = []
     for m in models:
         sm = slices[slices["model"] == m]
@@ -265,13 +281,24 @@ def write_results(out: Path, datalist: Path, models, arms, seeds, records, prese
         # verdict: MetaLung vs the others on DICE and Precision (means over seeds)
         if "metalung" in arms:
             per_seed = {a: [sm[(sm["arm"] == a) & (sm["seed"] == s)] for s in seeds] for a in arms}
-            means = {a: {k: mean_sd([df[k].mean() for df in per_seed[a]])[0] for k in ("dice", "precision")}
+            stats = {a: {k: mean_sd([df[k].mean() for df in per_seed[a]]) for k in ("dice", "precision")}
                      for a in arms}
             for other in [a for a in arms if a != "metalung"]:
                 for k in ("dice", "precision"):
-                    better = means["metalung"][k] > means[other][k]
+                    (mu_m, sd_m), (mu_o, sd_o) = stats["metalung"][k], stats[other][k]
+                    better = mu_m > mu_o
+                    # a difference smaller than the larger seed-to-seed SD is not a result
+                    spread = np.nanmax([sd_m, sd_o]) if not (np.isnan(sd_m) and np.isnan(sd_o)) else np.nan
+                    if np.isnan(mu_m) or np.isnan(mu_o):
+                        note = "undefined: an arm predicted no tumour pixel on any test slice"
+                    elif np.isnan(spread):
+                        note = "one seed: no spread to judge it by"
+                    elif abs(mu_m - mu_o) > spread:
+                        note = "difference larger than the seed spread"
+                    else:
+                        note = "within the seed spread"
                     verdicts.append(f"- {m}: MetaLung {'beat' if better else 'did not beat'} `{other}` on {k} "
-                                    f"({means['metalung'][k]:.3f} vs {means[other][k]:.3f})")
+                                    f"({mu_m:.3f} ± {sd_m:.3f} vs {mu_o:.3f} ± {sd_o:.3f}; {note})")
         _figures(out, m, arms, seeds, datalist, hist)
         lines += [f"![predictions of each arm]({'overlays_' + m + '.png'})", "",
                   f"![training curves]({'curves_' + m + '.png'})", ""]
