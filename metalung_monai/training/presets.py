@@ -52,7 +52,9 @@ PRESETS: dict[str, dict] = {
         "epochs": 200,
         "epoch_length": 100,     # 20,000 iterations
         "val_interval": 5,
-        "num_workers": 4,
+        # measured on one H100 with 16 CPU cores (U-Net, 256 crops, AMP): 4 loader workers left the
+        # GPU waiting 43 % of the loop's time, 12 workers 14 %
+        "num_workers": 12,
         "amp": True,
         "unet_channels": (32, 64, 128, 256, 512),
         "unet_strides": (2, 2, 2, 2),
