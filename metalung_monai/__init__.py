@@ -6,7 +6,10 @@ Pipeline, one package per stage:
   pickles) into int16 HU, and the datalist.
 * :mod:`metalung_monai.anatomy`: lung, vessel and free-space masks by HU; Lung-RADS class.
 * :mod:`metalung_monai.phantom`: the synthetic chest-CT cohort used as default data.
-* :mod:`metalung_monai.transforms`: MONAI transforms (HU windowing, CLAHE, MetaLung).
+* :mod:`metalung_monai.transforms`: MONAI transforms (MetaLung, HU windowing, CLAHE).
+* :mod:`metalung_monai.networks`: DeepLabV3 and the Mask R-CNN adapter.
+* :mod:`metalung_monai.training`: glue for the MONAI bundles in ``bundles/``, the experiment.
+* :mod:`metalung_monai.evaluation`: metrics per image / class / patient, tables, figures.
 """
 
 import logging as _logging

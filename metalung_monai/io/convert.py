@@ -18,7 +18,7 @@ Case ids: ``<patient_id>_<input name>`` (just the input name when it is the pati
 file-name safe; a different input with the same id gets a short hash of its path appended.
 Patient id: ``--patient-id``, else DICOM ``PatientID``, else the input's name.
 ``lung_rads``: ``--lung-rads``, else computed from the mask by
-``metalung_monai.anatomy.lung_rads.lung_rads_from_mask`` when that module is installed, else null.
+``metalung_monai.anatomy.lung_rads.lung_rads_from_mask``, else null (no mask).
 """
 
 from __future__ import annotations
@@ -41,16 +41,14 @@ __all__ = ["convert", "add_parser", "run", "lung_rads_of_mask"]
 log = logging.getLogger(__name__)
 
 
-def lung_rads_of_mask(mask_image) -> str | None:
-    """Lung-RADS class computed from a tumour mask, or ``None`` when the anatomy module is absent.
+def lung_rads_of_mask(mask_image) -> str:
+    """Lung-RADS class of a tumour mask (``SimpleITK.Image``) by its longest axial diameter.
 
-    Calls ``metalung_monai.anatomy.lung_rads.lung_rads_from_mask(mask, spacing)`` with the mask in
-    the canonical layout ((z, y, x) / (y, x), LPS) and the spacing in the same axis order.
+    Calls :func:`metalung_monai.anatomy.lung_rads_from_mask` with the mask in the canonical
+    layout ((z, y, x) / (y, x), LPS) and the spacing in the same axis order.
     """
-    try:
-        from ..anatomy.lung_rads import lung_rads_from_mask
-    except ImportError:
-        return None
+    from ..anatomy.lung_rads import lung_rads_from_mask
+
     arr, spacing = sitk_to_canonical(mask_image)
     return lung_rads_from_mask(arr, spacing)
 
