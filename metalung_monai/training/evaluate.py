@@ -71,12 +71,9 @@ def run(args) -> int:
     summary = evaluate_checkpoint(args.model, args.checkpoint, args.datalist, args.out, section=args.section,
                                   preset=args.preset, preset_overrides=overrides,
                                   verbose=bool(getattr(args, "verbose", False)))
-    s = summary.get("slices") or {}
-    rows = [{"level": "tumour slices", **{k: s.get(k) for k in ("n_images", "dice", "iou", "precision", "recall",
-                                                                   "n_missed", "calcified_fp_components")}}]
-    v = summary.get("volumes") or {}
-    rows.append({"level": "volumes (3D)", **{k: v.get(k) for k in ("n_images", "dice", "iou", "precision", "recall",
-                                                                     "n_missed", "calcified_fp_components")}})
+    cols = ("n_images", "dice", "iou", "precision", "recall", "n_missed", "calcified_fp_components")
+    rows = [{"level": level, **{k: (summary.get(part) or {}).get(k) for k in cols}}
+            for level, part in (("tumour slices", "slices"), ("volumes (3D)", "volumes"))]
     print(markdown_table(pd.DataFrame.from_records(rows)))
     if summary.get("per_class_dice"):
         print("DICE per Lung-RADS class: " + ", ".join(f"{k} {'n/a' if val is None else f'{val:.3f}'}"

@@ -288,10 +288,10 @@ def write_results(out: Path, datalist: Path, models, arms, seeds, records, prese
                     (mu_m, sd_m), (mu_o, sd_o) = stats["metalung"][k], stats[other][k]
                     better = mu_m > mu_o
                     # a difference smaller than the larger seed-to-seed SD is not a result
-                    spread = np.nanmax([sd_m, sd_o]) if not (np.isnan(sd_m) and np.isnan(sd_o)) else np.nan
-                    if np.isnan(mu_m) or np.isnan(mu_o):
+                    spread = max((v for v in (sd_m, sd_o) if not math.isnan(v)), default=math.nan)
+                    if math.isnan(mu_m) or math.isnan(mu_o):
                         note = "undefined: an arm predicted no tumour pixel on any test slice"
-                    elif np.isnan(spread):
+                    elif math.isnan(spread):
                         note = "one seed: no spread to judge it by"
                     elif abs(mu_m - mu_o) > spread:
                         note = "difference larger than the seed spread"

@@ -97,15 +97,27 @@ class _SeedsInner(RandomizableTransform):
         return self
 
 
+class _InvertsPerKey(InvertibleTransform):
+    """``inverse`` of a dictionary twin whose array transform (``self._array``) inverts one key at a time."""
+
+    _array: InvertibleTransform
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self._array.inverse(d[key])
+        return d
+
+
 # --------------------------------------------------------------------------- 1. mirror
-class MirrorLRd(MapTransform, InvertibleTransform):
+class MirrorLRd(MapTransform, _InvertsPerKey):
     """Dictionary twin of :class:`.array.MirrorLR`: mirror every key along the patient's left-right axis."""
 
     backend = MirrorLR.backend
 
     def __init__(self, keys: KeysCollection = ("image", "mask"), axcodes: str | None = None, allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
-        self.mirror = MirrorLR(axcodes)
+        self.mirror = self._array = MirrorLR(axcodes)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -113,14 +125,8 @@ class MirrorLRd(MapTransform, InvertibleTransform):
             d[key] = self.mirror(d[key])
         return d
 
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.mirror.inverse(d[key])
-        return d
 
-
-class RandMirrorLRd(_SeedsInner, MapTransform, InvertibleTransform):
+class RandMirrorLRd(_SeedsInner, MapTransform, _InvertsPerKey):
     """With probability ``prob``, mirror all keys along the patient's left-right axis (same draw)."""
 
     backend = MirrorLR.backend
@@ -129,7 +135,7 @@ class RandMirrorLRd(_SeedsInner, MapTransform, InvertibleTransform):
                  allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.mirror = self._inner = RandMirrorLR(prob=1.0, axcodes=axcodes)
+        self.mirror = self._inner = self._array = RandMirrorLR(prob=1.0, axcodes=axcodes)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -139,15 +145,9 @@ class RandMirrorLRd(_SeedsInner, MapTransform, InvertibleTransform):
             d[key] = self.mirror(d[key], randomize=False)
         return d
 
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.mirror.inverse(d[key])
-        return d
-
 
 # --------------------------------------------------------------------------- 3. rotate image
-class RandRotateImaged(_SeedsInner, MapTransform, InvertibleTransform):
+class RandRotateImaged(_SeedsInner, MapTransform, _InvertsPerKey):
     """Dictionary twin of :class:`.array.RandRotateImage`: one random angle for every key.
 
     Args:
@@ -165,8 +165,8 @@ class RandRotateImaged(_SeedsInner, MapTransform, InvertibleTransform):
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.fill = _fills(self.keys, fill)
-        self.rotator = self._inner = RandRotateImage(prob=1.0, angle_range=angle_range, random_sign=random_sign,
-                                                     axcodes=axcodes)
+        self.rotator = self._inner = self._array = RandRotateImage(
+            prob=1.0, angle_range=angle_range, random_sign=random_sign, axcodes=axcodes)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -176,12 +176,6 @@ class RandRotateImaged(_SeedsInner, MapTransform, InvertibleTransform):
         self.rotator._do_transform = self._do_transform
         for key, fill in self.key_iterator(d, self.fill):
             d[key] = self.rotator(d[key], randomize=False, fill=fill)
-        return d
-
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.rotator.inverse(d[key])
         return d
 
 
