@@ -21,7 +21,7 @@ NAMES = ("unet_lung_tumor", "deeplabv3_lung_tumor", "maskrcnn_lung_tumor")
 ZOO_FILES = ("configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
              "configs/multi_gpu_train.json", "configs/logging.conf", "docs/README.md", "LICENSE")
 TINY = "{'epochs': 1, 'epoch_length': 2, 'val_interval': 1, 'batch_size': 2, 'maskrcnn_batch_size': 2, " \
-       "'maskrcnn_epochs': 1, 'num_workers': 0, 'crop': 64, 'eval_roi': 128, 'sw_batch_size': 4}"
+       "'maskrcnn_epochs': 1, 'maskrcnn_crop': 64, 'num_workers': 0, 'crop': 64, 'eval_roi': 128, 'sw_batch_size': 4}"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 

@@ -141,9 +141,13 @@ def test_experiment_end_to_end_resume_and_refusal(cohort, tmp_path, capsys):
     stamp = done.stat().st_mtime_ns
     assert main(args) == 0                             # finished runs are reused
     assert done.stat().st_mtime_ns == stamp
+    other_model = args + ["--set", "maskrcnn_epochs=3"]
+    assert main(other_model) == 0                      # another model's setting: U-Net runs reused
+    assert done.stat().st_mtime_ns == stamp
     changed = [a if a != "epoch_length=2" else "epoch_length=3" for a in args]
     assert main(changed) == 1                          # another configuration: refused
-    assert "another configuration" in capsys.readouterr().err
+    assert "unet runs of another configuration" in capsys.readouterr().err
+    assert done.stat().st_mtime_ns == stamp            # and nothing deleted
     # a trained checkpoint scored on any datalist
     ckpt = out / "runs" / "unet" / "none" / "seed0" / "models" / "model.pt"
     assert main(["evaluate", str(ckpt), "--model", "unet", "--datalist", str(cohort / "datalist_small.json"),

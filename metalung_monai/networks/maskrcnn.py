@@ -54,7 +54,10 @@ from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from metalung_monai.errors import InputError, MaskError, UnsupportedFormatError
@@ -319,6 +322,8 @@ class MaskRCNNSegmenter(nn.Module):
         aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
         box_detections_per_img: int = 20,
         norm: str | None = None,
+        fpn_channels: int = 256,
+        representation_size: int = 1024,
         **maskrcnn_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -334,6 +339,11 @@ class MaskRCNNSegmenter(nn.Module):
         anchor_sizes = tuple(tuple(int(s) for s in level) for level in anchor_sizes)
         if len(anchor_sizes) != 5:
             raise ValueError(f"MaskRCNNSegmenter: need anchor sizes for 5 FPN levels, got {len(anchor_sizes)}")
+        if fpn_channels < 1 or representation_size < 1:
+            raise ValueError(
+                f"MaskRCNNSegmenter: fpn_channels and representation_size must be positive, got "
+                f"{fpn_channels} and {representation_size}"
+            )
         norm = norm or ("frozen" if pretrained_backbone is not None else "batch")
         if norm not in _NORM_LAYERS:
             raise ValueError(f"MaskRCNNSegmenter: unknown norm {norm!r}; choose from {sorted(_NORM_LAYERS)}")
@@ -344,19 +354,34 @@ class MaskRCNNSegmenter(nn.Module):
         old = fpn.body.conv1
         fpn.body.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
         fpn.body.conv1.weight.requires_grad_(trainable_layers == 5)  # resnet_fpn_backbone's freezing rule
+        if fpn_channels != fpn.out_channels:  # torchvision fixes 256; the quick preset uses a slimmer FPN
+            in_list = [blk[0].in_channels for blk in fpn.fpn.inner_blocks]
+            fpn.fpn = FeaturePyramidNetwork(in_list, int(fpn_channels), extra_blocks=LastLevelMaxPool())
+            fpn.out_channels = int(fpn_channels)
         if pretrained_backbone is not None:
             load_backbone_weights(fpn, pretrained_backbone, in_channels)
         anchors = AnchorGenerator(sizes=anchor_sizes, aspect_ratios=(tuple(float(a) for a in aspect_ratios),) * 5)
+        # torchvision's default heads, written out so that their width follows the FPN's: box head
+        # TwoMLPHead(C * 7 * 7 -> representation_size), mask head 4 convs of C channels, mask
+        # predictor C -> num_classes (C = fpn_channels; torchvision: 256 and 1024)
+        c = int(fpn_channels)
+        heads: dict[str, Any] = {
+            "box_head": TwoMLPHead(c * 7 * 7, int(representation_size)),
+            "box_predictor": FastRCNNPredictor(int(representation_size), num_classes),
+            "mask_head": MaskRCNNHeads(c, (c, c, c, c), 1),
+            "mask_predictor": MaskRCNNPredictor(c, c, num_classes),
+        }
+        heads.update({k: v for k, v in maskrcnn_kwargs.items() if k in heads})
         self.model = MaskRCNN(
             fpn,
-            num_classes=num_classes,
+            num_classes=None,
             min_size=int(image_size or 256),
             max_size=int(image_size or 256),
             image_mean=[0.0] * in_channels,
             image_std=[1.0] * in_channels,
             rpn_anchor_generator=anchors,
             box_detections_per_img=int(box_detections_per_img),
-            **{**_MASKRCNN_DEFAULTS, **maskrcnn_kwargs},
+            **{**_MASKRCNN_DEFAULTS, **maskrcnn_kwargs, **heads},
         )
         if image_size is None:
             t = self.model.transform

@@ -13,9 +13,12 @@ thesis, per patient in 3D, calcified false positives), and writes ``DIR/results.
 * ``overlays_<model>.png`` (predictions of each arm on test slices) and ``curves_<model>.png``.
 
 Every arm gets the same preset: same iterations, batch size, crops, optimiser and seeds. Runs
-live in ``DIR/runs/<model>/<arm>/seed<k>/``; a finished run (``done.json`` with the run's
-fingerprint) is reused by a later call, an unfinished one (killed) is redone, and a folder made
-with another configuration (datalist, preset, code version) is refused unless ``overwrite``.
+live in ``DIR/runs/<model>/<arm>/seed<k>/``; a finished run (``done.json`` with its model's
+fingerprint: datalist content, resolved preset, overrides, package version, that model's bundle
+configs) is reused by a later call, an unfinished one (killed) is redone. A folder whose runs of a
+model were made with another configuration is refused unless ``overwrite``, which redoes that
+model's runs only; models can be added to a folder later (``--models unet`` first, then
+``--models unet,deeplabv3`` reuses the U-Net runs).
 """
 
 from __future__ import annotations
@@ -86,17 +89,31 @@ def run_bundle(bundle_dir: Path, configs: Sequence[str], workflow_type: str, ver
         gc.collect()
 
 
+#: preset settings that belong to one model only (prefix -> model); the rest is shared
+_MODEL_SETTINGS = {"unet_": "unet", "deeplab_": "deeplabv3", "maskrcnn_": "maskrcnn"}
+
+
+def _model_key(datalist_sha: str, preset: str, settings: dict, bundles: Path, model: str) -> str:
+    """Fingerprint of one model's runs: everything that can change them, nothing that cannot.
+
+    The datalist's content, the resolved preset with its overrides (shared settings plus this
+    model's own, so changing another model's settings keeps these runs), the package version and
+    this model's bundle configs.
+    """
+    own = {k: v for k, v in settings.items()
+           if next((m for p, m in _MODEL_SETTINGS.items() if k.startswith(p)), model) == model}
+    cfg = {"datalist": datalist_sha, "preset": preset, "settings": own, "metalung_monai": __version__,
+           "bundle": {c.name: _sha(c) for c in sorted((bundles / MODELS[model] / "configs").glob("*.json"))}}
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _fingerprint(datalist: Path, preset: str, overrides: dict, bundles: Path, models: Sequence[str]) -> dict:
-    cfg = {
-        "datalist": _sha(datalist),
-        "preset": preset,
-        "preset_overrides": overrides,
-        "metalung_monai": __version__,
-        "bundles": {m: {c.name: _sha(c) for c in sorted((bundles / MODELS[m] / "configs").glob("*.json"))}
-                    for m in models},
-    }
-    cfg["key"] = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-    return cfg
+    from .presets import preset as get_preset
+
+    settings = get_preset(preset, **overrides)
+    sha = _sha(datalist)
+    return {"datalist": sha, "preset": preset, "preset_overrides": overrides, "metalung_monai": __version__,
+            "keys": {m: _model_key(sha, preset, settings, bundles, m) for m in models}}
 
 
 def _run_one(bundle: Path, datalist: Path, run_dir: Path, arm: str, seed: int, preset: str, overrides: dict,
@@ -175,15 +192,21 @@ def run_experiment(
     get_preset(preset, **overrides)  # validate early
     cfg = _fingerprint(dl, preset, overrides, bundles, models)
     manifest = out / MANIFEST
+    keys = dict(cfg["keys"])
     if manifest.exists():
         old = json.loads(manifest.read_text())
-        if old.get("key") != cfg["key"]:
+        old_keys = old.get("keys", {})
+        changed = [m for m in models if m in old_keys and old_keys[m] != keys[m]] if "keys" in old else list(models)
+        if changed:
             if not overwrite:
-                raise InputError(out, "holds an experiment with another configuration (datalist, preset, bundles or "
-                                      "code version); use another --out or --overwrite")
-            shutil.rmtree(out / "runs", ignore_errors=True)
+                raise InputError(out, f"holds {', '.join(changed)} runs of another configuration (datalist, preset, "
+                                      "bundle or code version); use another --out or --overwrite")
+            for m in changed:
+                shutil.rmtree(out / "runs" / m, ignore_errors=True)
+        if "keys" in old:  # models of this folder not run this time keep their runs and keys
+            keys = {**{m: k for m, k in old_keys.items() if m not in models}, **keys}
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic({**cfg, "models": list(models), "arms": list(arms), "seeds": seed_list}, manifest)
+    write_json_atomic({**cfg, "keys": keys, "models": list(models), "arms": list(arms), "seeds": seed_list}, manifest)
 
     grid = [(m, a, s) for m in models for s in seed_list for a in arms]
     bar = None
@@ -197,7 +220,7 @@ def run_experiment(
             if bar:
                 bar.set_postfix_str(f"{m} / {a} / seed {s}")
             rec = _run_one(bundles / MODELS[m], dl, out / "runs" / m / a / f"seed{s}", a, s, preset, overrides,
-                           cfg["key"], verbose)
+                           keys[m], verbose)
             records.append({"model": m, **rec})
             if bar:
                 bar.update(1)
