@@ -68,4 +68,6 @@ def test_preset_parameter_counts_match_the_code():
                                 aspp_channels=p["deeplab_aspp_channels"], aspp_rates=p["deeplab_aspp_rates"])
             for label, net in ((f"U-Net {sd}D", unet), (f"DeepLabV3 {sd}D", deeplab)):
                 assert f"| {_count(net)} |" in row, f"docs/networks.md: {name} {label} is not {_count(net)}"
-        assert f"(`{p['maskrcnn_backbone']}`)" in row
+        maskrcnn = MaskRCNNSegmenter(backbone=p["maskrcnn_backbone"], fpn_channels=p["maskrcnn_fpn_channels"],
+                                     representation_size=p["maskrcnn_representation_size"])
+        assert f"| {_count(maskrcnn)} (`{p['maskrcnn_backbone']}`" in row, f"docs/networks.md: {name} Mask R-CNN"

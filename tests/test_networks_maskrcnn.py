@@ -190,6 +190,24 @@ def test_mode_and_shape_errors():
         MaskRCNNSegmenter(backbone="vgg16")
 
 
+def test_slim_fpn_and_heads_follow_the_widths():
+    net = MaskRCNNSegmenter(fpn_channels=32, representation_size=64, **FAST)
+    m = net.model
+    assert m.backbone.out_channels == 32
+    assert [blk[0].out_channels for blk in m.backbone.fpn.layer_blocks] == [32] * 4
+    assert m.roi_heads.box_head.fc6.in_features == 32 * 7 * 7 and m.roi_heads.box_head.fc7.out_features == 64
+    assert m.roi_heads.box_predictor.cls_score.in_features == 64
+    assert m.roi_heads.mask_predictor.conv5_mask.in_channels == 32
+    x, y = toy_batch(2)
+    losses = net.train()(x, [targets_from_mask(t) for t in y])
+    assert set(losses) == LOSS_KEYS and all(torch.isfinite(v) for v in losses.values())
+    assert net.eval()(x).shape == (2, 2, SIZE, SIZE)
+    slim, default = (sum(q.numel() for q in n.parameters()) for n in (net, MaskRCNNSegmenter(**FAST)))
+    assert slim < default / 2
+    with pytest.raises(ValueError, match="fpn_channels"):
+        MaskRCNNSegmenter(fpn_channels=0)
+
+
 def test_trainable_layers_freeze_the_first_stages():
     net = MaskRCNNSegmenter(trainable_layers=3, **FAST)
     body = net.model.backbone.body
