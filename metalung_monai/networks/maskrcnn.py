@@ -282,6 +282,11 @@ class MaskRCNNSegmenter(nn.Module):
         norm: backbone normalisation, ``"batch"`` (trainable ``BatchNorm2d``), ``"frozen"``
             (``FrozenBatchNorm2d``, for pretrained weights) or ``"group"`` (``GroupNorm(32)``);
             ``None`` (default): ``"frozen"`` with ``pretrained_backbone``, else ``"batch"``.
+        fpn_channels: channels of the FPN outputs and of the mask head's convolutions
+            (torchvision: 256). The quick training preset uses 64: 12.5 M parameters in all with
+            ``resnet18`` instead of 30.9 M.
+        representation_size: width of the box head's two fully connected layers (torchvision:
+            1024).
         maskrcnn_kwargs: further keyword arguments of ``torchvision...MaskRCNN`` (e.g.
             ``rpn_batch_size_per_image``); they override this class's defaults
             ``box_batch_size_per_image=128``, ``rpn_pre_nms_top_n_test=600``,

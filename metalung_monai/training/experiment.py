@@ -100,17 +100,17 @@ def _model_key(datalist_sha: str, preset: str, settings: dict, bundles: Path, mo
     model's own, so changing another model's settings keeps these runs), the package version and
     this model's bundle configs.
     """
-    own = {k: v for k, v in settings.items()
-           if next((m for p, m in _MODEL_SETTINGS.items() if k.startswith(p)), model) == model}
+    def owner(key: str) -> str | None:
+        return next((m for prefix, m in _MODEL_SETTINGS.items() if key.startswith(prefix)), None)
+
+    own = {k: v for k, v in settings.items() if owner(k) in (None, model)}
     cfg = {"datalist": datalist_sha, "preset": preset, "settings": own, "metalung_monai": __version__,
            "bundle": {c.name: _sha(c) for c in sorted((bundles / MODELS[model] / "configs").glob("*.json"))}}
     return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _fingerprint(datalist: Path, preset: str, overrides: dict, bundles: Path, models: Sequence[str]) -> dict:
-    from .presets import preset as get_preset
-
-    settings = get_preset(preset, **overrides)
+def _fingerprint(datalist: Path, preset: str, settings: dict, overrides: dict, bundles: Path,
+                 models: Sequence[str]) -> dict:
     sha = _sha(datalist)
     return {"datalist": sha, "preset": preset, "preset_overrides": overrides, "metalung_monai": __version__,
             "keys": {m: _model_key(sha, preset, settings, bundles, m) for m in models}}
@@ -189,8 +189,8 @@ def run_experiment(
     if not seed_list:
         raise InputError("--seeds", "at least one seed")
     overrides = dict(preset_overrides or {})
-    get_preset(preset, **overrides)  # validate early
-    cfg = _fingerprint(dl, preset, overrides, bundles, models)
+    settings = get_preset(preset, **overrides)  # validates the overrides early
+    cfg = _fingerprint(dl, preset, settings, overrides, bundles, models)
     manifest = out / MANIFEST
     keys = dict(cfg["keys"])
     if manifest.exists():
