@@ -1,9 +1,15 @@
 """The ``metalung`` command line.
 
 Each sub-command lives next to the code it drives and exposes ``add_parser(subparsers)``; this
-module only collects them, so ``metalung --help`` lists the pipeline in order. On failure a
-command prints one line ``metalung <command>: error: <what and where>`` to stderr and exits with
-status 1 (2 for bad usage, as argparse does).
+module only collects them, so ``metalung --help`` lists the pipeline in order.
+
+Failure contract, the same for every command: a failure prints **one line**
+``metalung <command>: error: <file or option>: <problem>`` to stderr and exits with status 1
+(2 for bad usage, as argparse does; 130 when interrupted). That holds for the errors raised on
+purpose (:class:`~metalung_monai.errors.MetaLungError`, naming the file or option), for the
+operating system's (``OSError``: a full disk, a permission) and for anything unexpected (a bug:
+the line names the exception and asks for ``-v``). A traceback is printed only with ``-v`` /
+``--verbose``, which every sub-command accepts.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 import warnings
 
 from . import __version__
 from .errors import MetaLungError
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 # (sub-command, module that defines add_parser); order = pipeline order in --help
 SUBCOMMANDS: list[tuple[str, str]] = [
@@ -28,37 +37,69 @@ SUBCOMMANDS: list[tuple[str, str]] = [
 ]
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a one-line usage error and ``-v`` on every sub-command."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.prog != "metalung":  # sub-commands: -v after the command name works too
+            self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                              help="log progress details; print the traceback of a failure")
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="metalung",
         description="HU-preserving lung-tumour CT augmentation and synthesis for MONAI.",
     )
     parser.add_argument("--version", action="version", version=f"metalung-monai {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (INFO level)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress details; print the traceback of a failure")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for _name, module in SUBCOMMANDS:
         importlib.import_module(module).add_parser(sub)
     return parser
 
 
+def _describe(e: BaseException) -> str:
+    """One line for an exception that was not raised on purpose."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(e, MetaLungError):
+        return _one_line(e)
+    if isinstance(e, MemoryError):
+        return "out of memory; ask for less (fewer patients, copies or a smaller size)"
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        return _one_line(f"{where}{e.strerror or e}")
+    return _one_line(f"unexpected {type(e).__name__}: {e} (this is a bug; rerun with -v for the traceback "
+                     "and report it)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
+    if not verbose:
         warnings.filterwarnings("ignore")
     try:
         result = args.func(args)
-    except MetaLungError as e:
-        print(f"metalung {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except (OSError, KeyboardInterrupt) as e:
-        msg = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
-        print(f"metalung {args.command}: error: {msg}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the one place that reports failures
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"metalung {args.command}: error: {_describe(e)}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
     return int(result or 0)
 
 

@@ -56,10 +56,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically and return the path."""
+    """Write ``obj`` as strict JSON to ``path`` atomically and return the path.
+
+    NaN and infinity are refused (``ValueError``, nothing written): they are not JSON, and most
+    readers other than Python's reject a file that holds them.
+    """
+    text = json.dumps(obj, indent=indent, sort_keys=False, allow_nan=False)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=indent, sort_keys=False)
+            fh.write(text)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
