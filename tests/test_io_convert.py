@@ -235,13 +235,22 @@ def test_every_bad_input_raises_typed_error_and_leaves_no_partial_case(tmp_path,
 def test_failure_after_good_inputs_keeps_them_listed(tmp_path, rng):
     a, _, _, _ = _ct_and_mask(tmp_path, rng, "a")
     b, _, _, _ = _ct_and_mask(tmp_path, rng, "b")
-    bad = tmp_path / "bad.dcm"
-    bad.write_bytes(b"nope" * 100)
+    # a file whose header is fine but whose voxel data is cut short: found only while reading it
+    # (a garbage header, as bad.dcm here, is refused before anything is written)
+    full, _, _, _ = _ct_and_mask(tmp_path, rng, "cut")
+    data = full.read_bytes()
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(data[: len(data) // 2])
     out = tmp_path / "ds"
-    with pytest.raises(DicomError, match="bad.dcm"):
+    with pytest.raises(InputError, match="bad.nii.gz: truncated"):
         convert([a, bad, b], out)
     assert _files(out) == ["datalist.json", "images/a.nii.gz"]
     assert [e["case_id"] for e in load_datalist(out / "datalist.json")["training"]] == ["a"]
+    junk = tmp_path / "bad.dcm"
+    junk.write_bytes(b"nope" * 100)
+    with pytest.raises(DicomError, match="bad.dcm"):
+        convert([b, junk], out)
+    assert _files(out) == ["datalist.json", "images/a.nii.gz"]
 
 
 def test_mask_count_must_match_inputs(tmp_path, rng):

@@ -4,6 +4,14 @@ Shared by :mod:`.convert` and :mod:`.thesis_pickle`. A case is written only afte
 it was validated, and its image and mask appear together or not at all (both are written to
 temporary names and renamed at the end). Entries are keyed by ``case_id``: converting the same
 input again replaces its entry and files instead of adding a duplicate.
+
+Case ids come from data (DICOM ``PatientID``, pickle patient values, input file names), so they
+are made file-name safe with :func:`metalung_monai.utils.paths.safe_name` before they become a
+path (:func:`sanitize_id` is that function without the hash suffix, for ids whose collisions the
+caller resolves itself with :func:`unique_case_id`), and :class:`DatasetFolder` places every file
+with :func:`~metalung_monai.utils.paths.child_path`, which refuses a name that would leave the
+folder. A case id that is not safe when it reaches :meth:`DatasetFolder.write_case` is replaced by
+``safe_name(case_id)`` (with a short hash of the original, so two hostile ids never collide).
 """
 
 from __future__ import annotations
@@ -13,13 +21,13 @@ import copy
 import hashlib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DatalistError
+from ..errors import DatalistError, InputError
 from ..utils.atomic import atomic_path
+from ..utils.paths import MAX_NAME_LENGTH, child_path, is_safe_name, safe_name
 from .datalist import load_datalist, validate_datalist, write_datalist
 
 __all__ = ["SECTION_OF_SPLIT", "sanitize_id", "Case", "DatasetFolder", "unique_case_id"]
@@ -30,23 +38,28 @@ SECTION_OF_SPLIT = {"train": "training", "validation": "validation", "test": "te
 DATALIST_NAME = "datalist.json"
 
 
-def sanitize_id(text: str) -> str:
-    """File-name-safe identifier: letters, digits, ``-``, ``_``, ``.``; others become ``_``."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
-    return s or "case"
+def sanitize_id(text: object) -> str:
+    """``safe_name(text, disambiguate=False)``: a safe name is kept, anything else has its other
+    characters replaced by ``_`` and is shortened (no hash appended: the caller handles
+    collisions, e.g. with :func:`unique_case_id`)."""
+    return safe_name(text, disambiguate=False)
 
 
 def unique_case_id(base: str, source: str, taken: dict[str, str]) -> str:
     """``base`` unless another source already uses it; then ``base_<6 hex of the source path>``.
 
     Args:
-        base: the preferred id.
+        base: the preferred id (a safe name, see :func:`~metalung_monai.utils.paths.is_safe_name`).
         source: the input this case comes from (a path string).
         taken: ``case_id -> source`` of the cases already known.
+
+    Returns:
+        A safe name (``base`` is shortened to make room for the suffix when needed).
     """
     if base not in taken or taken[base] == source:
         return base
-    return f"{base}_{hashlib.sha1(source.encode()).hexdigest()[:6]}"
+    tag = hashlib.sha1(source.encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    return f"{base[: MAX_NAME_LENGTH - len(tag) - 1]}_{tag}"
 
 
 @dataclass
@@ -104,7 +117,20 @@ class DatasetFolder:
 
     @staticmethod
     def rel_paths(case_id: str, has_mask: bool) -> tuple[str, str | None]:
+        """``images/<case_id>.nii.gz`` and ``masks/<case_id>.nii.gz`` (or ``None``).
+
+        Raises:
+            InputError: ``case_id`` is not a safe file name (see :func:`safe_case_id`).
+        """
+        if not is_safe_name(case_id):
+            raise InputError(f"case id {case_id!r}", "not a safe file name (make it with utils.paths.safe_name)")
         return f"images/{case_id}.nii.gz", (f"masks/{case_id}.nii.gz" if has_mask else None)
+
+    @staticmethod
+    def safe_case_id(case_id: object) -> str:
+        """The id a case is written under: ``case_id`` itself when it is a safe file name, else
+        ``safe_name(case_id)`` (sanitised, with a hash of the original)."""
+        return case_id if is_safe_name(case_id) else safe_name(case_id)
 
     def _merged(self, datalist: dict, entries: list[dict]) -> dict:
         ids = {e["case_id"] for e in entries}
@@ -121,10 +147,11 @@ class DatasetFolder:
         return out
 
     def full_entry(self, case: Case) -> dict:
-        img_rel, mask_rel = self.rel_paths(case.case_id, case.has_mask or case.mask is not None)
+        cid = self.safe_case_id(case.case_id)
+        img_rel, mask_rel = self.rel_paths(cid, case.has_mask or case.mask is not None)
         entry = {"image": img_rel, "mask": mask_rel}
         entry.update(case.entry)
-        entry["case_id"] = case.case_id
+        entry["case_id"] = cid
         return entry
 
     def check(self, cases: list[Case]) -> None:
@@ -149,8 +176,9 @@ class DatasetFolder:
         import SimpleITK as sitk
 
         entry = self.full_entry(case)
-        img_path = self.out_dir / entry["image"]
-        mask_path = self.out_dir / self.rel_paths(case.case_id, True)[1]
+        cid = entry["case_id"]
+        img_path = child_path(self.out_dir / "images", cid, ".nii.gz")
+        mask_path = child_path(self.out_dir / "masks", cid, ".nii.gz")
         with contextlib.ExitStack() as stack:
             tmp_img = stack.enter_context(atomic_path(img_path))
             tmp_mask = stack.enter_context(atomic_path(mask_path)) if case.mask is not None else None
@@ -160,7 +188,7 @@ class DatasetFolder:
         if case.mask is None and mask_path.exists():  # an earlier conversion of this case had a mask
             mask_path.unlink()
         self.datalist = self._merged(self.datalist, [entry])
-        self.written.append(case.case_id)
+        self.written.append(cid)
         return entry
 
     def save(self) -> Path:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CTImage", "base_meta"]
+__all__ = ["CTImage", "base_meta", "check_geometry"]
 
 
 @dataclass
@@ -23,7 +23,9 @@ class CTImage:
             ``patient_id``, ``modality``, ``rescale_slope``, ``rescale_intercept`` (as found in the
             file; ``None`` when the format has none), ``padding_mapped`` (number of voxels set to
             -1024 because they were padding / outside the field of view). DICOM readers add
-            ``files``, ``series_description``, ``pixel_padding_value`` and more.
+            ``files``, ``series_description``, ``pixel_padding_value`` and more;
+            ``rescale_assumed`` is ``[slope, intercept]`` when a DICOM input had no rescale tags
+            and the caller chose to assume them (``rescale=``), else ``None``.
     """
 
     image: Any
@@ -59,4 +61,29 @@ def base_meta(source, fmt: str) -> dict:
         "rescale_intercept": None,
         "padding_mapped": 0,
         "clipped_high": 0,
+        "rescale_assumed": None,
     }
+
+
+def check_geometry(image, source, error=None) -> None:
+    """Raise unless the image's spacing is finite and > 0 and its origin and direction are finite.
+
+    The last check after any reader: a header value that a reader turned into NaN, infinity or a
+    zero / negative voxel size must not reach an output (the datalist would hold NaN, resampling
+    would silently do nothing).
+
+    Args:
+        image: a ``SimpleITK.Image``.
+        source: the file or folder to name in the error.
+        error: exception class (default :class:`~metalung_monai.errors.InputError`).
+    """
+    from ..errors import InputError
+
+    error = error or InputError
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
+        raise error(source, f"voxel size {[float(v) for v in spacing]} mm: every value must be a finite number > 0")
+    if not np.all(np.isfinite(image.GetOrigin())):
+        raise error(source, f"origin {list(image.GetOrigin())} is not finite")
+    if not np.all(np.isfinite(image.GetDirection())):
+        raise error(source, "direction cosines are not finite")

@@ -21,6 +21,20 @@ not matter) and **applies RescaleSlope/Intercept itself**. metalung-monai adds:
   else -> :class:`DicomError`. Slices with different or fractional slopes/intercepts are read as
   float32 so nothing is truncated, then rounded.
 * Padding (values < -1024 HU, ``PixelPaddingValue``) -> -1024, int16 (see :mod:`.hu`).
+* **No slice left out silently** (:func:`check_unread_files`): GDCM leaves a damaged slice out of
+  the series' file list without a word (a last slice cut by 2 bytes, or in its header, gave a
+  4-slice volume from 5 files). Every file of the folder that GDCM did not list and that looks like
+  DICOM (``DICM`` preamble or a DICOM suffix; hidden files aside) is read with pydicom: unreadable, of the chosen
+  series (same ``SeriesInstanceUID``), or a CT image object whose header is incomplete ->
+  :class:`DicomError` naming the file. Files of the series that GDCM did list are checked for
+  pixel data shorter than ``Rows x Columns x BitsAllocated/8`` (:func:`.dicom_slice.pixel_data_problem`).
+* **Geometry**: every slice's ``PixelSpacing`` must be finite and > 0, positions and orientation
+  finite; a one-slice series also needs a finite, positive ``SpacingBetweenSlices`` (or
+  ``SliceThickness``), which gives its slice spacing; the result's spacing is checked again.
+* **Rescale tags**: a series without ``RescaleSlope``/``RescaleIntercept`` is refused unless
+  ``rescale=(slope, intercept)`` states the convention (see :mod:`.dicom_slice`); the assumed
+  values are recorded in ``meta["rescale_assumed"]``. A series where only some slices have the
+  tags is always refused.
 """
 
 from __future__ import annotations
@@ -34,11 +48,21 @@ import numpy as np
 
 from ..errors import DicomError, InputError, NoSeriesError, SliceSizeError
 from ._progress import progress_iter
-from .ct_image import CTImage, base_meta
-from .dicom_slice import check_ct_header, header_info, read_dicom_header
+from .ct_image import CTImage, base_meta, check_geometry
+from .dicom_slice import (
+    CT_SOP_CLASSES,
+    DICOM_SUFFIXES,
+    check_ct_header,
+    check_slice_geometry,
+    has_dicm_preamble,
+    header_info,
+    pixel_data_problem,
+    read_dicom_header,
+    resolve_rescale,
+)
 from .hu import finalize_hu, padding_to_hu, to_hu
 
-__all__ = ["SeriesInfo", "list_dicom_series", "select_series", "read_dicom_series"]
+__all__ = ["SeriesInfo", "list_dicom_series", "select_series", "check_unread_files", "read_dicom_series"]
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +145,17 @@ def select_series(folder: str | os.PathLike, series_uid: str | None = None) -> S
         NoSeriesError: no series, ``series_uid`` absent, or several CT series and no choice.
         DicomError: the chosen (or only) series is not CT (e.g. a DICOM-SEG).
     """
-    d = Path(folder)
+    return _select(Path(folder), series_uid)[0]
+
+
+def _select(d: Path, series_uid: str | None) -> tuple[SeriesInfo, list[SeriesInfo]]:
+    """:func:`select_series`, also returning every series of the folder."""
     series = list_dicom_series(d)
+    chosen = _choose(d, series, series_uid)
+    return chosen, series
+
+
+def _choose(d: Path, series: list[SeriesInfo], series_uid: str | None) -> SeriesInfo:
     listing = "; ".join(s.summary() for s in series)
     if series_uid is not None:
         for s in series:
@@ -143,6 +176,47 @@ def select_series(folder: str | os.PathLike, series_uid: str | None = None) -> S
         d, f"{len(ct)} CT series; choose one with series_uid= / --series UID: "
         + "; ".join(s.summary() for s in ct)
     )
+
+
+def check_unread_files(folder: str | os.PathLike, series: list[SeriesInfo], chosen: SeriesInfo) -> None:
+    """Refuse a DICOM-looking file of ``folder`` that GDCM left out of every series and that may
+    belong to ``chosen`` (see the module docstring).
+
+    Raises:
+        DicomError: naming the file: unreadable; of the chosen series; a CT image object without a
+            ``SeriesInstanceUID`` (header cut short).
+    """
+    d = Path(folder)
+    listed = {Path(f).name for s in series for f in s.files}
+    for p in sorted(d.iterdir()):
+        if p.name in listed or p.name.startswith(".") or not p.is_file():
+            continue  # hidden files (macOS "._IM0001.dcm" companions ...) are not slices
+        if not (p.name.lower().endswith(DICOM_SUFFIXES) or has_dicm_preamble(p)):
+            continue
+        try:
+            ds = read_dicom_header(p, defer=True)
+        except DicomError as e:
+            raise DicomError(
+                p, f"unreadable DICOM file in the series folder ({e.problem}); a damaged slice would be left out "
+                "of the series: repair or remove it",
+            ) from e
+        uid = ds.get("SeriesInstanceUID", None)
+        uid = str(uid) if uid not in (None, "") else None
+        if uid == chosen.uid:
+            problem = pixel_data_problem(ds, p) or "damaged or unreadable pixel data"
+            raise DicomError(
+                p, f"{problem}; the series reader left this slice of series {uid} out: repair or remove the file "
+                "(the series would be converted without it)",
+            )
+        if uid is None:
+            meta = getattr(ds, "file_meta", None)
+            sop = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "") or "")
+            if sop in CT_SOP_CLASSES or len(ds) == 0:
+                raise DicomError(
+                    p, "DICOM file with an incomplete header (no SeriesInstanceUID; file cut short?); a damaged "
+                    "slice would be left out of the series: repair or remove it",
+                )
+        log.info("%s: not part of series %s (SeriesInstanceUID %s); ignored", p, chosen.uid, uid)
 
 
 def _check_headers(d: Path, files: list[str], headers: list[dict]) -> np.ndarray:
@@ -176,8 +250,38 @@ def _check_headers(d: Path, files: list[str], headers: list[dict]) -> np.ndarray
     return pos
 
 
-def _check_spacing(files: list[str], pos: np.ndarray) -> None:
+def _series_rescale(files: list[str], headers: list[dict], rescale) -> list[float] | None:
+    """Resolve the rescale of a series; fill in the assumed values (see the module docstring)."""
+    missing = [i for i, h in enumerate(headers) if h["rescale_missing"]]
+    if not missing:
+        return None
+    if len(missing) != len(headers):
+        i = missing[0]
+        raise DicomError(
+            files[i], f"no RescaleSlope/RescaleIntercept ({', '.join(headers[i]['rescale_missing'])} missing) while "
+            "other slices of the series have them: the series is inconsistent; repair the file or remove it",
+        )
+    slope, intercept, assumed = resolve_rescale(headers[0], files[0], rescale)
+    log.warning("%s: no RescaleSlope/RescaleIntercept in its %d slices; assuming slope %g, intercept %g as asked",
+                Path(files[0]).parent, len(files), slope, intercept)
+    for h in headers:
+        h["rescale_slope"], h["rescale_intercept"] = slope, intercept
+    return assumed
+
+
+def _check_spacing(files: list[str], pos: np.ndarray, h0: dict | None = None) -> None:
     if len(pos) < 2:
+        if h0 is not None:  # one slice: its spacing comes from SpacingBetweenSlices or SliceThickness
+            for key, name in (("spacing_between_slices", "SpacingBetweenSlices"),
+                              ("slice_thickness", "SliceThickness")):
+                v = h0[key]
+                if v is not None:
+                    if not (np.isfinite(v) and v > 0):
+                        raise DicomError(
+                            files[0], f"invalid {name} {v:g} mm: the slice spacing of a one-slice series comes from "
+                            "it and must be a finite number > 0",
+                        )
+                    break
         return
     gaps = np.diff(pos)
     i0 = int(np.argmin(np.abs(gaps)))
@@ -203,13 +307,17 @@ def read_dicom_series(
     folder: str | os.PathLike,
     series_uid: str | None = None,
     progress: bool = False,
+    rescale: tuple[float, float] | None = None,
 ) -> CTImage:
     """Read a DICOM CT series folder into a 3D int16 HU :class:`CTImage`.
 
     Args:
-        folder: folder holding the slices (not recursive; other files are ignored).
+        folder: folder holding the slices (not recursive; files that are not DICOM are ignored,
+            damaged DICOM files are refused).
         series_uid: ``SeriesInstanceUID`` to read when the folder holds several CT series.
         progress: show a progress bar while checking slice headers.
+        rescale: ``(slope, intercept)`` to assume when the slices have no ``RescaleSlope`` /
+            ``RescaleIntercept`` (refused otherwise); recorded in ``meta["rescale_assumed"]``.
 
     Returns:
         :class:`CTImage`: ``image`` 3D int16 HU with GDCM's geometry (spacing ``(x, y, z)`` mm,
@@ -223,13 +331,20 @@ def read_dicom_series(
     import SimpleITK as sitk
 
     d = Path(folder)
-    s = select_series(d, series_uid)
+    s, all_series = _select(d, series_uid)
+    check_unread_files(d, all_series, s)
     files = list(s.files)
     headers = []
     for f in progress_iter(files, progress, desc="DICOM headers", total=len(files)):
-        ds = read_dicom_header(f)
+        ds = read_dicom_header(f, defer=True)
         check_ct_header(ds, f)
-        headers.append(header_info(ds))
+        problem = pixel_data_problem(ds, f)
+        if problem:
+            raise DicomError(f, problem)
+        h = header_info(ds)
+        check_slice_geometry(h, f)
+        headers.append(h)
+    assumed = _series_rescale(files, headers, rescale)
     pos = _check_headers(d, files, headers)
     if len(files) > 1:
         order = np.argsort(pos, kind="stable")
@@ -242,6 +357,8 @@ def read_dicom_series(
             headers = [headers[i] for i in order]
             pos = pos[order]
         _check_spacing(files, pos)
+    else:
+        _check_spacing(files, pos, headers[0])
 
     rescales = {(h["rescale_slope"], h["rescale_intercept"]) for h in headers}
     fractional = any(float(a) != int(a) or float(b) != int(b) for a, b in rescales)
@@ -264,7 +381,13 @@ def read_dicom_series(
     except Exception as e:  # noqa: BLE001 - no pydicom decoder for this transfer syntax
         log.debug("%s: cross-check of the rescale skipped (%s)", files[0], e)
         stored0 = None
-    if stored0 is not None and stored0.shape == arr.shape[1:]:
+    if assumed is not None:  # no rescale tags: GDCM returned the stored values; apply the assumed rescale
+        if stored0 is not None and stored0.shape == arr.shape[1:] and not np.array_equal(arr[0], stored0):
+            raise DicomError(files[0], "SimpleITK and pydicom disagree on the stored values of this slice")
+        if assumed != [1.0, 0.0]:
+            arr = to_hu(arr, assumed[0], assumed[1], source=d)
+        rescale_by = "metalung"
+    elif stored0 is not None and stored0.shape == arr.shape[1:]:
         h0 = headers[0]
         expected = to_hu(stored0, h0["rescale_slope"], h0["rescale_intercept"], source=files[0])
         if np.array_equal(arr[0], expected):
@@ -301,6 +424,7 @@ def read_dicom_series(
         arr16 = np.stack(slices)
     out = sitk.GetImageFromArray(arr16)
     out.CopyInformation(img)
+    check_geometry(out, d, DicomError)
 
     h0 = headers[0]
     meta = base_meta(d, "dicom-series")
@@ -314,6 +438,7 @@ def read_dicom_series(
             "rescale_intercept": h0["rescale_intercept"],
             "rescale_varies": len(rescales) > 1,
             "rescale_applied_by": rescale_by,
+            "rescale_assumed": assumed,
             "padding_mapped": hinfo["padding_mapped"],
             "clipped_high": hinfo["clipped_high"],
             "rounded": hinfo["rounded"],

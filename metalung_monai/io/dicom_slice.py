@@ -10,6 +10,25 @@ The slice reader applies ``stored * RescaleSlope + RescaleIntercept`` itself (py
 * direction = the in-plane part of ``ImageOrientationPatient`` (row cosines = direction of the
   column index ``x``, column cosines = direction of the row index ``y``). Only axial slices (normal
   along the patient z axis) can be represented in 2D; others raise :class:`DicomError`.
+
+Checks shared by the slice and the series reader:
+
+* **Pixel data length** (:func:`pixel_data_problem`): a file cut short is refused naming it. The
+  header is read with the pixel data deferred, so the declared length is compared with what the
+  file holds and with ``Rows x Columns x BitsAllocated/8`` without reading the voxels.
+* **Geometry** (:func:`check_slice_geometry`): ``PixelSpacing`` must be finite and > 0, and
+  ``ImagePositionPatient`` / ``ImageOrientationPatient`` finite (GDCM turns a NaN PixelSpacing into
+  a 6.9e-310 mm pixel, pydicom passes it through).
+* **Rescale tags** (:func:`resolve_rescale`). ``RescaleSlope`` and ``RescaleIntercept`` are Type 1
+  in the CT Image module: without them nobody can tell whether the stored values are HU (signed
+  storage) or HU + 1024 (unsigned storage, air at 0), and taking them as HU would store air at
+  0 HU. **Decision: such a file is refused** with a :class:`DicomError` that says what to do,
+  unless the caller states the convention explicitly: ``rescale=(slope, intercept)`` of
+  :func:`read_dicom_slice` / :func:`~metalung_monai.io.dicom_series.read_dicom_series` /
+  :func:`~metalung_monai.io.readers.read_ct`, ``metalung convert --rescale SLOPE INTERCEPT``.
+  The assumed values are then applied (once), logged as a warning, and recorded in
+  ``meta["rescale_assumed"]`` (and by ``metalung convert`` in the datalist entry); files that have
+  both tags always use their own and record ``None``.
 """
 
 from __future__ import annotations
@@ -21,17 +40,27 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DicomError, UnsupportedFormatError
-from .ct_image import CTImage, base_meta
+from ..errors import DicomError, InputError, UnsupportedFormatError
+from .ct_image import CTImage, base_meta, check_geometry
 from .hu import finalize_hu, padding_to_hu, to_hu
 
 __all__ = [
     "CT_SOP_CLASSES",
+    "DICOM_SUFFIXES",
+    "has_dicm_preamble",
     "read_dicom_header",
     "check_ct_header",
     "header_info",
+    "pixel_data_problem",
+    "check_slice_geometry",
+    "check_rescale_option",
+    "resolve_rescale",
+    "probe_dicom_slice",
     "read_dicom_slice",
 ]
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+_DEFER_BYTES = 256  # header reads defer values longer than this (the pixel data), see pixel_data_problem
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +71,24 @@ CT_SOP_CLASSES = {
 }
 
 
-def read_dicom_header(path: str | os.PathLike, pixels: bool = False):
+def has_dicm_preamble(p: str | os.PathLike) -> bool:
+    """Whether the file starts with the 128-byte preamble and ``DICM``."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_dicom_header(path: str | os.PathLike, pixels: bool = False, defer: bool = False):
     """Read a DICOM file with pydicom; raise :class:`DicomError` naming it when unreadable.
 
     Args:
         path: the file.
         pixels: also read the pixel data (otherwise stop before it).
+        defer: parse the whole file but leave long values (the pixel data) on disk until used;
+            :func:`pixel_data_problem` can then compare their declared length with the file.
 
     Returns:
         ``pydicom.Dataset``.
@@ -61,14 +102,15 @@ def read_dicom_header(path: str | os.PathLike, pixels: bool = False):
     p = Path(path)
     if not p.is_file():
         raise DicomError(p, "file does not exist")
+    kw = {"defer_size": _DEFER_BYTES} if defer else {"stop_before_pixels": not pixels}
     try:
-        return pydicom.dcmread(p, stop_before_pixels=not pixels)
+        return pydicom.dcmread(p, **kw)
     except InvalidDicomError:
         pass  # maybe a valid dataset without the 128-byte preamble: try once more, forced
     except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt input
         raise DicomError(p, f"not a readable DICOM file ({type(e).__name__}: {e})") from e
     try:
-        ds = pydicom.dcmread(p, stop_before_pixels=not pixels, force=True)
+        ds = pydicom.dcmread(p, force=True, **kw)
         ok = ("SOPClassUID" in ds) or ("Rows" in ds and "Columns" in ds)
     except Exception:  # noqa: BLE001
         ok = False
@@ -133,6 +175,8 @@ def header_info(ds) -> dict[str, Any]:
 
     slope = get("RescaleSlope")
     intercept = get("RescaleIntercept")
+    thickness = _floats(get("SliceThickness"), 1)
+    between = _floats(get("SpacingBetweenSlices"), 1)
     pad = get("PixelPaddingValue")
     pad_lim = get("PixelPaddingRangeLimit")
     ps = _floats(get("PixelSpacing"), 2)
@@ -149,9 +193,11 @@ def header_info(ds) -> dict[str, Any]:
         "pixel_spacing": ps,
         "image_position_patient": _floats(get("ImagePositionPatient"), 3),
         "image_orientation_patient": _floats(get("ImageOrientationPatient"), 6),
-        "slice_thickness": float(get("SliceThickness")) if get("SliceThickness") is not None else None,
+        "slice_thickness": thickness[0] if thickness else None,
+        "spacing_between_slices": between[0] if between else None,
         "rescale_slope": float(slope) if slope is not None else 1.0,
         "rescale_intercept": float(intercept) if intercept is not None else 0.0,
+        "rescale_missing": [n for n, v in (("RescaleSlope", slope), ("RescaleIntercept", intercept)) if v is None],
         "pixel_padding_value": int(pad) if pad is not None and not isinstance(pad, (bytes, list)) else None,
         "pixel_padding_range_limit": int(pad_lim) if pad_lim is not None and not isinstance(pad_lim, (bytes, list)) else None,
         "pixel_representation": int(get("PixelRepresentation")) if get("PixelRepresentation") is not None else None,
@@ -159,6 +205,129 @@ def header_info(ds) -> dict[str, Any]:
         "instance_number": int(get("InstanceNumber")) if get("InstanceNumber") is not None else None,
         "transfer_syntax_uid": str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else None,
     }
+
+
+def _raw_pixel_element(ds):
+    try:
+        return ds.get_item(0x7FE00010, keep_deferred=True)
+    except TypeError:  # pydicom < 3: get_item returns the raw element anyway
+        return ds.get_item(0x7FE00010)
+
+
+def pixel_data_problem(ds, path: str | os.PathLike) -> str | None:
+    """Why the pixel data of ``ds`` (read with ``defer=True``) is short, or ``None``.
+
+    Compares the declared length of (7FE0,0010) with the bytes left in the file after its start,
+    and (for native, uncompressed data) with ``Rows x Columns x SamplesPerPixel x frames x
+    BitsAllocated/8``. Encapsulated (compressed) pixel data is left to the decoder.
+    """
+    if 0x7FE00010 not in ds:
+        return None
+    el = _raw_pixel_element(ds)
+    length = getattr(el, "length", None)
+    if length == 0xFFFFFFFF:
+        return None  # encapsulated: the decoder notices a cut stream
+    value = getattr(el, "value", None)
+    value_tell = getattr(el, "value_tell", None)
+    if value is None and value_tell is not None and length is not None:  # deferred: still on disk
+        present = os.path.getsize(path) - int(value_tell)
+        if present < length:
+            return (f"pixel data truncated: {max(present, 0)} of its {length} bytes are in the file "
+                    "(file cut short?)")
+        have = int(length)
+    elif isinstance(value, (bytes, bytearray)):
+        have = len(value)
+    else:
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    expected = (rows * cols * spp * frames * bits + 7) // 8
+    if have < expected:
+        return (f"pixel data truncated: {have} bytes where Rows x Columns x BitsAllocated/8 needs {expected} "
+                "(file cut short?)")
+    return None
+
+
+def check_slice_geometry(info: dict, path: str | os.PathLike) -> None:
+    """Raise :class:`DicomError` for a PixelSpacing that is not finite and > 0 or a non-finite
+    ImagePositionPatient / ImageOrientationPatient (``info`` from :func:`header_info`)."""
+    ps = info["pixel_spacing"]
+    if ps is not None and not all(np.isfinite(v) and v > 0 for v in ps):
+        raise DicomError(path, f"invalid PixelSpacing {list(ps)} mm: both values must be finite numbers > 0")
+    for key, name in (("image_position_patient", "ImagePositionPatient"),
+                      ("image_orientation_patient", "ImageOrientationPatient")):
+        v = info[key]
+        if v is not None and not all(np.isfinite(x) for x in v):
+            raise DicomError(path, f"{name} {list(v)} is not finite; cannot place the slice")
+
+
+def check_rescale_option(rescale, source: str = "--rescale") -> tuple[float, float]:
+    """``(slope, intercept)`` as floats; raise naming ``source`` unless both are finite and the
+    slope is not 0."""
+    try:
+        slope, intercept = (float(v) for v in rescale)
+    except (TypeError, ValueError) as e:
+        raise InputError(source, f"expected two numbers SLOPE INTERCEPT, got {rescale!r}") from e
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise InputError(source, f"slope {slope:g} / intercept {intercept:g}: both must be finite and the slope not 0")
+    return slope, intercept
+
+
+_RESCALE_HELP = (
+    "the stored values cannot be turned into HU with certainty; if you know the scanner's convention, give it "
+    "with --rescale SLOPE INTERCEPT (Python: rescale=(slope, intercept)), e.g. --rescale 1 0 when the stored "
+    "values already are HU or --rescale 1 -1024 for unsigned storage with air at 0"
+)
+
+
+def resolve_rescale(info: dict, path: str | os.PathLike, rescale=None) -> tuple[float, float, list[float] | None]:
+    """The slope and intercept to use for one file (``info`` from :func:`header_info`).
+
+    Returns:
+        ``(slope, intercept, assumed)``: the file's own tags and ``assumed=None`` when both are
+        present; otherwise ``rescale`` and ``assumed=[slope, intercept]``.
+
+    Raises:
+        DicomError: a tag is missing and ``rescale`` is ``None`` (the message says what to do).
+    """
+    if not info["rescale_missing"]:
+        return info["rescale_slope"], info["rescale_intercept"], None
+    if rescale is None:
+        missing = ", ".join(info["rescale_missing"])
+        raise DicomError(
+            path,
+            f"no RescaleSlope/RescaleIntercept (missing: {missing}; Type 1 in the CT Image module): {_RESCALE_HELP}",
+        )
+    slope, intercept = check_rescale_option(rescale, "rescale")
+    return slope, intercept, [slope, intercept]
+
+
+def probe_dicom_slice(path: str | os.PathLike, rescale=None):
+    """Header-level checks of one DICOM CT file (no pixel decoding).
+
+    Readable, CT, single frame, pixel data present and as long as its matrix, PixelSpacing /
+    position / orientation finite, rescale tags present or ``rescale`` given.
+
+    Returns:
+        ``(dataset, info, slope, intercept, assumed)`` (dataset read with deferred pixel data).
+    """
+    p = Path(path)
+    ds = read_dicom_header(p, defer=True)
+    check_ct_header(ds, p)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DicomError(p, "no pixel data")
+    problem = pixel_data_problem(ds, p)
+    if problem:
+        raise DicomError(p, problem)
+    info = header_info(ds)
+    check_slice_geometry(info, p)
+    slope, intercept, assumed = resolve_rescale(info, p, rescale)
+    return ds, info, slope, intercept, assumed
 
 
 def _slice_direction_2d(iop: tuple[float, ...] | None, path) -> tuple[float, float, float, float]:
@@ -194,30 +363,31 @@ def _gdcm_slice_hu(p: Path, pydicom_error: Exception) -> np.ndarray:
     return arr
 
 
-def read_dicom_slice(path: str | os.PathLike) -> CTImage:
+def read_dicom_slice(path: str | os.PathLike, rescale: tuple[float, float] | None = None) -> CTImage:
     """Read one DICOM CT file into a 2D int16 HU :class:`CTImage` (pydicom, rescale applied once).
 
     Args:
         path: a single-frame CT DICOM file.
+        rescale: ``(slope, intercept)`` to assume when the file has no ``RescaleSlope`` /
+            ``RescaleIntercept`` (refused otherwise; see the module docstring).
 
     Returns:
         :class:`CTImage` with a 2D ``SimpleITK.Image`` (size ``(Columns, Rows)``, spacing
         ``(PixelSpacing[1], PixelSpacing[0])`` mm) and ``meta["format"] == "dicom-slice"``.
 
     Raises:
-        DicomError: unreadable / not CT / not axial / pixel data cannot be decoded.
+        DicomError: unreadable / not CT / not axial / truncated / pixel data cannot be decoded /
+            PixelSpacing not finite and > 0 / no rescale tags and no ``rescale``.
         UnsupportedFormatError: multi-frame objects.
         InputError: NaN in float pixel data.
     """
     import SimpleITK as sitk
 
     p = Path(path)
-    ds = read_dicom_header(p, pixels=True)
-    check_ct_header(ds, p)
-    info = header_info(ds)
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise DicomError(p, "no pixel data")
-    slope, intercept = info["rescale_slope"], info["rescale_intercept"]
+    ds, info, slope, intercept, assumed = probe_dicom_slice(p, rescale)
+    if assumed is not None:
+        log.warning("%s: no RescaleSlope/RescaleIntercept; assuming slope %g, intercept %g as asked",
+                    p, slope, intercept)
     rescale_by = "metalung"
     try:
         stored = ds.pixel_array
@@ -226,6 +396,9 @@ def read_dicom_slice(path: str | os.PathLike) -> CTImage:
         # pylibjpeg): GDCM (SimpleITK) decodes it and applies the rescale itself
         hu = _gdcm_slice_hu(p, e)
         rescale_by = "gdcm"
+        if assumed is not None:  # GDCM found no rescale tags: its values are the stored ones
+            hu = to_hu(hu, slope, intercept, source=p)
+            rescale_by = "metalung"
     else:
         if stored.ndim != 2:
             raise DicomError(p, f"pixel data has shape {stored.shape}; expected one 2D slice")
@@ -239,13 +412,12 @@ def read_dicom_slice(path: str | os.PathLike) -> CTImage:
     if ps is None:
         log.warning("%s: no PixelSpacing; using 1 mm", p)
         ps = (1.0, 1.0)
-    if min(ps) <= 0:
-        raise DicomError(p, f"invalid PixelSpacing {list(ps)}")
     img.SetSpacing((ps[1], ps[0]))
     ipp = info["image_position_patient"]
     if ipp is not None:
         img.SetOrigin((ipp[0], ipp[1]))
     img.SetDirection(_slice_direction_2d(info["image_orientation_patient"], p))
+    check_geometry(img, p, DicomError)
 
     meta = base_meta(p, "dicom-slice")
     meta.update({k: info[k] for k in ("manufacturer", "series_instance_uid", "patient_id", "modality")})
@@ -255,6 +427,7 @@ def read_dicom_slice(path: str | os.PathLike) -> CTImage:
             "rescale_slope": slope,
             "rescale_intercept": intercept,
             "rescale_applied_by": rescale_by,
+            "rescale_assumed": assumed,
             "padding_mapped": hinfo["padding_mapped"],
             "clipped_high": hinfo["clipped_high"],
             "rounded": hinfo["rounded"],

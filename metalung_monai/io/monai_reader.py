@@ -77,6 +77,8 @@ class DicomSeriesHUReader(ImageReader):
         progress: progress bar while reading slice headers.
         strict: defer read errors to ``get_data`` (see the module docstring) so that MONAI's
             ``LoadImage`` cannot fall back to another reader; ``False``: ``read`` raises.
+        rescale: ``(slope, intercept)`` to assume for DICOM files without ``RescaleSlope`` /
+            ``RescaleIntercept`` (refused otherwise; see :mod:`.dicom_slice`).
     """
 
     def __init__(
@@ -87,9 +89,11 @@ class DicomSeriesHUReader(ImageReader):
         affine_lps_to_ras: bool = True,
         progress: bool = False,
         strict: bool = True,
+        rescale: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.strict = strict
+        self.rescale = rescale
         self.series_uid = series_uid
         self.channel_dim = float("nan") if channel_dim == "no_channel" else channel_dim
         self.reverse_indexing = reverse_indexing
@@ -118,7 +122,8 @@ class DicomSeriesHUReader(ImageReader):
         for name in names:
             p = Path(f"{name}")
             try:
-                out.append(read_ct(p, series_uid=series_uid if p.is_dir() else None, progress=self.progress))
+                out.append(read_ct(p, series_uid=series_uid if p.is_dir() else None, progress=self.progress,
+                                   rescale=self.rescale))
             except MetaLungError as e:
                 if not self.strict:
                     raise

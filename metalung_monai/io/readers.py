@@ -20,6 +20,17 @@ choice gives the same array and (after LPS->RAS) the same affine as MONAI's defa
 ``NibabelReader`` for the files metalung-monai writes and for ordinary scanner conversions
 (tested in ``tests/test_io_readers.py``). Volumes are taken to hold HU already (no
 rescale is applied); values are rounded, padding (< -1024) mapped to -1024 and clipped to int16.
+
+Before SimpleITK reads a volume image or mask, :func:`.volume_file.check_volume_file` checks the
+file itself, because ITK accepts damaged files silently: the header's voxel size must be a finite
+number > 0 (ITK turns a NaN/0 NIfTI ``pixdim`` into 1 mm), the whole payload is read once in
+bounded chunks and must hold as many bytes as the header announces with no decompression error
+(CRC included; ITK reads a cut ``.nii.gz`` with zeros and flipped bytes as garbage), and float data
+must not hold NaN or infinity (ITK turns both into 0 in NIfTI). After reading, the image's spacing,
+origin and direction must be finite (:func:`check_geometry`).
+
+:func:`probe_ct` / :func:`probe_mask` run the header-level checks only (no voxel data is read):
+``metalung convert`` calls them on every input before it writes anything.
 """
 
 from __future__ import annotations
@@ -32,16 +43,19 @@ import numpy as np
 
 from ..errors import GeometryMismatchError, InputError, MaskError, UnsupportedFormatError
 from ..utils.atomic import full_suffix
-from .ct_image import CTImage, base_meta
-from .dicom_series import read_dicom_series
-from .dicom_slice import read_dicom_slice
+from .ct_image import CTImage, base_meta, check_geometry
+from .dicom_series import read_dicom_series, select_series
+from .dicom_slice import DICOM_SUFFIXES, check_rescale_option, has_dicm_preamble, probe_dicom_slice, read_dicom_slice
 from .hu import finalize_hu
+from .volume_file import check_volume_file, check_volume_header
 
 __all__ = [
     "DICOM_SUFFIXES",
     "VOLUME_SUFFIXES",
     "MASK_SUFFIXES",
     "detect_format",
+    "probe_ct",
+    "probe_mask",
     "read_ct",
     "read_volume",
     "read_mask",
@@ -51,18 +65,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 VOLUME_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
 MASK_SUFFIXES = tuple(VOLUME_SUFFIXES) + (".png", ".tif", ".tiff", ".bmp")
-
-
-def _has_dicm_preamble(p: Path) -> bool:
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -85,7 +89,7 @@ def detect_format(path: str | os.PathLike) -> str:
         return "dicom-slice"
     if suffix in (".pkl", ".pickle"):
         return "thesis-pickle"
-    if _has_dicm_preamble(p):
+    if has_dicm_preamble(p):
         return "dicom-slice"
     raise UnsupportedFormatError(
         p,
@@ -104,36 +108,21 @@ def _sitk_read(p: Path, what: str):
         raise InputError(p, f"cannot read {what} ({last})") from e
 
 
-def _check_nifti_nan(p: Path, error=InputError) -> None:
-    """Raise when a float NIfTI holds NaN.
-
-    ITK's NIfTI reader silently turns NaN into 0 (water HU for a CT!), so NaN must be looked for
-    in the file itself (nibabel, only for float data types).
-    """
-    import nibabel as nib
-
-    try:
-        nii = nib.load(str(p))
-    except Exception as e:  # noqa: BLE001 - nibabel raises several types for corrupt headers
-        raise InputError(p, f"cannot read NIfTI header ({type(e).__name__}: {e})") from e
-    if np.dtype(nii.get_data_dtype()).kind == "f":
-        n = int(np.isnan(np.asanyarray(nii.dataobj)).sum())
-        if n:
-            raise error(p, f"{n} NaN {'voxel' if error is InputError else 'value'}(s) in the file")
-
-
 def read_volume(path: str | os.PathLike) -> CTImage:
     """Read a NIfTI / NRRD / MetaImage CT volume (already HU) into an int16 :class:`CTImage`.
 
+    The file is checked first (:func:`.volume_file.check_volume_file`): header voxel size, the
+    whole payload (truncation, decompression errors, CRC), NaN / infinite voxels.
+
     Raises:
-        InputError: unreadable, NaN, more than one component per voxel, not 2D/3D.
+        InputError: unreadable, truncated or corrupt payload, voxel size not a finite number > 0,
+            NaN or infinite voxels, more than one component per voxel, not 2D/3D.
     """
     import SimpleITK as sitk
 
     p = Path(path)
     fmt = detect_format(p)
-    if fmt == "nifti":
-        _check_nifti_nan(p)
+    check_volume_file(p, fmt)
     img = _sitk_read(p, f"{fmt} image")
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(p, f"{img.GetNumberOfComponentsPerPixel()} components per voxel; a CT image has 1")
@@ -141,6 +130,7 @@ def read_volume(path: str | os.PathLike) -> CTImage:
         img = img[:, :, :, 0]
     if img.GetDimension() not in (2, 3):
         raise InputError(p, f"{img.GetDimension()}D image; expected 2D or 3D")
+    check_geometry(img, p)
     arr = sitk.GetArrayViewFromImage(img)
     arr16, info = finalize_hu(arr, source=p)
     out = sitk.GetImageFromArray(arr16)
@@ -158,7 +148,41 @@ def read_volume(path: str | os.PathLike) -> CTImage:
     return CTImage(image=out, meta=meta)
 
 
-def read_ct(path: str | os.PathLike, series_uid: str | None = None, progress: bool = False) -> CTImage:
+def probe_ct(
+    path: str | os.PathLike,
+    series_uid: str | None = None,
+    rescale: tuple[float, float] | None = None,
+) -> str:
+    """Header-level checks of a CT input, without reading its voxels; returns its format.
+
+    Volumes: the header's voxel size (and that a detached data file exists). A DICOM file: readable,
+    CT, pixel data as long as Rows x Columns x BitsAllocated/8, finite PixelSpacing / position,
+    rescale tags present or ``rescale`` given. A DICOM folder: the series choice
+    (:func:`.dicom_series.select_series`). Thesis pickles are not probed (their rows are all
+    validated before their first case is written).
+
+    Raises:
+        The same errors :func:`read_ct` raises for these problems.
+    """
+    p = Path(path)
+    fmt = detect_format(p)
+    if series_uid is not None and fmt != "dicom-series":
+        raise InputError(p, "series_uid / --series only applies to a DICOM folder")
+    if fmt == "dicom-series":
+        select_series(p, series_uid)
+    elif fmt == "dicom-slice":
+        probe_dicom_slice(p, rescale)
+    elif fmt in ("nifti", "nrrd", "mha"):
+        check_volume_header(p, fmt)
+    return fmt
+
+
+def read_ct(
+    path: str | os.PathLike,
+    series_uid: str | None = None,
+    progress: bool = False,
+    rescale: tuple[float, float] | None = None,
+) -> CTImage:
     """Read a CT image in any supported format as int16 HU with its geometry.
 
     Args:
@@ -166,23 +190,29 @@ def read_ct(path: str | os.PathLike, series_uid: str | None = None, progress: bo
             ``.mha``/``.mhd``.
         series_uid: for a folder holding several CT series, the ``SeriesInstanceUID`` to read.
         progress: progress bar while reading a DICOM series' headers.
+        rescale: DICOM only: ``(slope, intercept)`` to assume for files without
+            ``RescaleSlope``/``RescaleIntercept`` (refused by default; see
+            :mod:`.dicom_slice`); recorded in ``meta["rescale_assumed"]``.
 
     Returns:
         :class:`CTImage` (``image``: ``SimpleITK.Image`` int16 HU; 3D for series and volumes,
         2D for one DICOM slice; ``meta``: provenance, see :class:`CTImage`).
 
     Raises:
-        InputError: missing path, NaN voxels; :class:`UnsupportedFormatError`: other file types;
+        InputError: missing path, NaN / infinite voxels, bad voxel size, truncated or corrupt
+        payload; :class:`UnsupportedFormatError`: other file types;
         :class:`DicomError` / :class:`NoSeriesError` / :class:`SliceSizeError`: DICOM problems.
     """
     p = Path(path)
     fmt = detect_format(p)
     if series_uid is not None and fmt != "dicom-series":
         raise InputError(p, "series_uid / --series only applies to a DICOM folder")
+    if rescale is not None:
+        rescale = check_rescale_option(rescale, "rescale")
     if fmt == "dicom-series":
-        return read_dicom_series(p, series_uid=series_uid, progress=progress)
+        return read_dicom_series(p, series_uid=series_uid, progress=progress, rescale=rescale)
     if fmt == "dicom-slice":
-        return read_dicom_slice(p)
+        return read_dicom_slice(p, rescale=rescale)
     if fmt == "thesis-pickle":
         raise UnsupportedFormatError(
             p, "a thesis pickle holds many slices; convert it with `metalung convert` / convert_thesis_pickle"
@@ -197,11 +227,14 @@ def binarize_mask(arr: np.ndarray, source: str | os.PathLike = "<mask>", label: 
     ``label`` become 1 and every other value 0 (for multi-label maps).
 
     Raises:
-        MaskError: NaN, or values other than {0, 1} / {0, 255} (the values found are listed).
+        MaskError: NaN or infinity, or values other than {0, 1} / {0, 255} (the values found are
+        listed).
     """
     a = np.asarray(arr)
     if a.dtype.kind == "f" and np.isnan(a).any():
         raise MaskError(source, f"{int(np.isnan(a).sum())} NaN value(s) in the mask")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise MaskError(source, f"{int(np.isinf(a).sum())} infinite value(s) in the mask")
     if a.dtype.kind not in "biuf":
         raise MaskError(source, f"mask pixel type {a.dtype} is not numeric")
     if label is not None:
@@ -248,6 +281,30 @@ def check_same_grid(image, reference, source: str | os.PathLike, reference_name:
         raise GeometryMismatchError(source, f"grid does not match {reference_name}: " + "; ".join(diffs))
 
 
+def _mask_suffix(p: Path) -> str:
+    if not p.is_file():
+        raise InputError(p, "mask file does not exist")
+    suffix = full_suffix(p).lower()
+    if suffix not in MASK_SUFFIXES:
+        raise UnsupportedFormatError(
+            p, f"unsupported mask type '{suffix or p.name}'; expected .nii/.nii.gz, .nrrd, .mha or a 2D .png"
+        )
+    return suffix
+
+
+def probe_mask(path: str | os.PathLike) -> None:
+    """Header-level checks of a mask file (exists, supported type, header voxel size), without
+    reading its voxels.
+
+    Raises:
+        InputError, UnsupportedFormatError: as :func:`read_mask` for these problems.
+    """
+    p = Path(path)
+    suffix = _mask_suffix(p)
+    if suffix in VOLUME_SUFFIXES:
+        check_volume_header(p, VOLUME_SUFFIXES[suffix])
+
+
 def read_mask(
     path: str | os.PathLike,
     reference,
@@ -268,8 +325,9 @@ def read_mask(
         ``SimpleITK.Image`` uint8 {0, 1} with the reference's geometry.
 
     Raises:
-        InputError: missing/unreadable file; :class:`UnsupportedFormatError`: other types;
-        :class:`MaskError`: NaN, non-binary, several components per pixel;
+        InputError: missing/unreadable file, truncated or corrupt payload, voxel size not a finite
+        number > 0; :class:`UnsupportedFormatError`: other types;
+        :class:`MaskError`: NaN or infinite values, non-binary, several components per pixel;
         :class:`GeometryMismatchError`: size/spacing/origin/direction differ (names both files).
     """
     import SimpleITK as sitk
@@ -279,15 +337,9 @@ def read_mask(
         reference_name = reference_name or reference.meta.get("source")
         reference = reference.image
     reference_name = f"image '{reference_name}'" if reference_name else "the image"
-    if not p.is_file():
-        raise InputError(p, "mask file does not exist")
-    suffix = full_suffix(p).lower()
-    if suffix not in MASK_SUFFIXES:
-        raise UnsupportedFormatError(
-            p, f"unsupported mask type '{suffix or p.name}'; expected .nii/.nii.gz, .nrrd, .mha or a 2D .png"
-        )
-    if suffix in (".nii", ".nii.gz"):
-        _check_nifti_nan(p, error=MaskError)
+    suffix = _mask_suffix(p)
+    if suffix in VOLUME_SUFFIXES:
+        check_volume_file(p, VOLUME_SUFFIXES[suffix], value_error=MaskError, what="value")
     img = _sitk_read(p, "mask")
     planar = suffix in (".png", ".tif", ".tiff", ".bmp")
     arr = sitk.GetArrayFromImage(img)
@@ -315,6 +367,7 @@ def read_mask(
         return out
     if img.GetDimension() == 4:
         raise MaskError(p, "4D mask")
+    check_geometry(img, p)
     check_same_grid(img, reference, p, reference_name)
     out.CopyInformation(reference)
     return out

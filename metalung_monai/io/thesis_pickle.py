@@ -16,8 +16,14 @@ patient column     the first of :data:`PATIENT_COLUMNS` present (case-insensitiv
 =================  ===========================================================================
 
 The pickles carry no voxel size: images are written with ``spacing`` (default 0.7 x 0.7 mm, a
-typical chest CT pixel), identity direction (rows = anterior->posterior, columns = patient
-right->left, as DICOM ``pixel_array``) and origin 0.
+typical chest CT pixel; each value must be a finite number in (0, 50] mm), identity direction
+(rows = anterior->posterior, columns = patient right->left, as DICOM ``pixel_array``) and origin 0.
+
+Case ids are ``<patient>_<pickle stem>_<row>`` with the patient value and the stem made file-name
+safe (:func:`metalung_monai.utils.paths.safe_name`); an id that would still be unsafe (longer than
+96 characters) becomes ``safe_name`` of the whole id (shortened, with a hash of it). The raw
+patient value is kept as ``patient_id``. An empty pickle (no rows, or a 0-byte file) is refused
+naming the pickle.
 
 **Loading a pickle executes code.** :func:`safe_load_pickle` never calls ``pickle.load``: it uses
 an unpickler whose ``find_class`` only resolves the globals in :data:`ALLOWED_GLOBALS` (what numpy
@@ -42,10 +48,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GeometryMismatchError, InputError, UnsafePickleError
+from ..utils.paths import is_safe_name, refuse_overlap, safe_name
 from ._progress import progress_iter
-from .case_output import Case, DatasetFolder, sanitize_id
+from .case_output import Case, DatasetFolder, unique_case_id
 from .hu import finalize_hu
 from .readers import binarize_mask
+from .volume_file import MAX_PIXEL_SPACING_MM, check_voxel_size
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -56,6 +64,7 @@ __all__ = [
     "find_patient_column",
     "load_thesis_pickle",
     "split_of_pickle",
+    "check_pixel_spacing",
     "thesis_cases",
     "convert_thesis_pickle",
 ]
@@ -202,6 +211,8 @@ def safe_load_pickle(path: str | os.PathLike):
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "pickle file does not exist")
+    if p.stat().st_size == 0:
+        raise InputError(p, "empty file (0 bytes): the pickle holds no rows")
     try:
         with _open_maybe_compressed(p) as fh:
             data = fh.read()
@@ -283,8 +294,9 @@ def load_thesis_pickle(path: str | os.PathLike, image_column: str = "hu_array_ol
         ``(dataframe, patient_column)``.
 
     Raises:
-        UnsafePickleError, InputError: see :func:`safe_load_pickle`; not a DataFrame; missing
-        ``image_column`` / ``mask`` / ``label1`` / patient column (the columns found are listed).
+        UnsafePickleError, InputError: see :func:`safe_load_pickle`; not a DataFrame; no rows;
+        missing ``image_column`` / ``mask`` / ``label1`` / patient column (the columns found are
+        listed).
     """
     import pandas as pd
 
@@ -292,6 +304,8 @@ def load_thesis_pickle(path: str | os.PathLike, image_column: str = "hu_array_ol
     df = safe_load_pickle(p)
     if not isinstance(df, pd.DataFrame):
         raise InputError(p, f"expected a pandas DataFrame, found {type(df).__name__}")
+    if len(df) == 0:
+        raise InputError(p, "the pickle holds no rows (an empty table): nothing to convert")
     if image_column not in IMAGE_COLUMNS:
         raise InputError(p, f"image_column must be one of {', '.join(IMAGE_COLUMNS)}, got '{image_column}'")
     missing = [c for c in (image_column, MASK_COLUMN, LABEL_COLUMN) if c not in df.columns]
@@ -323,17 +337,40 @@ def _row_arrays(df, i: int, image_column: str, where: str) -> tuple[np.ndarray, 
     return hu, binarize_mask(msk, where)
 
 
+def check_pixel_spacing(spacing, source: str = "--pixel-spacing") -> tuple[float, float]:
+    """The pickles' pixel size ``(x, y)`` in mm as floats.
+
+    Raises:
+        InputError: naming ``source`` unless there are two values, each a finite number > 0 and
+            at most :data:`~metalung_monai.io.volume_file.MAX_PIXEL_SPACING_MM` (50 mm).
+    """
+    try:
+        n = len(spacing)
+    except TypeError:
+        n = -1
+    if n != 2:
+        raise InputError(source, f"pixel spacing {spacing!r}: expected two numbers SX SY (mm)")
+    return check_voxel_size(spacing, source, "pixel spacing", max_mm=MAX_PIXEL_SPACING_MM)
+
+
 def thesis_cases(
     path: str | os.PathLike,
     image_column: str = "hu_array_old",
     spacing: tuple[float, float] = (0.7, 0.7),
     split: str | None = None,
     progress: bool = False,
+    taken: dict[str, str] | None = None,
 ):
     """Validate every row of one pickle, then yield :class:`Case` objects one by one.
 
     The whole file is checked first (labels, patient ids, array shapes, NaN, binary masks), so an
     error is raised before any case exists; images are then built lazily (one row in memory).
+
+    Args:
+        taken: ``case_id -> source`` of the cases already in the output (updated with this
+            pickle's): a row whose id another source uses (a pickle of the same name in another
+            folder) gets a suffix from its source (:func:`.case_output.unique_case_id`) instead of
+            replacing that case.
 
     Returns:
         ``(entries_preview, generator)``: the :class:`Case` objects without images (for datalist
@@ -342,12 +379,11 @@ def thesis_cases(
     import SimpleITK as sitk
 
     p = Path(path)
+    sp = check_pixel_spacing(spacing, "spacing")
     df, pcol = load_thesis_pickle(p, image_column)
     split = split or split_of_pickle(p)
-    sp = tuple(float(s) for s in spacing)
-    if len(sp) != 2 or min(sp) <= 0:
-        raise InputError(p, f"invalid pixel spacing {spacing}")
-    stem = sanitize_id(p.name.split(".")[0])
+    stem = safe_name(p.name.split(".")[0], disambiguate=False)
+    source = str(p.resolve())
     previews: list[Case] = []
     for i in progress_iter(range(len(df)), progress, desc=f"check {p.name}", total=len(df)):
         where = f"{p}#row{i}"
@@ -357,7 +393,12 @@ def thesis_cases(
         pid = str(pid_raw).strip()
         lr = normalize_lung_rads(df[LABEL_COLUMN].iloc[i], where)
         hu, msk = _row_arrays(df, i, image_column, where)
-        case_id = f"{sanitize_id(pid)}_{stem}_{i:05d}"
+        case_id = f"{safe_name(pid, disambiguate=False)}_{stem}_{i:05d}"
+        if not is_safe_name(case_id):  # too long: shortened, with a hash of the whole id
+            case_id = safe_name(f"{pid}_{stem}_{i:05d}")
+        if taken is not None:
+            case_id = unique_case_id(case_id, source, taken)
+            taken[case_id] = source
         entry = {
             "patient_id": pid,
             "lung_rads": lr,
@@ -365,7 +406,7 @@ def thesis_cases(
             "manufacturer": None,
             "spacing": [sp[1], sp[0]],  # canonical (y, x) order
             "shape": [int(hu.shape[0]), int(hu.shape[1])],
-            "source": str(p),
+            "source": source,
             "source_row": i,
         }
         previews.append(Case(case_id=case_id, entry=entry, has_mask=True))
@@ -407,13 +448,17 @@ def convert_thesis_pickle(
 
     Raises:
         UnsafePickleError, InputError, MaskError, GeometryMismatchError: bad files or rows
-            (nothing is written for a pickle with a bad row);
+            (nothing is written for a pickle with a bad row), empty pickles, a bad ``spacing``,
+            an ``out_dir`` that is, contains or lies inside a pickle;
         InputError: a patient present in two pickles of different splits;
         DatalistError: the result would leak a patient between training and test.
     """
     plist = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    check_pixel_spacing(spacing, "spacing")
+    refuse_overlap(out_dir, plist, "out_dir")
     folder = DatasetFolder(out_dir, name="metalung-thesis")
-    prepared = [(p, *thesis_cases(p, image_column, spacing, split, progress)) for p in plist]
+    taken = folder.taken_ids()
+    prepared = [(p, *thesis_cases(p, image_column, spacing, split, progress, taken)) for p in plist]
     patients: dict[str, tuple[str, Path]] = {}
     for p, previews, _ in prepared:
         for c in previews:
