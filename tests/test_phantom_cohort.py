@@ -187,7 +187,7 @@ def test_cli(tmp_path, capsys):
     rc = main(["phantom", "--out", str(out), "--patients", "4", "--size", "128", "--slice-thickness", "0.5", "5",
                "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 1 and "error" in err and "slice_thickness" in err and len(err.strip().splitlines()) == 1
+    assert rc == 1 and "error" in err and "--slice-thickness" in err and len(err.strip().splitlines()) == 1
 
 
 def test_dicom_round_trip(tmp_path):

@@ -3,7 +3,9 @@
 Every function works on *canonical* arrays (2D ``(y, x)`` or 3D ``(z, y, x)``, ``x`` towards the
 patient's left; see :mod:`metalung_monai.utils.orientation`) with the voxel size in mm in the
 same axis order; the ``*_image`` wrappers take and return ``SimpleITK.Image`` objects on the
-input's grid. Method, thresholds and limits: ``docs/anatomy.md``.
+input's grid. Method, thresholds and limits: ``docs/anatomy.md``. :func:`check_lung_mask` refuses a
+mask that is not a plausible pair of lungs (an image of noise, air or water;
+:mod:`~metalung_monai.anatomy.plausibility`).
 """
 
 from .analysis import LungAnatomy, analyse_lungs, analyse_lungs_image
@@ -16,6 +18,7 @@ from .lung_rads import (
     lung_rads_from_mask,
     tumour_diameters_mm,
 )
+from .plausibility import check_lung_mask, lung_mask_measures, lung_mask_problems
 from .vessels import CALCIFICATION_HU, vessel_mask, vessel_mask_image
 
 __all__ = [
@@ -24,6 +27,9 @@ __all__ = [
     "LungMaskSettings",
     "lung_mask",
     "lung_mask_image",
+    "check_lung_mask",
+    "lung_mask_problems",
+    "lung_mask_measures",
     "CALCIFICATION_HU",
     "vessel_mask",
     "vessel_mask_image",

@@ -64,6 +64,7 @@ def analyse_lungs(
     calcification_hu: float = CALCIFICATION_HU,
     settings: LungMaskSettings | None = None,
     progress: bool = False,
+    require_lungs: bool = False,
 ) -> LungAnatomy:
     """Lung labels, dense structures and free-space distance of a canonical slice or volume.
 
@@ -82,6 +83,9 @@ def analyse_lungs(
         calcification_hu: HU above which lung voxels are always dense (200).
         settings: lung-mask thresholds (:class:`~metalung_monai.anatomy.LungMaskSettings`).
         progress: progress bar over slices (volumes, terminal only).
+        require_lungs: raise ``InputError("analyse_lungs(hu)", "no lungs found: ...")`` when the
+            lungs found are not plausible (:func:`~metalung_monai.anatomy.check_lung_mask`),
+            before the dense structures and distances are computed.
 
     Returns:
         :class:`LungAnatomy` with arrays of the shape of ``hu``.
@@ -89,6 +93,10 @@ def analyse_lungs(
     vol, sp, was_2d = as_volume(hu, spacing, "analyse_lungs(hu)")
     cfg = settings or LungMaskSettings()
     labels, tissue = _lung_labels(vol, sp, cfg, True, True, progress)
+    if require_lungs:
+        from .plausibility import check_lung_mask
+
+        check_lung_mask(vol, labels, sp, source="analyse_lungs(hu)", settings=cfg)
     lung = labels > 0
     shared = tissue if vessel_threshold == cfg.body_threshold else None
     dense = _dense(vol, lung, sp, was_2d, vessel_threshold, vessel_min_size, calcification_hu, tissue=shared)

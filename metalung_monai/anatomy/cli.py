@@ -10,11 +10,17 @@ writes ``lungs.nii.gz`` (uint8: 0 background, 1 right lung, 2 left lung) on the 
 ``vessels.nii.gz`` (uint8 {0,1}) and ``free.nii.gz`` (uint8 {0,1}: free parenchyma at least 5 mm
 from dense structures and pleura; without ``--min-distance`` the float32 distance in mm), and
 prints one summary line. Every file is written atomically.
+
+Refused before anything is written (one error line naming the option or the image): an output
+that is, contains or lies inside the input (a file or a DICOM folder) or another output, and an
+image in which no plausible lungs are found (random noise, air or water only:
+:func:`metalung_monai.anatomy.check_lung_mask`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -22,6 +28,7 @@ import numpy as np
 
 from ..errors import InputError, UnsupportedFormatError
 from ..utils.atomic import full_suffix, write_image_atomic
+from ..utils.paths import refuse_overlap
 
 __all__ = ["add_parser", "run", "OUTPUT_SUFFIXES"]
 
@@ -55,6 +62,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="with --free-space: write the mask of free parenchyma at least MM from dense structures / pleura",
     )
     p.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder with several CT series")
+    p.add_argument("--rescale", type=float, nargs=2, metavar=("SLOPE", "INTERCEPT"),
+                   help="DICOM without RescaleSlope/RescaleIntercept (refused otherwise): the rescale to assume, "
+                   "e.g. 1 -1024 for unsigned storage with air at 0, or 1 0 when the stored values are HU")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -71,13 +81,28 @@ def _check_output(path: str | None, option: str) -> Path | None:
     return p
 
 
+def _refuse_overlaps(image: str, outputs: list[tuple[str, Path | None]]) -> None:
+    """Refuse an output that is, contains or lies inside the input, or that another output uses."""
+    seen: list[tuple[str, Path]] = []
+    for option, path in outputs:
+        if path is None:
+            continue
+        refuse_overlap(path, [image], option)
+        real = Path(os.path.realpath(path))
+        for other_option, other in seen:  # two outputs on one path: the second would replace the first
+            if real == other:
+                raise InputError(option, f"{path} is also the {other_option} output; give each output its own path")
+        seen.append((option, real))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``metalung lung-mask`` with parsed ``args``; returns the exit status (0)."""
     import SimpleITK as sitk
 
     from ..io import read_ct
-    from .analysis import analyse_lungs
     from ._images import from_canonical_image, to_canonical_image
+    from .analysis import analyse_lungs
+    from .plausibility import check_lung_mask
 
     out = _check_output(args.out, "--out")
     vessels_out = _check_output(args.vessels, "--vessels")
@@ -87,13 +112,20 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--min-distance", "needs --free-space PATH")
         if not np.isfinite(args.min_distance) or args.min_distance < 0:
             raise InputError("--min-distance", f"must be a distance >= 0 in mm, got {args.min_distance}")
+    _refuse_overlaps(args.image, [("--out", out), ("--vessels", vessels_out), ("--free-space", free_out)])
+    rescale = getattr(args, "rescale", None)
+    if rescale is not None:
+        from ..io.dicom_slice import check_rescale_option
+
+        rescale = check_rescale_option(rescale, "--rescale")
     progress = not getattr(args, "no_progress", False)
 
     t0 = time.perf_counter()
-    ct = read_ct(args.image, series_uid=getattr(args, "series", None), progress=progress)
+    ct = read_ct(args.image, series_uid=getattr(args, "series", None), progress=progress, rescale=rescale)
     image = ct.image
     arr, spacing = to_canonical_image(image)
     anatomy = analyse_lungs(arr, spacing, progress=progress)
+    check_lung_mask(arr, anatomy.lungs, spacing, source=args.image)  # noise, air, water: refused
 
     write_image_atomic(sitk.Cast(from_canonical_image(anatomy.lungs, image), sitk.sitkUInt8), out)
     if vessels_out is not None:

@@ -127,6 +127,7 @@ def lung_mask(
     fill_holes: bool = True,
     close_notches: bool = True,
     progress: bool = True,
+    require_lungs: bool = False,
 ) -> np.ndarray:
     """Right/left lung labels of a canonical CT slice or volume, by HU thresholds.
 
@@ -139,15 +140,24 @@ def lung_mask(
         fill_holes: fill holes per axial slice and lung (vessels and nodules become lung).
         close_notches: fill juxtapleural notches (see the module docstring).
         progress: show a progress bar over slices for volumes (only on a terminal).
+        require_lungs: raise when the result is not a plausible pair of lungs (an image of
+            random noise, air or water; see :mod:`metalung_monai.anatomy.plausibility`). Off by
+            default: an empty or odd mask of a crop or patch is a valid answer.
 
     Returns:
         ``uint8`` array of the same shape: 0 background, 1 right lung, 2 left lung.
 
     Raises:
-        InputError: the array is not 2D/3D, is empty, holds NaN, or ``spacing`` does not fit.
+        InputError: the array is not 2D/3D, is empty, holds NaN, or ``spacing`` does not fit;
+            with ``require_lungs``, ``no lungs found: <why>``.
     """
     vol, sp, was_2d = as_volume(hu, spacing, "lung_mask(hu)")
-    labels, _ = _lung_labels(vol, sp, settings or LungMaskSettings(), fill_holes, close_notches, progress)
+    cfg = settings or LungMaskSettings()
+    labels, _ = _lung_labels(vol, sp, cfg, fill_holes, close_notches, progress)
+    if require_lungs:
+        from .plausibility import check_lung_mask
+
+        check_lung_mask(vol, labels, sp, source="lung_mask(hu)", settings=cfg)
     return labels[0] if was_2d else labels
 
 

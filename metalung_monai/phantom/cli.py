@@ -9,7 +9,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "OPTION_OF_ARGUMENT"]
+
+#: generate_cohort's argument -> the option that sets it (errors name what the user typed)
+OPTION_OF_ARGUMENT = {
+    "out_dir": "--out",
+    "n_patients": "--patients",
+    "seed": "--seed",
+    "size": "--size",
+    "slice_thickness": "--slice-thickness",
+    "n_test_per_class": "--test-per-class",
+    "workers": "--workers",
+}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,17 +37,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--patients", type=int, default=40, metavar="N",
-                   help="number of patients (10%% healthy LR1, the rest evenly LR2/LR3/LR4A/LR4B)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="cohort seed")
-    p.add_argument("--size", type=int, default=512, metavar="PX", help="axial matrix size (PX x PX)")
+                   help="number of patients (10%% healthy LR1, the rest evenly LR2/LR3/LR4A/LR4B; at most 10000; "
+                        "refused when the estimated output does not fit on the disk)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="cohort seed (>= 0)")
+    p.add_argument("--size", type=int, default=512, metavar="PX",
+                   help="axial matrix size (PX x PX), 127..1024: smaller matrices (pixels of 3 mm or more at the "
+                        "380 mm field of view) cannot draw LR2 nodules")
     p.add_argument("--slice-thickness", type=float, nargs=2, default=(2.5, 5.0), metavar=("MIN", "MAX"),
                    help="slice thickness range in mm (a standard thickness in the range per patient; 1.0..5.0)")
     p.add_argument("--test-per-class", type=int, default=4, metavar="K",
                    help="held-out test patients per class LR2..LR4B")
-    p.add_argument("--workers", type=int, default=1, metavar="W", help="worker processes")
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="worker processes (1..256)")
     p.add_argument("--dicom", action="store_true", help="also write each image as a DICOM series (dicom/<pid>/)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a cohort generated in --out with other parameters")
+                   help="replace a cohort generated in --out with other parameters (deletes only the files its "
+                        "manifest lists; other files in --out are kept)")
     p.add_argument("--no-lung-masks", action="store_true",
                    help="skip the HU-threshold lung masks (lungs/<pid>.nii.gz, datalist key lung_mask)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -46,22 +61,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the cohort described by ``args`` and print a summary; returns the exit status."""
+    from ..errors import InputError
     from .cohort import MANIFEST_NAME, generate_cohort
 
     t0 = time.perf_counter()
-    path = generate_cohort(
-        args.out,
-        n_patients=args.patients,
-        seed=args.seed,
-        size=args.size,
-        slice_thickness=tuple(args.slice_thickness),
-        n_test_per_class=args.test_per_class,
-        workers=args.workers,
-        dicom=args.dicom,
-        lung_masks=not args.no_lung_masks,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-    )
+    try:  # every option is checked (and the disk space) before anything is written
+        path = generate_cohort(
+            args.out,
+            n_patients=args.patients,
+            seed=args.seed,
+            size=args.size,
+            slice_thickness=tuple(args.slice_thickness),
+            n_test_per_class=args.test_per_class,
+            workers=args.workers,
+            dicom=args.dicom,
+            lung_masks=not args.no_lung_masks,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+        )
+    except InputError as e:
+        if type(e) is InputError and e.source in OPTION_OF_ARGUMENT:
+            raise InputError(OPTION_OF_ARGUMENT[e.source], e.problem) from None
+        raise
     elapsed = time.perf_counter() - t0
     manifest = json.loads((Path(args.out) / MANIFEST_NAME).read_text(encoding="utf-8"))
     summaries = [e["summary"] for e in manifest["patients"].values()]

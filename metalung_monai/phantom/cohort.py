@@ -14,6 +14,14 @@ Output layout of :func:`generate_cohort` (paths relative to ``out_dir``)::
     cohort.csv                     one row per patient
     overview.png                   slices per class + HU histograms
     .phantom-manifest.json         generation parameters and finished patients (resume)
+
+Hardening (issue 9): every request is checked before anything is written (the options name
+themselves in the errors of ``metalung phantom``), including the free disk space for the
+estimated output; patient ids become file names only through
+:func:`metalung_monai.utils.paths.safe_name` / :func:`~metalung_monai.utils.paths.child_path`;
+``overwrite`` deletes only the files this generator writes (listed by its manifest: the
+recorded patients' files and the names derived from its parameters), never anything else in the
+folder; partial files left by a killed run are removed on the next run.
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +44,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..utils.atomic import atomic_path, write_image_atomic, write_json_atomic
+from ..utils.paths import check_free_space, child_path, remove_owned, safe_name
 from .body import (
     LABEL_CALC,
     LABEL_LUNG_L,
@@ -61,6 +71,12 @@ __all__ = [
     "generate_cohort",
     "MANIFEST_NAME",
     "HIST_EDGES",
+    "MAX_PIXEL_MM",
+    "MAX_SIZE",
+    "MAX_PATIENTS",
+    "MAX_WORKERS",
+    "min_size_for_fov",
+    "estimate_patient_bytes",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +87,113 @@ STANDARD_THICKNESSES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
 #: HU bin edges of the per-patient histograms kept in the manifest (tumour, calcification, lung)
 HIST_EDGES = np.arange(-1030, 2051, 10)
 _CLASSES = ("LR2", "LR3", "LR4A", "LR4B")
+
+#: largest in-plane pixel (mm, exclusive) at which every Lung-RADS class can be drawn. Tumour
+#: diameters are measured on the pixel grid (Feret diameter of the outline): below 3.0 mm two
+#: pixels measure 4-6 mm, an LR2 nodule; from 3.0 mm up no outline falls in LR2's 4-6 mm
+#: (measured at a 380 mm field of view: size 126, 3.02 mm pixels, failed for 6 of 6 LR2
+#: patients, size 127, 2.99 mm, for none; LR3 at 5.5-5.9 mm pixels fails too).
+MAX_PIXEL_MM = 3.0
+#: largest axial matrix of a cohort
+MAX_SIZE = 1024
+#: most patients in one cohort (the manifest, rewritten after every patient, holds them all)
+MAX_PATIENTS = 10_000
+#: most worker processes
+MAX_WORKERS = 256
+#: mean scan length (mm): lung height 200-265 mm plus 15-35 mm below and 12-30 mm above
+_MEAN_SCAN_MM = 285.0
+#: bytes per voxel of the written files (gzip NIfTI; measured on 64-512 px cohorts: image 1.0-1.1,
+#: truth 0.05-0.07, lung mask 0.02, tumour mask < 0.01) and of a DICOM series (16 bit + headers)
+_BYTES_PER_VOXEL = {"image": 1.1, "mask": 0.01, "truth": 0.07, "lung_mask": 0.02, "dicom": 2.0}
+_DICOM_NAME = re.compile(r"IM\d{5}\.dcm")
+_PARTIAL = re.compile(r"\..+\.partial-(\d+)-[0-9a-f]{8}(\..*)?")
+_OUTPUT_DIRS = ("images", "masks", "truth", "lungs", "dicom")
+
+
+def min_size_for_fov(fov_max_mm: float) -> int:
+    """Smallest axial matrix whose pixels stay below :data:`MAX_PIXEL_MM` at ``fov_max_mm``.
+
+    127 for the default field of view of up to 380 mm (2.99 mm pixels).
+    """
+    return int(math.floor(float(fov_max_mm) / MAX_PIXEL_MM)) + 1
+
+
+def _thickness_values(spec) -> list[float]:
+    """The thicknesses a patient of ``spec`` may get (a range: its standard thicknesses or ends)."""
+    kind, *vals = _check_thickness_spec(spec)
+    if kind == "range":
+        lo, hi = vals
+        std = [t for t in STANDARD_THICKNESSES if lo - 1e-9 <= t <= hi + 1e-9]
+        return std or [lo, hi]
+    return [float(v) for v in vals]
+
+
+def estimate_patient_bytes(size: int, slice_thickness=(2.5, 5.0), dicom: bool = False,
+                           lung_masks: bool = True) -> float:
+    """Estimated bytes one patient adds to a cohort folder (mean over the possible thicknesses).
+
+    About 1.2 bytes per voxel of gzip NIfTI (the image's noise does not compress) plus 2 per voxel
+    with DICOM, for a scan of about 285 mm: 6.4 MB at 256 x 256 and 2.5-5 mm, 25 MB at 512.
+    """
+    slices = float(np.mean([math.ceil(_MEAN_SCAN_MM / t) for t in _thickness_values(slice_thickness)]))
+    voxels = float(size) * float(size) * slices
+    per_voxel = _BYTES_PER_VOXEL["image"] + _BYTES_PER_VOXEL["mask"] + _BYTES_PER_VOXEL["truth"]
+    if lung_masks:
+        per_voxel += _BYTES_PER_VOXEL["lung_mask"]
+    if dicom:
+        per_voxel += _BYTES_PER_VOXEL["dicom"]
+    overview = 1.5 * float(size) * float(size)
+    manifest = 2 * 20_000.0  # its summary, twice while the manifest is rewritten
+    return voxels * per_voxel + overview + manifest + (slices * 2_000.0 if dicom else 0.0)
+
+
+def _int_arg(value, name: str) -> int:
+    """``value`` as an int, refusing bools, non-integral and non-finite numbers."""
+    if isinstance(value, bool):
+        raise InputError(name, f"must be an integer, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise InputError(name, f"must be an integer, got {value!r}")
+
+
+def _check_cohort_args(n_patients, seed, size, slice_thickness, n_test_per_class, workers, fov_range,
+                       n_folds) -> dict:
+    """Check every argument of :func:`generate_cohort` that could fail later; normalised values."""
+    n = _int_arg(n_patients, "n_patients")
+    if n < 1:
+        raise InputError("n_patients", f"must be >= 1, got {n}")
+    if n > MAX_PATIENTS:
+        raise InputError("n_patients", f"at most {MAX_PATIENTS} patients per cohort, got {n}; generate several "
+                                       "cohorts with different seeds")
+    seed_ = _int_arg(seed, "seed")
+    if seed_ < 0:
+        raise InputError("seed", f"must be >= 0, got {seed_}")
+    try:
+        lo_f, hi_f = (float(v) for v in fov_range)
+    except (TypeError, ValueError) as e:
+        raise InputError("fov_range", f"must be two numbers (mm), got {fov_range!r}") from e
+    if not (200.0 <= lo_f <= hi_f <= 500.0):
+        raise InputError("fov_range", f"field of view must lie in 200..500 mm, got {fov_range}")
+    size_ = _int_arg(size, "size")
+    smallest = min_size_for_fov(hi_f)
+    if not (smallest <= size_ <= MAX_SIZE):
+        raise InputError("size", f"must be {smallest}..{MAX_SIZE}, got {size_}: below {smallest} pixels across a "
+                                 f"field of view of up to {hi_f:g} mm the pixels reach {MAX_PIXEL_MM} mm and the "
+                                 "smallest Lung-RADS classes (LR2 nodules of 4-6 mm) cannot be drawn")
+    thickness = _check_thickness_spec(slice_thickness)
+    k = _int_arg(n_test_per_class, "n_test_per_class")
+    if k < 0:
+        raise InputError("n_test_per_class", f"must be >= 0, got {k}")
+    w = _int_arg(workers, "workers")
+    if not (1 <= w <= MAX_WORKERS):
+        raise InputError("workers", f"must be >= 1 and at most {MAX_WORKERS}, got {w}")
+    folds = _int_arg(n_folds, "n_folds")
+    if folds < 1:
+        raise InputError("n_folds", f"must be >= 1, got {folds}")
+    return {"n_patients": n, "seed": seed_, "size": size_, "thickness": thickness, "n_test_per_class": k,
+            "workers": w, "fov_range": (lo_f, hi_f), "n_folds": folds}
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -127,7 +250,16 @@ def _streams(seed: int, index: int) -> list[np.random.Generator]:
 
 def _check_thickness_spec(spec):
     """Normalise a slice-thickness spec to ``("fixed", v)``, ``("range", lo, hi)`` or ``("choices", ...)``."""
-    if isinstance(spec, (int, float)):
+    try:
+        return _thickness_spec(spec)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError("slice_thickness", f"must be a number of mm, a (min, max) pair or a list, got {spec!r}") from e
+
+
+def _thickness_spec(spec):
+    if isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool):
         vals = ("fixed", float(spec))
         check = [float(spec)]
     elif isinstance(spec, (set, frozenset)) or (isinstance(spec, (list, tuple)) and len(spec) != 2):
@@ -137,6 +269,9 @@ def _check_thickness_spec(spec):
         vals = ("choices", *check)
     else:
         lo, hi = (float(v) for v in spec)
+        for v in (lo, hi):
+            if not (1.0 <= v <= 5.0):
+                raise InputError("slice_thickness", f"{v} mm is outside the supported 1.0..5.0 mm")
         if lo > hi:
             raise InputError("slice_thickness", f"minimum {lo} mm is larger than maximum {hi} mm")
         vals = ("range", lo, hi)
@@ -337,8 +472,8 @@ def generate_patient(params: PatientParams, progress: bool = False) -> PatientVo
         :class:`PatientVolume` (canonical arrays, spacing, geometry, tumour descriptions).
 
     Raises:
-        InputError: the main tumour could not be placed with its Lung-RADS class (LR2 needs pixels
-            of about 2.8 mm or less).
+        InputError: the main tumour could not be placed with its Lung-RADS class (LR2 and LR3 need
+            pixels below :data:`MAX_PIXEL_MM`, 3.0 mm).
     """
     t0 = time.perf_counter()
     _, rng_anat, rng_vessel, rng_lesion, rng_tex, rng_noise = _streams(params.seed, params.index)
@@ -370,8 +505,8 @@ def generate_patient(params: PatientParams, progress: bool = False) -> PatientVo
         raise InputError(
             params.patient_id,
             f"could not place a {params.lung_rads} tumour of {plans[0].diameter_mm:.1f} mm at {dxy:.2f} mm pixels "
-            f"(seed {params.seed}, index {params.index}); small classes need pixels of about 2.8 mm or less "
-            "(a larger --size)",
+            f"(seed {params.seed}, index {params.index}); small classes need pixels below {MAX_PIXEL_MM} mm "
+            f"(a size of at least {min_size_for_fov(params.fov_mm)} at this {params.fov_mm:g} mm field of view)",
         )
     t_lesion = time.perf_counter()
     tex = ParenchymaTexture(rng_tex, (z0 - 5, p.yc - p.b_in - 5, -p.a_in - 5), (z1 + 5, p.yc + p.b_in + 5, p.a_in + 5),
@@ -510,21 +645,22 @@ def write_patient(vol: PatientVolume, out_dir: str | os.PathLike, dicom: bool = 
     """
     out = Path(out_dir)
     pid = vol.patient_id
+    name = safe_name(pid, fallback="patient")  # "P0001" stays "P0001"; ids from elsewhere are sanitised
     files = {
-        "image": f"images/{pid}.nii.gz",
-        "mask": f"masks/{pid}.nii.gz",
-        "truth": f"truth/{pid}_anatomy.nii.gz",
+        "image": f"images/{name}.nii.gz",
+        "mask": f"masks/{name}.nii.gz",
+        "truth": f"truth/{name}_anatomy.nii.gz",
     }
-    write_image_atomic(vol.to_sitk(vol.hu), out / files["image"])
-    write_image_atomic(vol.to_sitk(vol.mask), out / files["mask"])
-    write_image_atomic(vol.to_sitk(vol.truth), out / files["truth"])
+    write_image_atomic(vol.to_sitk(vol.hu), child_path(out / "images", name, ".nii.gz", source=pid))
+    write_image_atomic(vol.to_sitk(vol.mask), child_path(out / "masks", name, ".nii.gz", source=pid))
+    write_image_atomic(vol.to_sitk(vol.truth), child_path(out / "truth", name, "_anatomy.nii.gz", source=pid))
     lung_check = {}
     if lung_masks:
         from ..anatomy import lung_mask
 
-        files["lung_mask"] = f"lungs/{pid}.nii.gz"
+        files["lung_mask"] = f"lungs/{name}.nii.gz"
         lungs = lung_mask(vol.hu, vol.spacing, progress=False)
-        write_image_atomic(vol.to_sitk(lungs), out / files["lung_mask"])
+        write_image_atomic(vol.to_sitk(lungs), child_path(out / "lungs", name, ".nii.gz", source=pid))
         truth_lung = np.isin(vol.truth, (1, 2, 5))
         found = lungs > 0
         lung_check = {
@@ -536,11 +672,13 @@ def write_patient(vol: PatientVolume, out_dir: str | os.PathLike, dicom: bool = 
     if dicom:
         from ..io import dicom_write
 
-        files["dicom"] = f"dicom/{pid}"
+        files["dicom"] = f"dicom/{name}"
+        folder = child_path(out / "dicom", name, source=pid)
+        _refuse_foreign_dicom_files(folder)  # the series replaces the whole folder
         fov3 = np.broadcast_to(vol.fov, vol.hu.shape)
         dicom_write.write_dicom_series(
             vol.to_sitk(vol.hu),
-            out / files["dicom"],
+            folder,
             patient_id=pid,
             manufacturer=vol.scanner["manufacturer"],
             rescale_intercept=vol.scanner["rescale_intercept"],
@@ -607,15 +745,41 @@ def _worker(params_dict: dict, out_dir: str, dicom: bool, lung_masks: bool = Tru
     return summary
 
 
+def _inside(out: Path, rel) -> Path | None:
+    """``out / rel`` when ``rel`` (from a manifest) is a relative path that stays inside ``out``."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel):
+        return None
+    p = out / rel
+    base = out.resolve()
+    return p if base in p.resolve().parents else None
+
+
+def _pid_name(pid) -> str:
+    return safe_name(pid, fallback="patient")
+
+
+def _default_pid(index: int) -> str:
+    return f"P{index + 1:04d}"  # as sample_patient_params names patient ``index``
+
+
+def _summary_files(entry) -> tuple[dict, dict]:
+    """``(summary, files)`` of a manifest entry; empty dicts for anything malformed."""
+    summary = entry.get("summary") if isinstance(entry, dict) else None
+    summary = summary if isinstance(summary, dict) else {}
+    files = summary.get("files")
+    return summary, files if isinstance(files, dict) else {}
+
+
 def _complete(out: Path, entry: dict | None, phash: str, dicom: bool, lung_masks: bool = True) -> bool:
-    if not entry or entry.get("hash") != phash:
+    if not isinstance(entry, dict) or entry.get("hash") != phash:
         return False
-    files = entry.get("summary", {}).get("files", {})
+    summary, files = _summary_files(entry)
     for key in ("image", "mask", "truth") + (("lung_mask",) if lung_masks else ()):
-        if key not in files or not (out / files[key]).is_file():
+        p = _inside(out, files.get(key))
+        if p is None or not p.is_file():
             return False
     if dicom:
-        d = out / f"dicom/{entry['summary']['patient_id']}"
+        d = out / "dicom" / _pid_name(summary.get("patient_id"))
         if not d.is_dir() or not any(d.glob("*.dcm")):
             return False
     return True
@@ -626,9 +790,102 @@ def _load_manifest(out: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, OSError) as e:
-        raise InputError(path, f"unreadable phantom manifest ({e}); use --overwrite to start afresh") from e
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"unreadable phantom manifest ({e}); move it away to start afresh") from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("patients", {}), dict):
+        raise InputError(path, "not a phantom manifest (no 'patients' table); move it away to start afresh")
+    manifest.setdefault("patients", {})
+    return manifest
+
+
+def _refuse_foreign_dicom_files(folder: Path) -> None:
+    """A patient's DICOM folder is replaced as a whole: refuse when it holds files phantom did not write."""
+    if not folder.is_dir():
+        return
+    foreign = sorted(p.name for p in folder.iterdir() if not (_DICOM_NAME.fullmatch(p.name) and p.is_file()))
+    if foreign:
+        raise InputError(folder, f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
+                                 "phantom did not write; the patient's series replaces the whole folder: move them")
+
+
+def _owned_files(out: Path, manifest: dict) -> list[str]:
+    """Files (relative to ``out``) that the phantom run of ``manifest`` wrote or may have written.
+
+    The recorded patients' files, plus the names derived from the manifest's parameters (a
+    patient being written when a run was killed is not recorded yet): image, mask, truth, lung
+    mask, overview slice and the ``IM#####.dcm`` files of ``dicom/<pid>/``; then the datalist,
+    ``cohort.csv``, ``overview.png`` and the manifest itself. Nothing else in ``out`` is ever listed.
+    """
+    from .figures import OVERVIEW_CACHE
+
+    rels: list[str] = []
+    patients = manifest.get("patients") if isinstance(manifest.get("patients"), dict) else {}
+    params = manifest.get("params") if isinstance(manifest.get("params"), dict) else {}
+    pids = [str(pid) for pid in patients]
+    try:
+        n = min(int(params.get("n_patients", 0)), MAX_PATIENTS)
+    except (TypeError, ValueError, OverflowError):
+        n = 0
+    pids += [_default_pid(i) for i in range(max(n, 0))]
+    for entry in patients.values():
+        _, files = _summary_files(entry)
+        rels += [rel for key, rel in files.items() if key != "dicom" and isinstance(rel, str)]
+    for name in dict.fromkeys(_pid_name(p) for p in pids):
+        rels += [f"images/{name}.nii.gz", f"masks/{name}.nii.gz", f"truth/{name}_anatomy.nii.gz",
+                 f"lungs/{name}.nii.gz", f"{OVERVIEW_CACHE}/{name}_overview.npz"]
+        d = out / "dicom" / name
+        if d.is_dir():
+            rels += [f"dicom/{name}/{p.name}" for p in d.iterdir() if _DICOM_NAME.fullmatch(p.name)]
+    rels += ["datalist.json", "cohort.csv", "overview.png", MANIFEST_NAME]
+    return list(dict.fromkeys(rels))
+
+
+def _owned_bytes(out: Path, rels: list[str]) -> int:
+    total = 0
+    for rel in rels:
+        p = _inside(out, rel)
+        if p is not None and p.is_file() and not p.is_symlink():
+            total += p.stat().st_size
+    return total
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _remove_stale_partials(out: Path) -> int:
+    """Delete the ``.*.partial-<pid>-*`` files and folders a killed run left (their process is gone)."""
+    from .figures import OVERVIEW_CACHE
+
+    n = 0
+    for folder in (out, *(out / d for d in _OUTPUT_DIRS), out / OVERVIEW_CACHE):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            m = _PARTIAL.fullmatch(p.name)
+            if m is None or _pid_alive(int(m.group(1))):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def _holds_files(p: Path) -> bool:
+    if p.is_dir():
+        return any(p.iterdir())
+    return p.exists()
 
 
 def generate_cohort(
@@ -656,19 +913,27 @@ def generate_cohort(
     Resumable: patients already written with the same parameters (manifest
     ``.phantom-manifest.json``) are skipped; a folder generated with other parameters raises
     :class:`InputError` unless ``overwrite``. Every file is written atomically; the datalist,
-    ``cohort.csv`` and ``overview.png`` last.
+    ``cohort.csv`` and ``overview.png`` last. Partial files of a killed run are removed.
+
+    Every argument is checked, and the output's size (:func:`estimate_patient_bytes`) compared
+    with the free disk space, before anything is written. Patients are planned and generated one
+    at a time (memory does not grow with ``n_patients``).
 
     Args:
         out_dir: output folder (created).
-        n_patients: number of patients.
-        seed: cohort seed (patient ``i`` is seeded by ``(seed, i)`` only).
-        size: axial matrix size.
+        n_patients: number of patients (1..:data:`MAX_PATIENTS`).
+        seed: cohort seed (>= 0; patient ``i`` is seeded by ``(seed, i)`` only).
+        size: axial matrix size (:func:`min_size_for_fov` of the largest field of view, 127 for
+            380 mm, up to :data:`MAX_SIZE`): smaller matrices cannot draw LR2 nodules.
         slice_thickness: see :func:`sample_patient_params`.
-        n_test_per_class: held-out patients per class LR2..LR4B.
+        n_test_per_class: held-out patients per class LR2..LR4B (>= 0; a class keeps at least
+            one patient in training).
         workers: processes (``ProcessPoolExecutor`` when > 1); results do not depend on it.
         dicom: also write each image as a DICOM series under ``dicom/<pid>/``.
         progress: tqdm progress bar (only on a terminal).
-        overwrite: replace a cohort generated with other parameters.
+        overwrite: replace a cohort generated with other parameters. Only the files that
+            cohort's manifest lists (and the names its parameters give) are deleted; other files
+            in ``out_dir`` are kept. A folder without a manifest is never cleared.
         fov_range: reconstruction field-of-view range (mm).
         n_folds: cross-validation folds of the training patients.
         figure: write ``overview.png``.
@@ -678,26 +943,31 @@ def generate_cohort(
         Path of ``datalist.json``.
 
     Raises:
-        InputError: bad arguments, or ``out_dir`` holds a different cohort (without ``overwrite``).
+        InputError: bad arguments (the source names the argument: ``n_patients``, ``size``, ...),
+            not enough free disk space (``n_patients``), ``out_dir`` is a file (``out_dir``), or
+            ``out_dir`` holds a different cohort (without ``overwrite``) or files without a
+            phantom manifest.
     """
     from ..io.datalist import assign_folds, patient_split, write_datalist
 
     out = Path(out_dir)
-    if int(workers) < 1:
-        raise InputError("workers", f"must be >= 1, got {workers}")
-    _check_thickness_spec(slice_thickness)
+    a = _check_cohort_args(n_patients, seed, size, slice_thickness, n_test_per_class, workers, fov_range, n_folds)
+    n_patients, seed, size, fov_range = a["n_patients"], a["seed"], a["size"], a["fov_range"]
+    if out.exists() and not out.is_dir():
+        raise InputError("out_dir", f"{out} exists and is not a folder")
     classes = cohort_classes(n_patients, seed)
     gen_params = {
         "generator": "metalung-monai phantom",
         "version": GENERATOR_VERSION,
-        "seed": int(seed),
-        "n_patients": int(n_patients),
-        "size": int(size),
-        "slice_thickness": list(_check_thickness_spec(slice_thickness)),
+        "seed": seed,
+        "n_patients": n_patients,
+        "size": size,
+        "slice_thickness": list(a["thickness"]),
         "fov_range": [float(v) for v in fov_range],
     }
     chash = _params_hash(gen_params)
-    manifest = _load_manifest(out) if out.exists() else None
+    manifest = _load_manifest(out) if out.is_dir() else None
+    replaced = None
     if manifest is not None and manifest.get("params_hash") != chash:
         if not overwrite:
             raise InputError(
@@ -705,36 +975,53 @@ def generate_cohort(
                 "holds a phantom cohort generated with other parameters "
                 f"({_describe_diff(manifest.get('params', {}), gen_params)}); use --overwrite to replace it",
             )
-        _remove_cohort_files(out, manifest)
-        manifest = None
-    if manifest is None and out.exists() and not overwrite:
-        stale = [n for n in ("images", "masks", "truth", "lungs", "dicom", "datalist.json") if (out / n).exists()]
+        replaced, manifest = manifest, None
+    if manifest is None and replaced is None and out.is_dir():
+        stale = [n for n in (*_OUTPUT_DIRS, "datalist.json") if _holds_files(out / n)]
         if stale:
-            raise InputError(out, f"holds {', '.join(stale)} but no phantom manifest; use --overwrite or another folder")
-    if manifest is None and overwrite and out.exists():
-        for name in ("images", "masks", "truth", "lungs", "dicom", ".phantom-cache"):
-            shutil.rmtree(out / name, ignore_errors=True)
+            raise InputError(out, f"holds {', '.join(stale)} but no phantom manifest: phantom did not write them "
+                                  "(or its manifest is gone) and --overwrite deletes only what a manifest lists; "
+                                  "use another folder or move them")
+
+    def plan(i: int) -> PatientParams:
+        return sample_patient_params(seed, i, classes[i], size=size, slice_thickness=slice_thickness,
+                                     fov_range=fov_range)
+
+    def patient_hash(prm: PatientParams) -> str:
+        return _params_hash({"cohort": chash, "patient": prm.to_dict()})
+
+    # plan: indices still to generate (parameters are drawn again when generated: flat memory)
+    todo: list[int] = []
+    for i in range(n_patients):
+        entry = manifest["patients"].get(_default_pid(i)) if manifest is not None else None
+        if entry is not None and _complete(out, entry, patient_hash(plan(i)), dicom, lung_masks):
+            continue
+        todo.append(i)
+    if dicom and out.is_dir():
+        for i in todo:
+            _refuse_foreign_dicom_files(out / "dicom" / _pid_name(_default_pid(i)))
+    owned = _owned_files(out, replaced) if replaced is not None else []
+    per_patient = estimate_patient_bytes(size, slice_thickness, dicom, lung_masks)
+    check_free_space(out, len(todo) * per_patient - _owned_bytes(out, owned),
+                     f"{len(todo)} patients of {size} x {size} pixels", option="n_patients")
+
+    # from here on files are written
+    if replaced is not None:
+        n_removed = remove_owned(out, owned)
+        log.info("%s: removed %d files of the previous cohort", out, n_removed)
     out.mkdir(parents=True, exist_ok=True)
+    if _remove_stale_partials(out):
+        log.info("%s: removed partial files of an interrupted run", out)
     if manifest is None:
         manifest = {"params": gen_params, "params_hash": chash, "patients": {}}
     manifest["params"] = gen_params
     manifest["params_hash"] = chash
-    all_params = [
-        sample_patient_params(seed, i, classes[i], size=size, slice_thickness=slice_thickness, fov_range=fov_range)
-        for i in range(int(n_patients))
-    ]
-    todo = []
-    for prm in all_params:
-        phash = _params_hash({"cohort": chash, "patient": prm.to_dict()})
-        entry = manifest["patients"].get(prm.patient_id)
-        if _complete(out, entry, phash, dicom, lung_masks):
-            continue
-        todo.append((prm, phash))
+    write_json_atomic(manifest, out / MANIFEST_NAME)  # a killed run resumes even before its first patient
     t0 = time.perf_counter()
     generated: list[str] = []
 
-    def record(prm, phash, summary):
-        manifest["patients"][prm.patient_id] = {"hash": phash, "summary": summary}
+    def record(prm, summary):
+        manifest["patients"][prm.patient_id] = {"hash": patient_hash(prm), "summary": summary}
         write_json_atomic(manifest, out / MANIFEST_NAME)
         generated.append(prm.patient_id)
 
@@ -744,31 +1031,46 @@ def generate_cohort(
 
         bar = progress_iter(range(len(todo)), True, desc="phantom patients", total=len(todo))
         bar = bar if hasattr(bar, "update") else None
-    if int(workers) > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=int(workers)) as ex:
-            futs = {ex.submit(_worker, prm.to_dict(), str(out), dicom, lung_masks): (prm, phash) for prm, phash in todo}
+    n_workers = min(a["workers"], len(todo))
+    if n_workers > 1:
+        with ProcessPoolExecutor(max_workers=n_workers) as ex:
+            queue = iter(todo)
+            running: dict = {}
+
+            def submit_next() -> None:
+                i = next(queue, None)
+                if i is not None:
+                    prm = plan(i)
+                    running[ex.submit(_worker, prm.to_dict(), str(out), dicom, lung_masks)] = prm
+
             try:
-                for fut in as_completed(futs):
-                    prm, phash = futs[fut]
-                    record(prm, phash, fut.result())
-                    if bar is not None:
-                        bar.update(1)
+                for _ in range(2 * n_workers):  # a bounded window: parameters are not all held at once
+                    submit_next()
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        prm = running.pop(fut)
+                        record(prm, fut.result())
+                        if bar is not None:
+                            bar.update(1)
+                        submit_next()
             except BaseException:
                 ex.shutdown(wait=True, cancel_futures=True)  # finished patients stay in the manifest
                 raise
     else:
-        for prm, phash in todo:
-            record(prm, phash, _worker(prm.to_dict(), str(out), dicom, lung_masks))
+        for i in todo:
+            prm = plan(i)
+            record(prm, _worker(prm.to_dict(), str(out), dicom, lung_masks))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
     gen_time = time.perf_counter() - t0
 
-    summaries = [manifest["patients"][prm.patient_id]["summary"] for prm in all_params]
+    summaries = [manifest["patients"][_default_pid(i)]["summary"] for i in range(n_patients)]
     patient_classes = {s["patient_id"]: s["lung_rads"] for s in summaries}
-    train_ids, test_ids = patient_split(patient_classes, n_test_per_class=n_test_per_class, seed=seed)
-    folds = assign_folds(train_ids, n_folds=n_folds, seed=seed)
+    train_ids, test_ids = patient_split(patient_classes, n_test_per_class=a["n_test_per_class"], seed=seed)
+    folds = assign_folds(train_ids, n_folds=a["n_folds"], seed=seed)
     test_set = set(test_ids)
     dl = {
         "name": "metalung-phantom",
@@ -816,21 +1118,6 @@ def _describe_diff(old: dict, new: dict) -> str:
     keys = sorted(set(old) | set(new))
     diffs = [f"{k}: {old.get(k)!r} != {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
     return "; ".join(diffs[:4]) or "unknown difference"
-
-
-def _remove_cohort_files(out: Path, manifest: dict) -> None:
-    for entry in manifest.get("patients", {}).values():
-        files = entry.get("summary", {}).get("files", {})
-        for key, rel in files.items():
-            p = out / rel
-            if key == "dicom":
-                shutil.rmtree(p, ignore_errors=True)
-            elif p.is_file():
-                p.unlink()
-    for name in ("datalist.json", "cohort.csv", "overview.png", MANIFEST_NAME):
-        if (out / name).is_file():
-            (out / name).unlink()
-    shutil.rmtree(out / ".phantom-cache", ignore_errors=True)
 
 
 CSV_COLUMNS = [

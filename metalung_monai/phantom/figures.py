@@ -26,8 +26,9 @@ _ORDER = ("LR1", "LR2", "LR3", "LR4A", "LR4B")
 def save_overview_slice(out_dir, pid: str, hu2d, mask2d, truth2d, spacing_yx, k: int) -> Path:
     """Store the slice used by the overview (``.phantom-cache/<pid>_overview.npz``, atomic)."""
     from ..utils.atomic import atomic_path
+    from ..utils.paths import child_path, safe_name
 
-    path = Path(out_dir) / OVERVIEW_CACHE / f"{pid}_overview.npz"
+    path = child_path(Path(out_dir) / OVERVIEW_CACHE, safe_name(pid, fallback="patient"), "_overview.npz", source=pid)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, hu=hu2d, mask=mask2d, truth=truth2d, spacing=np.asarray(spacing_yx), k=k)
@@ -35,7 +36,10 @@ def save_overview_slice(out_dir, pid: str, hu2d, mask2d, truth2d, spacing_yx, k:
 
 
 def _load_slice(out_dir: Path, summary: dict):
-    path = out_dir / OVERVIEW_CACHE / f"{summary['patient_id']}_overview.npz"
+    from ..utils.paths import child_path, safe_name
+
+    name = safe_name(summary["patient_id"], fallback="patient")
+    path = child_path(out_dir / OVERVIEW_CACHE, name, "_overview.npz", source=summary["patient_id"])
     if path.is_file():
         with np.load(path) as z:
             return z["hu"], z["mask"], z["truth"], tuple(z["spacing"])
@@ -43,8 +47,14 @@ def _load_slice(out_dir: Path, summary: dict):
 
     k = int(summary["overview_slice"])
     arrs = []
+    base = out_dir.resolve()
     for key in ("image", "mask", "truth"):
-        arrs.append(sitk.GetArrayFromImage(sitk.ReadImage(str(out_dir / summary["files"][key])))[k])
+        p = out_dir / summary["files"][key]
+        if base not in p.resolve().parents:  # a manifest names files inside the cohort only
+            from ..errors import InputError
+
+            raise InputError(summary["files"][key], f"lies outside the cohort folder {out_dir}")
+        arrs.append(sitk.GetArrayFromImage(sitk.ReadImage(str(p)))[k])
     return arrs[0], arrs[1], arrs[2], tuple(summary["spacing"][1:])
 
 
