@@ -93,6 +93,10 @@ def test_remove_owned_deletes_only_listed_files_inside_the_folder(tmp_path):
     n = remove_owned(out, ["images/a.nii.gz", "../victim.txt", str(outside), "images/missing.nii.gz", ""])
     assert n == 1
     assert not mine.exists() and theirs.exists() and notes.exists() and outside.exists()
+    link = out / "images" / "link.nii.gz"          # a listed link goes, its target stays
+    link.symlink_to(theirs)
+    assert remove_owned(out, ["images/link.nii.gz"]) == 1
+    assert not link.is_symlink() and theirs.exists()
     remove_owned(out, ["images/b.nii.gz"])
     assert not (out / "images").exists() and notes.exists()  # folder left empty is removed
 

@@ -6,7 +6,7 @@ The bundles in ``bundles/`` import this package as ``mt`` in their configs.
 from .arms import ARMS, Arm, eval_transforms, get_arm, register_arm, train_transforms
 from .data import expand_metalung, load_case, slice_affine, slice_samples, split_entries, volume_samples
 from .handlers import TrainingHistory
-from .presets import PRESETS, preset
+from .presets import PRESETS, SETTINGS, SettingError, check_setting, preset
 from .report import SegmentationReport, volume_rows
 from .workflow import (
     AXCODES,
@@ -24,9 +24,12 @@ __all__ = [
     "Arm",
     "AXCODES",
     "PRESETS",
+    "SETTINGS",
+    "SettingError",
     "Prepared",
     "SegmentationReport",
     "TrainingHistory",
+    "check_setting",
     "eval_transforms",
     "expand_metalung",
     "get_arm",

@@ -38,14 +38,26 @@ ARMS: dict[str, Arm] = {}
 
 
 def register_arm(arm: Arm) -> Arm:
-    """Make ``arm`` available by name to the bundles and ``metalung experiment``."""
+    """Make ``arm`` available by name to the bundles and ``metalung experiment``.
+
+    Raises:
+        InputError: the name is not a safe file name (it names the arm's run folders).
+    """
+    from ..errors import InputError
+    from ..utils.paths import is_safe_name
+
+    if not is_safe_name(arm.name):
+        raise InputError("arm name", f"{arm.name!r} is not a safe file name (letters, digits, '.', '_', '-'); it "
+                                     "names the arm's run folders")
     ARMS[arm.name] = arm
     return arm
 
 
 def get_arm(name: str) -> Arm:
     if name not in ARMS:
-        raise ValueError(f"unknown augmentation arm '{name}' (choose from {', '.join(ARMS)})")
+        from ..errors import InputError
+
+        raise InputError("augment", f"unknown augmentation arm '{name}' (choose from {', '.join(ARMS)})")
     return ARMS[name]
 
 

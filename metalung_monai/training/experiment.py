@@ -19,6 +19,13 @@ configs) is reused by a later call, an unfinished one (killed) is redone. A fold
 model were made with another configuration is refused unless ``overwrite``, which redoes that
 model's runs only; models can be added to a folder later (``--models unet`` first, then
 ``--models unet,deeplabv3`` reuses the U-Net runs).
+
+Everything is checked before any work (:func:`check_inputs`): the settings, the datalist (a
+training section with a tumour outside and inside the validation fold, a test section with a
+tumour), and the output folder, which must be new, empty or an experiment folder, and must not be,
+contain or lie inside an input (the datalist, the files it lists, the bundles). A run is marked
+done only once every output it is summarised from exists. ``overwrite`` deletes only what the
+experiment wrote: the files of the runs its manifest (``experiment.json``) lists.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,11 +43,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, MetaLungError
 from ..utils.atomic import atomic_path, write_json_atomic
+from ..utils.paths import refuse_overlap, remove_owned, safe_name
 from .arms import ARMS
 
-__all__ = ["MODELS", "run_experiment", "run_bundle", "default_bundles_dir", "add_parser", "run"]
+__all__ = ["MODELS", "run_experiment", "run_bundle", "default_bundles_dir", "check_inputs", "datalist_files",
+           "section_entries", "add_parser", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +67,29 @@ def _sha(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
 
 
+def _ours(e: BaseException) -> BaseException | None:
+    """The error raised on purpose (or by the system) inside a bundle, under MONAI's wrappers."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (MetaLungError, OSError, MemoryError)):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def run_bundle(bundle_dir: Path, configs: Sequence[str], workflow_type: str, verbose: bool = False, **overrides) -> None:
     """Run a bundle in this process (``ConfigWorkflow``: initialize, run, finalize).
 
-    Quiet unless ``verbose``: the bundles' ``StatsHandler`` logs every iteration at INFO level.
+    Quiet unless ``verbose``: the bundles' ``StatsHandler`` logs every iteration at INFO level, and
+    MONAI and ignite log the traceback of a failure before raising it (the command line reports the
+    failure once). An error raised on purpose inside the bundle (:class:`InputError` from a config
+    expression, an ``OSError``) is raised as itself, not wrapped in MONAI's ``RuntimeError``.
     """
     from monai.bundle import ConfigWorkflow
 
     if not verbose:
-        logging.disable(logging.WARNING)
+        logging.disable(logging.ERROR)
     try:
         wf = ConfigWorkflow(
             config_file=[str(bundle_dir / "configs" / c) for c in configs],
@@ -81,6 +103,11 @@ def run_bundle(bundle_dir: Path, configs: Sequence[str], workflow_type: str, ver
         wf.run()
         wf.finalize()
         del wf
+    except Exception as e:
+        ours = _ours(e)
+        if ours is not None and ours is not e:
+            raise ours from e
+        raise
     finally:
         logging.disable(logging.NOTSET)
         # Shut the finished run's DataLoader iterators down here, in the parent: left to the garbage
@@ -116,16 +143,48 @@ def _fingerprint(datalist: Path, preset: str, settings: dict, overrides: dict, b
             "keys": {m: _model_key(sha, preset, settings, bundles, m) for m in models}}
 
 
-def _run_one(bundle: Path, datalist: Path, run_dir: Path, arm: str, seed: int, preset: str, overrides: dict,
+#: what a run writes inside its folder (all of it, and nothing else, is deleted when it is redone)
+_RUN_PARTS = ("models", "eval")
+_DONE = "done.json"
+#: outputs a finished run is summarised from (``done.json`` is written only once they all exist)
+_RUN_OUTPUTS = ("models/model.pt", "eval/history.json", "eval/slices.csv", "eval/volumes.csv", "eval/summary.json",
+                "eval/predictions.npz")
+
+
+def _run_rel(model: str, arm: str, seed: int) -> str:
+    """A run's folder relative to the experiment folder (names checked: they become paths)."""
+    return "/".join(("runs", safe_name(model), safe_name(arm), f"seed{int(seed)}"))
+
+
+def _run_files(out: Path, rel: str) -> list[str]:
+    """The files a run wrote (relative to ``out``): its ``models/``, ``eval/`` and ``done.json``."""
+    run_dir = out / rel
+    files = [f"{rel}/{_DONE}"]
+    for part in _RUN_PARTS:
+        d = run_dir / part
+        if d.is_dir():
+            files += [p.relative_to(out).as_posix() for p in sorted(d.rglob("*")) if p.is_file() or p.is_symlink()]
+    return files
+
+
+def _clear_run(out: Path, rel: str) -> None:
+    remove_owned(out, _run_files(out, rel))
+
+
+def _run_one(bundle: Path, datalist: Path, out: Path, rel: str, arm: str, seed: int, preset: str, overrides: dict,
              key: str, verbose: bool) -> dict:
-    done = run_dir / "done.json"
+    run_dir = out / rel
+    done = run_dir / _DONE
     if done.exists():
-        rec = json.loads(done.read_text())
-        if rec.get("key") == key:
+        try:
+            rec = json.loads(done.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            rec = {}
+        if rec.get("key") == key and all((run_dir / f).is_file() for f in _RUN_OUTPUTS):
             return rec
     if run_dir.exists():  # killed or from another configuration: start the run again
-        shutil.rmtree(run_dir)
-    (run_dir / "models").mkdir(parents=True)
+        _clear_run(out, rel)
+    (run_dir / "models").mkdir(parents=True, exist_ok=True)
     common = dict(dataset_dir=str(datalist.parent), datalist=str(datalist), preset=preset, preset_overrides=overrides,
                   ckpt_dir=str(run_dir / "models"), output_dir=str(run_dir / "eval"), verbose=verbose)
     t0 = time.perf_counter()
@@ -133,12 +192,118 @@ def _run_one(bundle: Path, datalist: Path, run_dir: Path, arm: str, seed: int, p
     t_train = time.perf_counter() - t0
     run_bundle(bundle, ["train.json", "evaluate.json"], "infer", augment=arm, seed=seed, **common)
     wall = time.perf_counter() - t0
+    missing = [f for f in _RUN_OUTPUTS if not (run_dir / f).is_file()]
+    if missing:  # never mark a run done that did not finish
+        raise MetaLungError(f"{run_dir}: the run ended without writing {', '.join(missing)}; it is not marked done "
+                            "(rerun the command to redo it, with -v to see the bundle's log)")
     hist = json.loads((run_dir / "eval" / "history.json").read_text())
     rec = {"key": key, "arm": arm, "seed": seed, "train_s": round(t_train, 1), "wall_s": round(wall, 1),
            "train_samples": hist.get("train_samples"), "data_share": hist.get("data_share"),
            "iterations": hist.get("iterations"), "best_val_dice": hist.get("best_val_dice")}
     write_json_atomic(rec, done)
     return rec
+
+
+# --------------------------------------------------------------------------- checks before any work
+def section_entries(datalist: Path, section: str, what: str) -> list[dict]:
+    """The entries of ``section`` (absolute paths, files checked); raise unless there are some.
+
+    Args:
+        datalist: the datalist file.
+        section: ``training``, ``validation`` or ``test``.
+        what: what the section is needed for (for the message).
+    """
+    from ..io.datalist import SECTIONS, datalist_entries, load_datalist
+
+    data = load_datalist(datalist)
+    present = ", ".join(f"{k} ({len(data[k])})" for k in SECTIONS if data.get(k)) or "none"
+    if section not in data:
+        raise InputError(datalist, f"has no '{section}' section, needed {what} (sections with cases: {present})")
+    entries = datalist_entries(datalist, section)
+    if not entries:
+        raise InputError(datalist, f"its '{section}' section is empty, needed {what} (sections with cases: {present})")
+    return entries
+
+
+def _has_tumour(entry: dict) -> bool:
+    import SimpleITK as sitk
+
+    if not entry.get("mask"):
+        return False
+    try:
+        arr = sitk.GetArrayViewFromImage(sitk.ReadImage(str(entry["mask"])))
+    except RuntimeError as e:
+        raise InputError(entry["mask"], f"cannot be read as a mask ({str(e).strip().splitlines()[-1][:200]})") from None
+    return bool(np.any(arr))
+
+
+def _require_tumour(datalist: Path, entries: list[dict], where: str, what: str) -> None:
+    """Raise unless one of ``entries`` has a mask with a tumour voxel (reads masks until one has)."""
+    if not any(_has_tumour(e) for e in entries):
+        n_masks = sum(bool(e.get("mask")) for e in entries)
+        masks = f"{n_masks} with a mask, all empty" if n_masks else "none with a tumour mask"
+        raise InputError(datalist, f"no case of {where} has a tumour ({len(entries)} cases, {masks}), needed {what}")
+
+
+def datalist_files(datalist: Path) -> list[Path]:
+    """The datalist and every file it lists (all sections), for :func:`refuse_overlap`."""
+    from ..io.datalist import PATH_KEYS, SECTIONS, load_datalist
+
+    data = load_datalist(datalist)
+    base = datalist.resolve().parent
+    files = [datalist]
+    for section in SECTIONS:
+        for e in data.get(section) or []:
+            files += [base / e[k] for k in PATH_KEYS if e.get(k)]
+    return files
+
+
+def check_inputs(datalist: Path, out: Path, settings: dict, models: Sequence[str], bundles: Path) -> None:
+    """Everything an experiment needs, checked before any work; raise :class:`InputError` naming the culprit.
+
+    * settings that only some models use (Mask R-CNN validates every ``val_interval`` of its own
+      ``maskrcnn_epochs``);
+    * the datalist: training cases outside and inside the validation fold with a tumour (training,
+      and choosing the best checkpoint), test cases with a tumour (the scores);
+    * ``out``: not a file, not an input, not a non-empty folder of something else.
+    """
+    from .data import split_entries
+    from .presets import SettingError
+
+    if "maskrcnn" in models and settings["val_interval"] > settings["maskrcnn_epochs"]:
+        raise SettingError("val_interval", f"val_interval {settings['val_interval']} exceeds maskrcnn_epochs "
+                                           f"{settings['maskrcnn_epochs']}: Mask R-CNN would never be validated")
+    training = section_entries(datalist, "training", "to train and validate")
+    k = settings["val_fold"]
+    train, val = split_entries(training, k)
+    folds = sorted({str(e["fold"]) for e in training if e.get("fold") is not None})
+    if not val:
+        have = f"folds of its training cases: {', '.join(folds)}" if folds else "its training cases have no 'fold'"
+        raise InputError(datalist, f"no training case is in the validation fold {k} ({have}); give the training cases "
+                                   "a 'fold' (the validation patients) or choose another fold with --set val_fold=N")
+    if not train:
+        raise InputError(datalist, f"every training case is in the validation fold {k}; nothing is left to train on")
+    _require_tumour(datalist, train, f"its training section outside the validation fold {k}", "to train")
+    _require_tumour(datalist, val, f"the validation fold {k}", "to choose the best checkpoint")
+    _require_tumour(datalist, section_entries(datalist, "test", "to score the models"), "its 'test' section",
+                    "to score the models")
+    refuse_overlap(out, [*datalist_files(datalist), bundles], "--out")
+    if out.exists() and not out.is_dir():
+        raise InputError("--out", f"{out} is a file, not a folder")
+    if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise InputError("--out", f"{out} is not empty and is not an experiment folder (no {MANIFEST}); choose a new "
+                                  "or empty folder")
+
+
+def _owned_runs(out: Path, manifest: dict) -> set[str]:
+    """The run folders the experiment wrote, from its manifest.
+
+    Folders written before manifests listed their runs: every ``runs/<model>/<arm>/seed<k>``.
+    """
+    if "runs" in manifest:
+        return {str(r) for r in manifest["runs"]}
+    runs = out / "runs"
+    return {p.relative_to(out).as_posix() for p in runs.glob("*/*/seed*") if p.is_dir()} if runs.is_dir() else set()
 
 
 def run_experiment(
@@ -177,38 +342,57 @@ def run_experiment(
     if not dl.is_file():
         raise InputError(dl, "datalist file does not exist")
     bad = [m for m in models if m not in MODELS]
-    if bad:
+    if bad or not models:
         raise InputError("--models", f"unknown model(s) {bad}; choose from {', '.join(MODELS)}")
     missing = [m for m in models if not (bundles / MODELS[m] / "configs" / "train.json").is_file()]
     if missing:
         raise InputError(bundles, f"no bundle for {missing} (expected {[MODELS[m] for m in missing]})")
     bad = [a for a in arms if a not in ARMS]
-    if bad:
+    if bad or not arms:
         raise InputError("--augment", f"unknown arm(s) {bad}; choose from {', '.join(ARMS)}")
+    if isinstance(seeds, int) and not 1 <= seeds <= 1000:
+        raise InputError("--seeds", f"expected 1 to 1000 seeds, got {seeds}")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise InputError("--seeds", "at least one seed")
     overrides = dict(preset_overrides or {})
-    settings = get_preset(preset, **overrides)  # validates the overrides early
+    settings = get_preset(preset, **overrides)  # validates the overrides
+    check_inputs(dl, out, settings, models, bundles)
     cfg = _fingerprint(dl, preset, settings, overrides, bundles, models)
     manifest = out / MANIFEST
     keys = dict(cfg["keys"])
+    grid = [(m, a, s) for m in models for s in seed_list for a in arms]
+    rels = {g: _run_rel(*g) for g in grid}
+    owned: set[str] = set()
+    changed: list[str] = []
     if manifest.exists():
-        old = json.loads(manifest.read_text())
+        try:
+            old = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(manifest, f"not a valid experiment manifest ({e}); use another --out") from None
+        if not isinstance(old, dict):
+            raise InputError(manifest, "not a valid experiment manifest; use another --out")
+        owned = _owned_runs(out, old)
         old_keys = old.get("keys", {})
         changed = [m for m in models if m in old_keys and old_keys[m] != keys[m]] if "keys" in old else list(models)
-        if changed:
-            if not overwrite:
-                raise InputError(out, f"holds {', '.join(changed)} runs of another configuration (datalist, preset, "
-                                      "bundle or code version); use another --out or --overwrite")
-            for m in changed:
-                shutil.rmtree(out / "runs" / m, ignore_errors=True)
+        if changed and not overwrite:
+            raise InputError(out, f"holds {', '.join(changed)} runs of another configuration (datalist, preset, "
+                                  "bundle or code version); use another --out or --overwrite")
         if "keys" in old:  # models of this folder not run this time keep their runs and keys
             keys = {**{m: k for m, k in old_keys.items() if m not in models}, **keys}
+    foreign = [r for r in rels.values() if (out / r).exists() and r not in owned]
+    if foreign:
+        raise InputError("--out", f"{out / foreign[0]} exists but was not written by this experiment; move it away "
+                                  "or use another --out")
+    # checks done: from here on the folder is written
+    for m in changed:  # --overwrite: only the files of this model's runs, as the manifest lists them
+        for r in sorted(owned):
+            if r.startswith(f"runs/{safe_name(m)}/"):
+                _clear_run(out, r)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic({**cfg, "keys": keys, "models": list(models), "arms": list(arms), "seeds": seed_list}, manifest)
+    write_json_atomic({**cfg, "keys": keys, "models": list(models), "arms": list(arms), "seeds": seed_list,
+                       "runs": sorted(owned | set(rels.values()))}, manifest)
 
-    grid = [(m, a, s) for m in models for s in seed_list for a in arms]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -219,8 +403,7 @@ def run_experiment(
         for m, a, s in grid:
             if bar:
                 bar.set_postfix_str(f"{m} / {a} / seed {s}")
-            rec = _run_one(bundles / MODELS[m], dl, out / "runs" / m / a / f"seed{s}", a, s, preset, overrides,
-                           keys[m], verbose)
+            rec = _run_one(bundles / MODELS[m], dl, out, rels[(m, a, s)], a, s, preset, overrides, keys[m], verbose)
             records.append({"model": m, **rec})
             if bar:
                 bar.update(1)
@@ -244,7 +427,7 @@ def _frames(out: Path, models, arms, seeds):
     for m in models:
         for a in arms:
             for s in seeds:
-                ev = out / "runs" / m / a / f"seed{s}" / "eval"
+                ev = out / _run_rel(m, a, s) / "eval"
                 for name, acc in (("slices.csv", slices), ("volumes.csv", volumes)):
                     df = pd.read_csv(ev / name)
                     df["model"], df["arm"], df["seed"] = m, a, s
@@ -346,9 +529,10 @@ def _figures(out: Path, model: str, arms, seeds, datalist: Path, hist: dict) -> 
                      "val_dice_x": runs[0]["val_iteration"]}
         curves[a]["loss_x"] = list(range(1, len(curves[a]["loss"][0]) + 1))
     training_curves(curves, out / f"curves_{model}.png", xlabel="iteration")
-    preds = {a: load_predictions(out / "runs" / model / a / f"seed{seeds[0]}" / "eval" / "predictions.npz")
-             for a in arms}
-    entries = {str(e.get("case_id") or e["patient_id"]): e for e in datalist_entries(datalist, "test")}
+    preds = {a: load_predictions(out / _run_rel(model, a, seeds[0]) / "eval" / "predictions.npz") for a in arms}
+    # the case ids of the evaluation (volume_data): the entry's case_id or its image's name
+    entries = {str(e.get("case_id") or Path(e["image"]).name.split(".")[0]): e
+               for e in datalist_entries(datalist, "test")}
     rows = []
     for cid, z in _pick_slices(preds[arms[0]], entries):
         first = preds[arms[0]][cid][z]
@@ -423,12 +607,17 @@ def _parse_set(items) -> dict:
 
 
 def run(args) -> int:
+    from .presets import SettingError
+
     datalist = args.datalist or str(Path.cwd() / "outputs" / "cohort" / "datalist.json")
     t0 = time.perf_counter()
-    path = run_experiment(datalist, args.out, models=[m.strip() for m in args.models.split(",") if m.strip()],
-                          arms=[a.strip() for a in args.augment.split(",") if a.strip()], preset=args.preset,
-                          seeds=args.seeds, preset_overrides=_parse_set(args.set), bundles_dir=args.bundles,
-                          overwrite=args.overwrite, progress=not args.no_progress,
-                          verbose=bool(getattr(args, "verbose", False)))
+    try:
+        path = run_experiment(datalist, args.out, models=[m.strip() for m in args.models.split(",") if m.strip()],
+                              arms=[a.strip() for a in args.augment.split(",") if a.strip()], preset=args.preset,
+                              seeds=args.seeds, preset_overrides=_parse_set(args.set), bundles_dir=args.bundles,
+                              overwrite=args.overwrite, progress=not args.no_progress,
+                              verbose=bool(getattr(args, "verbose", False)))
+    except SettingError as e:  # name the option the user typed
+        raise e.renamed(f"--set {e.setting}") from e
     print(f"metalung experiment: results in {path} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0

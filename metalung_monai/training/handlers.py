@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -18,6 +19,9 @@ class TrainingHistory:
         {"iteration": [...], "loss": [...], "val_iteration": [...], "val_dice": [...],
          "best_val_dice": float, "data_s": float, "step_s": float, "data_share": float,
          "wall_s": float, "iterations": int, "train_samples": int}
+
+    A loss or validation DICE that is not a finite number (a diverged run) is written as ``null``
+    (JSON has no NaN); ``best_val_dice`` is the best finite one (``null`` when there is none).
 
     ``data_share`` is the fraction of the training loop's wall time spent waiting for the next
     batch (ignite's ``GET_BATCH_STARTED`` -> ``GET_BATCH_COMPLETED``): augmentation must never be
@@ -63,7 +67,7 @@ class TrainingHistory:
         loss = out[0]["loss"] if isinstance(out, list) else out.get("loss") if isinstance(out, dict) else None
         if loss is not None:
             self.data["iteration"].append(int(engine.state.iteration))
-            self.data["loss"].append(float(loss))
+            self.data["loss"].append(_finite(loss))
 
     def _epoch(self, engine) -> None:
         """After ``ValidationHandler`` (attach this handler after it): record a fresh validation."""
@@ -73,13 +77,13 @@ class TrainingHistory:
         if v.state.epoch != engine.state.epoch or v.state.key_metric_name not in v.state.metrics:
             return  # no validation this epoch
         self.data["val_iteration"].append(int(engine.state.iteration))
-        self.data["val_dice"].append(float(v.state.metrics[v.state.key_metric_name]))
+        self.data["val_dice"].append(_finite(v.state.metrics[v.state.key_metric_name]))
 
     def _completed(self, engine) -> None:
         wall = time.perf_counter() - self._t0
         out = dict(self.data)
         out.update({
-            "best_val_dice": max(self.data["val_dice"]) if self.data["val_dice"] else None,
+            "best_val_dice": max((d for d in self.data["val_dice"] if d is not None), default=None),
             "data_s": round(self._data_s, 3),
             "wall_s": round(wall, 3),
             "data_share": round(self._data_s / wall, 4) if wall > 0 else None,
@@ -87,3 +91,9 @@ class TrainingHistory:
             "train_samples": self.train_samples,
         })
         write_json_atomic(out, self.path)
+
+
+def _finite(value) -> float | None:
+    """``float(value)``, or None when it is NaN or infinite (JSON has no NaN)."""
+    x = float(value)
+    return x if math.isfinite(x) else None

@@ -2,13 +2,22 @@
 
 Every arm of an experiment uses the same preset: same number of iterations, batch size, crop
 size, optimiser and seeds, so augmentations are compared at equal compute.
+
+Every setting is typed and ranged in one place (:data:`SETTINGS`, checked by :func:`preset`), so
+an override from ``metalung experiment --set``, ``metalung evaluate --pixel-mm`` or a bundle's
+``--preset_overrides`` is refused up front with a :class:`SettingError` naming the setting, instead
+of failing (or silently doing something else) deep inside a training run.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable
 
-__all__ = ["PRESETS", "preset"]
+from ..errors import InputError
+
+__all__ = ["PRESETS", "SETTINGS", "SettingError", "preset", "check_setting"]
 
 _COMMON = {
     "window": (-1000.0, 600.0),   # HU -> [0, 1]; keeps calcification (> 200 HU) apart from tumour
@@ -90,14 +99,220 @@ PRESETS: dict[str, dict] = {
 }
 
 
+class SettingError(InputError):
+    """A preset setting (``--set KEY=VALUE``, ``--pixel-mm``, ``preset_overrides``) that cannot be used.
+
+    Args:
+        setting: the setting's name (``"epochs"``).
+        problem: what is wrong, in words a user can act on.
+        source: what to name in the message (default ``"preset setting 'epochs'"``); the command
+            line names its option instead (``"--set epochs"``, ``"--pixel-mm"``).
+    """
+
+    def __init__(self, setting: str, problem: str, source: str | None = None) -> None:
+        self.setting = setting
+        super().__init__(source or f"preset setting '{setting}'", problem)
+
+    def __reduce__(self):
+        return (type(self), (self.setting, self.problem, self.source))
+
+    def renamed(self, source: str) -> SettingError:
+        """The same error naming ``source`` (a command-line option) instead."""
+        return SettingError(self.setting, self.problem, source)
+
+
+# --------------------------------------------------------------------------- the checks
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    # Python numbers only (numpy's float64 is one): settings are written to JSON manifests
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(lo: int, hi: int, multiple: int = 1) -> Callable[[object], str | None]:
+    def check(v):
+        if not _is_int(v):
+            return f"expected a whole number from {lo} to {hi}, got {v!r}"
+        if not lo <= v <= hi:
+            return f"must be from {lo} to {hi}, got {v}"
+        if v % multiple:
+            return f"must be a multiple of {multiple} (the networks halve the size several times), got {v}"
+        return None
+    return check
+
+
+def _float(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[object], str | None]:
+    def check(v):
+        if not _is_number(v):
+            return f"expected a number, got {v!r}"
+        x = float(v)
+        if not math.isfinite(x):
+            return f"must be a finite number, got {v!r}"
+        if x < lo or x > hi or (lo_open and x == lo) or (hi_open and x == hi):
+            return f"must be in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, got {v!r}"
+        return None
+    return check
+
+
+def _bool(v) -> str | None:
+    return None if isinstance(v, bool) else f"expected True or False, got {v!r}"
+
+
+def _seq(item: Callable[[object], str | None], n: int | None = None, min_n: int = 1, max_n: int = 16):
+    def check(v):
+        if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__len__") or not hasattr(v, "__iter__"):
+            return f"expected a list such as (a, b, ...), got {v!r}"
+        if n is not None and len(v) != n:
+            return f"expected {n} values, got {len(v)}: {v!r}"
+        if n is None and not min_n <= len(v) <= max_n:
+            return f"expected {min_n} to {max_n} values, got {len(v)}: {v!r}"
+        for x in v:
+            problem = item(x)
+            if problem:
+                return f"{problem} (in {v!r})"
+        return None
+    return check
+
+
+def _window(v) -> str | None:
+    problem = _seq(_float(-4096.0, 65535.0), n=2)(v)
+    if problem:
+        return problem
+    if not float(v[0]) < float(v[1]):
+        return f"expected (low, high) HU with low < high, got {v!r}"
+    return None
+
+
+def _pos_neg(v) -> str | None:
+    problem = _seq(_float(0.0, 1000.0), n=2)(v)
+    if problem:
+        return problem
+    if float(v[0]) + float(v[1]) <= 0:
+        return f"expected (tumour, elsewhere) crop weights, not both 0, got {v!r}"
+    return None
+
+
+def _ops(v) -> str | None:
+    from ..transforms import METALUNG_OPS
+
+    problem = _seq(lambda x: None if isinstance(x, str) else f"expected an operation name, got {x!r}")(v)
+    if problem:
+        return problem
+    bad = [x for x in v if x not in METALUNG_OPS]
+    if bad:
+        return f"unknown operation(s) {bad}; choose from {', '.join(METALUNG_OPS)}"
+    if len(set(v)) != len(v):
+        return f"an operation is listed twice: {v!r}"
+    return None
+
+
+def _backbone(v) -> str | None:
+    from ..networks.maskrcnn import SUPPORTED_BACKBONES
+
+    return None if v in SUPPORTED_BACKBONES else f"unknown backbone {v!r}; choose from {', '.join(SUPPORTED_BACKBONES)}"
+
+
+def _pixel_mm(v) -> str | None:
+    if v is None:
+        return None
+    if _float(0.1, 10.0)(v) is None:
+        return None
+    return f"expected the pixel size in mm to resample to, from 0.1 to 10 (e.g. 1.4), got {v!r}"
+
+
+_SIZE = _int(16, 4096, multiple=16)
+
+#: every setting of a preset and its check (a function returning the problem, or None when fine)
+SETTINGS: dict[str, Callable[[object], str | None]] = {
+    "window": _window,
+    "val_fold": _int(0, 1000),
+    "pos_neg": _pos_neg,
+    "lr": _float(0.0, 10.0, lo_open=True),
+    "weight_decay": _float(0.0, 10.0),
+    "metalung_ops": _ops,
+    "metalung_copies": _int(1, 100),
+    "eval_roi": _SIZE,
+    "pixel_mm": _pixel_mm,
+    "crop": _SIZE,
+    "crop_3d": _seq(_SIZE, n=3),
+    "batch_size": _int(1, 4096),
+    "epochs": _int(1, 1_000_000),
+    "epoch_length": _int(1, 10_000_000),
+    "val_interval": _int(1, 1_000_000),
+    "num_workers": _int(0, 256),
+    "amp": _bool,
+    "unet_channels": _seq(_int(1, 4096), min_n=2, max_n=8),
+    "unet_strides": _seq(_int(1, 4), min_n=1, max_n=7),
+    "deeplab_channels": _seq(_int(1, 4096), min_n=2, max_n=8),  # output stride 8 needs two stages
+    "deeplab_aspp_channels": _int(1, 4096),
+    "deeplab_aspp_rates": _seq(_int(1, 256), min_n=1, max_n=8),
+    "maskrcnn_backbone": _backbone,
+    "maskrcnn_fpn_channels": _int(1, 4096),
+    "maskrcnn_representation_size": _int(1, 65536),
+    "maskrcnn_crop": _int(32, 4096),
+    "maskrcnn_pos_neg": _pos_neg,
+    "maskrcnn_batch_size": _int(1, 4096),
+    "maskrcnn_epochs": _int(1, 1_000_000),
+    "maskrcnn_lr": _float(0.0, 10.0, lo_open=True),
+    "maskrcnn_score_threshold": _float(0.0, 1.0, hi_open=True),
+    "sw_batch_size": _int(1, 4096),
+}
+
+
+def check_setting(key: str, value, source: str | None = None) -> None:
+    """Raise :class:`SettingError` unless ``value`` is a valid value of setting ``key``.
+
+    Args:
+        key: a setting of :data:`SETTINGS`.
+        value: the value to check (not converted: ``"4"`` is not the number 4).
+        source: what the error names (default ``"preset setting '<key>'"``).
+    """
+    if key not in SETTINGS:
+        close = sorted(k for k in SETTINGS if key and (key in k or k in key))
+        hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+        raise SettingError(key, f"unknown setting{hint}; settings are {', '.join(SETTINGS)}", source)
+    problem = SETTINGS[key](value)
+    if problem:
+        raise SettingError(key, problem, source)
+
+
+def _check_together(s: dict, changed: set[str]) -> None:
+    """Checks that involve two settings (named after the one the user changed)."""
+    def culprit(*keys):
+        return next((k for k in keys if k in changed), keys[0])
+
+    if s["val_interval"] > s["epochs"]:
+        k = culprit("val_interval", "epochs")
+        raise SettingError(k, f"val_interval {s['val_interval']} exceeds epochs {s['epochs']}: the model would never "
+                              "be validated, so no best checkpoint (model.pt) would be saved")
+    if len(s["unet_strides"]) != len(s["unet_channels"]) - 1:
+        k = culprit("unet_strides", "unet_channels")
+        raise SettingError(k, f"unet_strides needs one value fewer than unet_channels, got {len(s['unet_strides'])} "
+                              f"strides for {len(s['unet_channels'])} channels")
+    down = math.prod(int(x) for x in s["unet_strides"])
+    for key, sizes in (("crop", [s["crop"]]), ("eval_roi", [s["eval_roi"]]), ("crop_3d", list(s["crop_3d"]))):
+        if any(int(x) % down for x in sizes):
+            k = culprit(key, "unet_strides")
+            raise SettingError(k, f"{key} {s[key]!r} must be a multiple of {down}, the U-Net's total stride "
+                                  f"(unet_strides {tuple(s['unet_strides'])})")
+
+
 def preset(name: str, **overrides) -> dict:
-    """A copy of preset ``name`` (``"quick"`` or ``"full"``) with ``overrides`` applied."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    """A copy of preset ``name`` (``"quick"`` or ``"full"``) with ``overrides`` applied.
+
+    Raises:
+        InputError: an unknown preset name.
+        SettingError: an unknown setting, or a value of the wrong type or out of range (see
+            :data:`SETTINGS`), naming the setting.
+    """
+    if not isinstance(name, str) or name not in PRESETS:
+        raise InputError("preset", f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
     out = copy.deepcopy(PRESETS[name])
-    unknown = [k for k in overrides if k not in out]
-    if unknown:
-        raise ValueError(f"unknown preset setting(s) {unknown}")
+    for key, value in overrides.items():
+        check_setting(key, value)
     out.update(overrides)
+    _check_together(out, set(overrides))
     out["name"] = name
     return out

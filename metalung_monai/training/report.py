@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.atomic import write_json_atomic
+from ..utils.paths import safe_name
 
 __all__ = ["SegmentationReport", "volume_rows", "load_predictions"]
 
@@ -36,6 +37,8 @@ def load_predictions(path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
     out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     with np.load(path) as z:
         cases = {k[:-3] for k in z.files if k.endswith("__z")}
+        # member names are file-name-safe versions of the case ids; the ids themselves are listed
+        names = dict(z[_CASE_IDS].tolist()) if _CASE_IDS in z.files else {}
         for cid in cases:
             zs = z[f"{cid}__z"]
             h, w, n = (int(v) for v in z[f"{cid}__shape"])
@@ -48,9 +51,13 @@ def load_predictions(path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
 
             pred, truth = planes(f"{cid}__pred"), planes(f"{cid}__truth")
             hu, lungs = planes(f"{cid}__hu", packed=False), planes(f"{cid}__lung", packed=False)
-            out[cid] = {int(zi): {"pred": pred[i], "truth": truth[i], "hu": hu[i], "lungs": lungs[i]}
-                        for i, zi in enumerate(zs)}
+            out[names.get(cid, cid)] = {int(zi): {"pred": pred[i], "truth": truth[i], "hu": hu[i], "lungs": lungs[i]}
+                                        for i, zi in enumerate(zs)}
     return out
+
+
+#: ``predictions.npz`` member listing ``(member name, case id)`` pairs (a string array: no pickle)
+_CASE_IDS = "__case_ids__"
 
 
 def _np(x) -> np.ndarray:
@@ -117,6 +124,7 @@ class SegmentationReport:
         self.volumes: list[dict] = []
         self.slices: list[dict] = []
         self.predictions: dict[str, np.ndarray] = {}
+        self.case_ids: dict[str, str] = {}
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -126,7 +134,7 @@ class SegmentationReport:
         engine.add_event_handler(Events.COMPLETED, self._write)
 
     def _reset(self, engine) -> None:
-        self.volumes, self.slices, self.predictions = [], [], {}
+        self.volumes, self.slices, self.predictions, self.case_ids = [], [], {}, {}
 
     def _collect(self, engine) -> None:
         outputs = engine.state.output
@@ -149,7 +157,10 @@ class SegmentationReport:
             self.slices.extend(rows)
             if self.save_predictions:  # the tumour slices, for figures (canonical (y, x))
                 zs = np.flatnonzero(truth.any(axis=(0, 1)))
-                cid = str(meta.get("case_id"))
+                # a case id is data: it names a member of the .npz (a zip archive, which anyone may
+                # unpack), so it becomes a safe file name; the id itself is listed beside it
+                cid = safe_name(str(meta.get("case_id")))
+                self.case_ids[cid] = str(meta.get("case_id"))
                 p = self.predictions
                 p[f"{cid}__z"] = zs
                 p[f"{cid}__shape"] = np.array(pred.shape[:2] + (len(zs),))
@@ -177,19 +188,20 @@ class SegmentationReport:
         if self.save_predictions and self.predictions:
             from ..utils.atomic import atomic_path
 
+            ids = np.array(sorted(self.case_ids.items()), dtype=str).reshape(-1, 2)
             with atomic_path(self.output_dir / "predictions.npz") as tmp:
-                np.savez_compressed(tmp, **self.predictions)
+                np.savez_compressed(tmp, **self.predictions, **{_CASE_IDS: ids})
         write_json_atomic(_clean(summary), self.output_dir / "summary.json")
 
 
 def _clean(v):
-    """JSON-safe copy: NaN -> None, numpy scalars -> Python numbers, recursively."""
+    """JSON-safe copy: NaN and infinity -> None, numpy scalars -> Python numbers, recursively."""
     if isinstance(v, dict):
         return {str(k): _clean(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_clean(x) for x in v]
     if isinstance(v, (np.floating, float)):
-        return None if math.isnan(float(v)) else float(v)
+        return float(v) if math.isfinite(float(v)) else None
     if isinstance(v, (np.integer, np.bool_)):
         return v.item()
     return v

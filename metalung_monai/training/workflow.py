@@ -11,7 +11,9 @@ readable Model Zoo config while the behaviour lives in tested code:
 
 Orientation: volumes are brought to ``PLS`` (MONAI/nibabel axcodes: array axes towards posterior,
 the patient's left, superior), so that an axial slice ``[:, :, z]`` is exactly the canonical
-``(y, x)`` slice the 2D networks were trained on (radiological display).
+``(y, x)`` slice the 2D networks were trained on (radiological display). A 2D image (a converted
+DICOM slice, a thesis-pickle case) is one axial slice: it is evaluated as a volume of one slice
+(:class:`~metalung_monai.training.as_volume.AsVolumed`), and predictions are written back in 2D.
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ def prepare(datalist: str | os.PathLike, augment: str, settings: dict, seed: int
         val_tf = volume_transforms(settings, with_label=True)
     if not train:
         raise InputError(datalist, "no training samples with a tumour")
+    if not val and settings.get("val_fold") is not None:  # the validator would fail after the first epoch
+        raise InputError(datalist, f"no validation samples with a tumour in the validation fold {settings['val_fold']} "
+                                   f"(training cases with that 'fold': {len(val_e)})")
     inferer = SlidingWindowInferer(roi_size=roi_size(settings, spatial_dims), sw_batch_size=settings["sw_batch_size"],
                                    overlap=0.25, mode="gaussian")
     return Prepared(train=train, val=val, train_transform=train_transforms(augment, settings, spatial_dims, load=load),
@@ -168,11 +173,13 @@ def volume_transforms(settings: dict, with_label: bool = True, crop_to_lungs: bo
     )
 
     from .arms import _window
+    from .as_volume import AsVolumed
 
     keys = ("image", "label", "lung") if with_label else ("image", "lung")
     return Compose([
         LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
         EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
+        AsVolumed(keys=keys),
         Orientationd(keys=keys, axcodes=AXCODES, labels=ORIENTATION_LABELS, allow_missing_keys=True),
         *_resample(settings, keys),
         *([CropToLungsd(keys=keys)] if crop_to_lungs else []),

@@ -175,8 +175,9 @@ def remove_owned(root: str | os.PathLike, rel_paths: Iterable[str]) -> int:
     for rel in rel_paths:
         if not rel or os.path.isabs(rel):
             continue
-        p = (base / rel).resolve()
-        if base not in p.parents or not (p.is_file() or p.is_symlink()):
+        # resolve the folder, not the file: a listed symbolic link is removed itself, never its target
+        p = (base / rel).parent.resolve() / Path(rel).name
+        if base not in p.parents or not (p.is_symlink() or p.is_file()):
             continue
         p.unlink()
         n += 1
