@@ -164,3 +164,20 @@ def test_patient_split_holds_out_per_class_without_leakage():
     assert patient_split(classes, seed=4) != (train, test)
     folds = assign_folds(train, 5, seed=0)
     assert set(folds) == set(train) and set(folds.values()) == set(range(5))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'{"training": [{"image": "a.nii.gz", "patient_id": "P1", "spacing": [NaN, 1.0]}]}', "holds NaN"),
+    (b'{"training": [{"image": "a.nii.gz", "patient_id": "P1", "spacing": [Infinity, 1.0]}]}', "holds Infinity"),
+    (b'\xff\xfe\x00garbage', "not a JSON text file"),
+])
+def test_datalist_with_nan_or_binary_content_is_refused(tmp_path, content, message):
+    """Python's json reads NaN / Infinity, other readers do not; a binary file is not a datalist."""
+    from metalung_monai.errors import DatalistError
+    from metalung_monai.io.datalist import load_datalist
+
+    p = tmp_path / "datalist.json"
+    p.write_bytes(content)
+    with pytest.raises(DatalistError, match=message) as e:
+        load_datalist(p)
+    assert e.value.source == str(p)

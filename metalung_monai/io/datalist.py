@@ -85,11 +85,16 @@ def load_datalist(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise DatalistError(p, "datalist file does not exist")
+    def refuse_constant(name: str):  # NaN, Infinity, -Infinity: not JSON, and no valid value here
+        raise DatalistError(p, f"not valid JSON: holds {name} (a number must be finite)")
+
     try:
         with open(p, encoding="utf-8") as fh:
-            data = json.load(fh)
+            data = json.load(fh, parse_constant=refuse_constant)
     except json.JSONDecodeError as e:
         raise DatalistError(p, f"not valid JSON ({e.msg} at line {e.lineno})") from e
+    except UnicodeDecodeError as e:
+        raise DatalistError(p, f"not a JSON text file (byte {e.start} is not UTF-8)") from e
     validate_datalist(data, p)
     return data
 

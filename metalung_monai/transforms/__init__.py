@@ -27,6 +27,7 @@ from .metalung import (
     RandTumorNoise,
     RandTumorNoised,
     axcodes_affine,
+    binary_mask,
     metalung_records,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "METALUNG_META_KEY",
     "METALUNG_OPS",
     "metalung_records",
+    "binary_mask",
     "axcodes_affine",
     "MirrorLR",
     "MirrorLRd",

@@ -216,4 +216,5 @@ def check_free_space(folder: str | os.PathLike, needed_bytes: float, what: str, 
     free = usage.free - reserve * usage.total
     if needed_bytes > free:
         raise InputError(option or folder, f"{what} needs about {format_bytes(needed_bytes)}, but {p} has "
-                                           f"{format_bytes(max(usage.free, 0))} free; ask for less or free space")
+                                           f"{format_bytes(max(free, 0))} to spare ({format_bytes(usage.free)} free, "
+                                           f"{reserve:.0%} of the disk kept free); ask for less or free space")

@@ -15,6 +15,7 @@ from .array import (
     RandRotateTumor,
     RandTumorNoise,
     axcodes_affine,
+    binary_mask,
     metalung_records,
 )
 from .dictionary import (
@@ -33,6 +34,7 @@ __all__ = [
     "METALUNG_META_KEY",
     "METALUNG_OPS",
     "metalung_records",
+    "binary_mask",
     "axcodes_affine",
     "MirrorLR",
     "RandMirrorLR",

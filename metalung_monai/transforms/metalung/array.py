@@ -17,6 +17,14 @@ has the tumour in the other lung), so the affine is *not* changed; the operation
 every operation appends a JSON record to ``meta["metalung"]`` (see :func:`metalung_records`),
 including ``"applied": false`` when it could not be carried out.
 
+Masks: a tumour mask must have the image's spatial shape (refused otherwise, naming the array).
+Nonzero is tumour; the mask an operation returns is always ``{0, 1}`` in the input mask's own
+dtype (:func:`binary_mask`: ``{0, 255}`` or ``{0, 2}`` in, ``{0, 1}`` out; a ``{0, 1}`` mask keeps
+its values). :class:`MirrorLR` and :class:`RandRotateImage` act on one array of any kind (image,
+mask or lung labels 1/2), so they only move values; their dictionary twins take ``mask_keys`` to
+apply the convention, and :class:`~.dictionary.MetaLungd` applies it to its mask key for every
+operation.
+
 None of these transforms is lazy: they always execute eagerly and exactly, also inside
 ``Compose(..., lazy=True)`` (MONAI 1.6.1's lazy resampling ignores ``mode="nearest"``).
 """
@@ -44,6 +52,7 @@ from . import functional as F
 __all__ = [
     "METALUNG_META_KEY",
     "metalung_records",
+    "binary_mask",
     "axcodes_affine",
     "MirrorLR",
     "RandMirrorLR",
@@ -233,9 +242,47 @@ def _seeded_rng(R: np.random.RandomState) -> np.random.Generator:
     return np.random.default_rng(int(R.randint(0, _MAX_SEED, dtype=np.int64)))
 
 
-def _check_pair(img: NdarrayOrTensor, mask: NdarrayOrTensor) -> None:
+def _check_pair(img: NdarrayOrTensor, mask: NdarrayOrTensor, name: str = "mask", image_name: str = "image") -> None:
+    """Refuse a companion array (``mask``, ``lungs``) whose spatial shape is not the image's."""
     if tuple(img.shape[1:]) != tuple(mask.shape[1:]):
-        raise InputError("mask", f"spatial shape {tuple(mask.shape[1:])} does not match the image's {tuple(img.shape[1:])}")
+        raise InputError(name, f"spatial shape {tuple(mask.shape[1:])} does not match the {image_name}'s "
+                               f"{tuple(img.shape[1:])} (channel-first arrays on the same grid are expected)")
+
+
+_BINARY_CHUNK = 1 << 18  # elements per step of the float check (fits in the CPU cache)
+
+
+def _is_binary(arr: np.ndarray) -> bool:
+    """Whether every value of ``arr`` is 0 or 1, in about one pass over memory.
+
+    Integer arrays: their maximum (and minimum). Float arrays, chunk by chunk: the nonzero count,
+    and only where there are nonzeros whether they all equal 1 (NaN, negative and fractional
+    values do not), so a mostly empty tumour mask costs little more than reading it.
+    """
+    if arr.dtype == np.bool_ or arr.size == 0:
+        return True
+    if np.issubdtype(arr.dtype, np.integer):
+        return int(arr.max()) <= 1 and (np.issubdtype(arr.dtype, np.unsignedinteger) or int(arr.min()) >= 0)
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, _BINARY_CHUNK):
+        chunk = flat[start:start + _BINARY_CHUNK]
+        nz = np.count_nonzero(chunk)
+        if nz and np.count_nonzero(chunk == 1) != nz:
+            return False
+    return True
+
+
+def binary_mask(mask: NdarrayOrTensor) -> NdarrayOrTensor:
+    """The MetaLung mask convention: ``mask`` itself when its values are all 0 or 1, otherwise
+    ``mask != 0`` as 0/1 in the mask's own type, dtype, device and metadata.
+
+    Every MetaLung operation returns its tumour mask in this form ({0, 255} or {0, 2} in, {0, 1}
+    out; a {0, 1} mask comes back as it went in).
+    """
+    arr = _np(mask)
+    if _is_binary(arr):
+        return mask
+    return _like((arr != 0).astype(arr.dtype), mask)
 
 
 def _angle(R: np.random.RandomState, angle_range: tuple[float, float], random_sign: bool) -> float:
@@ -391,8 +438,9 @@ class _TumourOp(RandomizableTransform):
         self.spacing = spacing
 
     def __call__(self, img, mask, lungs=None, randomize: bool = True):
-        """Args: img, mask: channel-first image and one-channel tumour mask; lungs: optional lung
-        labels (1 right, 2 left) on the same grid. Returns ``(image, mask)``."""
+        """Args: img, mask: channel-first image and one-channel tumour mask (nonzero = tumour) of the
+        image's spatial shape; lungs: optional lung labels (1 right, 2 left) on the same grid.
+        Returns ``(image, mask)``, the mask ``{0, 1}`` in its input dtype."""
         if randomize:
             self.randomize(None)
         if not self._do_transform:
@@ -418,6 +466,8 @@ class _TumourOp(RandomizableTransform):
         _check_pair(img, mask)
         if mask.shape[0] != 1:
             raise InputError("mask", f"expected a one-channel tumour mask, got {mask.shape[0]} channels")
+        if lungs is not None:
+            _check_pair(img, lungs, "lungs")
         view = _Canonical(img, self.axcodes, self.spacing)
         sp = view.spacing
         arr = _np(img)
@@ -426,8 +476,8 @@ class _TumourOp(RandomizableTransform):
         m = view.view(marr != 0)[0]  # compared in the array's own (contiguous) layout, then viewed
         rng = _seeded_rng(self.R)
         if not m.any():
-            return self._done(img, mask, arr.copy(), marr.copy(), {"op": self.op_name, "applied": False,
-                                                                    "reason": "empty tumour mask"})
+            return self._done(img, mask, arr.copy(), np.zeros_like(marr), {"op": self.op_name, "applied": False,
+                                                                            "reason": "empty tumour mask"})
         if lungs is None:
             lung = lung_mask(hu, sp, progress=False)
         else:
@@ -436,7 +486,7 @@ class _TumourOp(RandomizableTransform):
         lung_r = np.asarray(lung[roi]).astype(np.uint8)
         hu_r = np.ascontiguousarray(hu[roi])
         dense_r = vessel_mask(hu_r, lung_r, sp)
-        out_arr, out_marr = arr.copy(), marr.copy()
+        out_arr, out_marr = arr.copy(), (marr != 0).astype(marr.dtype)  # the mask convention: {0, 1}
         results = self._operate(hu_r, m[roi], lung_r, dense_r, sp, rng, view.view(out_arr)[0][roi],
                                 view.view(out_marr)[0][roi])
         record = {"op": self.op_name, "applied": any(r.applied for r in results),
@@ -563,7 +613,8 @@ class RandIntegerNoise(RandomizableTransform):
 class RandTumorNoise(RandomizableTransform):
     """Add integer noise in HU (default 0-20) inside the tumour mask only (MetaLung op 6).
 
-    Call with ``(image, mask)``; voxels outside the mask keep their exact values.
+    Call with ``(image, mask)`` (the mask of the image's spatial shape, nonzero = tumour); voxels
+    outside the mask keep their exact values. The mask is returned ``{0, 1}`` in its own dtype.
     """
 
     backend = [TransformBackends.NUMPY]
@@ -587,7 +638,7 @@ class RandTumorNoise(RandomizableTransform):
         if not where.any():
             record["reason"] = "empty tumour mask"
         _append_record(out, record)
+        mask = _like((m != 0).astype(m.dtype), mask)  # the mask convention: {0, 1} in the mask's dtype
         if isinstance(mask, MetaTensor):
-            mask = _like(m, mask)
             _append_record(mask, record)
         return _stamp(out, mask)

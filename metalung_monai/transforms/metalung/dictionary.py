@@ -9,6 +9,14 @@ Geometric operations (mirror, image rotation) move every key in ``keys`` (images
 air, masks with 0) and are invertible with ``inverse`` / ``Invertd``. Each call appends a JSON
 record to ``meta["metalung"]`` of the image (see :func:`.array.metalung_records`).
 
+Grid and mask convention: every key a transform reads must have the spatial shape of the first
+(image) key; a mask or label map of another shape is refused with an
+:class:`~metalung_monai.errors.InputError` naming the key. A tumour mask (nonzero = tumour) comes
+out ``{0, 1}`` in its own dtype whatever the operation (:func:`.array.binary_mask`): always for
+the ``mask_key`` of :class:`MetaLungd` and of the tumour operations, and for the keys listed in
+``mask_keys`` of the per-key geometric twins (whose other keys, e.g. lung labels 1/2, keep their
+values).
+
 Example::
 
     from monai.transforms import Compose, LoadImaged, EnsureChannelFirstd
@@ -23,7 +31,7 @@ Example::
 from __future__ import annotations
 
 import copy
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +44,7 @@ from ...errors import InputError
 from . import functional as F
 from .array import (
     _stamp,
+    binary_mask,
     MirrorLR,
     RandIntegerNoise,
     RandMirrorLR,
@@ -64,6 +73,8 @@ __all__ = [
 
 #: the six MetaLung operations, by the names used in datalists and on the command line
 METALUNG_OPS = ("mirror", "relocate", "rotate_image", "rotate_tumor", "noise_image", "noise_tumor")
+#: operations that move or keep the mask's values as they are (the others write a {0, 1} mask)
+_KEEP_MASK_VALUES = frozenset({"mirror", "rotate_image", "noise_image"})
 
 
 def _fills(keys: tuple, fill) -> tuple[float, ...]:
@@ -77,6 +88,27 @@ def _pair(keys: KeysCollection, name: str) -> tuple[Hashable, Hashable]:
     if len(k) != 2:
         raise ValueError(f"{name}: keys must be (image_key, mask_key), got {k}")
     return k[0], k[1]
+
+
+def _check_grid(d: Mapping, keys, owner: str) -> None:
+    """Refuse any present key whose spatial shape differs from the first present key's (the image)."""
+    present = [k for k in keys if k is not None and k in d and hasattr(d[k], "shape")]
+    if len(present) < 2:
+        return
+    ref = present[0]
+    ref_shape = tuple(d[ref].shape[1:])
+    for key in present[1:]:
+        shape = tuple(d[key].shape[1:])
+        if shape != ref_shape:
+            raise InputError(str(key), f"spatial shape {shape} does not match the spatial shape {ref_shape} of "
+                                       f"'{ref}' ({owner} expects channel-first arrays on one grid)")
+
+
+def _binarise_keys(d: dict, mask_keys) -> dict:
+    for key in mask_keys:
+        if key in d and d[key] is not None:
+            d[key] = binary_mask(d[key])
+    return d
 
 
 def _require(d: Mapping, key: Hashable, owner: str):
@@ -111,34 +143,48 @@ class _InvertsPerKey(InvertibleTransform):
 
 # --------------------------------------------------------------------------- 1. mirror
 class MirrorLRd(MapTransform, _InvertsPerKey):
-    """Dictionary twin of :class:`.array.MirrorLR`: mirror every key along the patient's left-right axis."""
+    """Dictionary twin of :class:`.array.MirrorLR`: mirror every key along the patient's left-right axis.
+
+    Every key must have the spatial shape of the first. Keys in ``mask_keys`` (binary masks) come
+    out ``{0, 1}`` in their own dtype; the others keep their values (e.g. lung labels 1/2).
+    """
 
     backend = MirrorLR.backend
 
-    def __init__(self, keys: KeysCollection = ("image", "mask"), axcodes: str | None = None, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection = ("image", "mask"), axcodes: str | None = None, allow_missing_keys: bool = False,
+                 mask_keys: KeysCollection | None = None) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.mirror = self._array = MirrorLR(axcodes)
+        self.mask_keys = ensure_tuple(mask_keys) if mask_keys is not None else ()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        _check_grid(d, self.keys, type(self).__name__)
+        _binarise_keys(d, self.mask_keys)
         for key in self.key_iterator(d):
             d[key] = self.mirror(d[key])
         return d
 
 
 class RandMirrorLRd(_SeedsInner, MapTransform, _InvertsPerKey):
-    """With probability ``prob``, mirror all keys along the patient's left-right axis (same draw)."""
+    """With probability ``prob``, mirror all keys along the patient's left-right axis (same draw).
+
+    ``mask_keys``: as :class:`MirrorLRd`.
+    """
 
     backend = MirrorLR.backend
 
     def __init__(self, keys: KeysCollection = ("image", "mask"), prob: float = 0.5, axcodes: str | None = None,
-                 allow_missing_keys: bool = False) -> None:
+                 allow_missing_keys: bool = False, mask_keys: KeysCollection | None = None) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.mirror = self._inner = self._array = RandMirrorLR(prob=1.0, axcodes=axcodes)
+        self.mask_keys = ensure_tuple(mask_keys) if mask_keys is not None else ()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        _check_grid(d, self.keys, type(self).__name__)
+        _binarise_keys(d, self.mask_keys)
         self.randomize(None)
         self.mirror._do_transform = self._do_transform
         for key in self.key_iterator(d):
@@ -154,6 +200,9 @@ class RandRotateImaged(_SeedsInner, MapTransform, _InvertsPerKey):
         keys: keys to rotate (image first, then masks / label maps).
         prob, angle_range, random_sign, axcodes: as :class:`.array.RandRotateImage`.
         fill: padding per key; default air (-1024 HU) for the first key and 0 for the others.
+        mask_keys: keys holding binary masks: they come out ``{0, 1}`` in their own dtype (the
+            other keys keep their values, e.g. lung labels 1/2). Every key must have the spatial
+            shape of the first.
     """
 
     backend = RandRotateImage.backend
@@ -161,15 +210,18 @@ class RandRotateImaged(_SeedsInner, MapTransform, _InvertsPerKey):
     def __init__(self, keys: KeysCollection = ("image", "mask"), prob: float = 1.0,
                  angle_range: tuple[float, float] = (1.0, 90.0), random_sign: bool = True,
                  fill: Sequence[float] | float | None = None, axcodes: str | None = None,
-                 allow_missing_keys: bool = False) -> None:
+                 allow_missing_keys: bool = False, mask_keys: KeysCollection | None = None) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.fill = _fills(self.keys, fill)
         self.rotator = self._inner = self._array = RandRotateImage(
             prob=1.0, angle_range=angle_range, random_sign=random_sign, axcodes=axcodes)
+        self.mask_keys = ensure_tuple(mask_keys) if mask_keys is not None else ()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        _check_grid(d, self.keys, type(self).__name__)
+        _binarise_keys(d, self.mask_keys)
         self.randomize(None)
         if self._do_transform:
             self.rotator.randomize()
@@ -193,9 +245,10 @@ class _PairOpd(_SeedsInner, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        _check_grid(d, (self.image_key, self.mask_key, self.lung_key), type(self).__name__)
         self.randomize(None)
         if not self._do_transform:
-            return _stamp_keys(d, (self.image_key, self.mask_key))
+            return _stamp_keys(_binarise_keys(d, (self.mask_key,)), (self.image_key, self.mask_key))
         if self.allow_missing_keys and (self.image_key not in d or self.mask_key not in d):
             return d
         img = _require(d, self.image_key, type(self).__name__)
@@ -208,7 +261,11 @@ class _PairOpd(_SeedsInner, MapTransform):
 
 
 class RandRelocateTumord(_PairOpd):
-    """Dictionary twin of :class:`.array.RandRelocateTumor` (keys = ``(image_key, mask_key)``)."""
+    """Dictionary twin of :class:`.array.RandRelocateTumor` (keys = ``(image_key, mask_key)``).
+
+    The mask (and ``lung_key``) must have the image's spatial shape; the mask comes out ``{0, 1}``
+    in its own dtype. The same holds for :class:`RandRotateTumord` and :class:`RandTumorNoised`.
+    """
 
     backend = RandRelocateTumor.backend
 
@@ -278,7 +335,14 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
       variants of each operation in ``ops`` (mirror, being deterministic, once). Variants whose
       operation could not be applied (relocation with no free space, an empty tumour mask) are
       dropped when ``drop_unapplied``. MONAI's ``DataLoader`` flattens such lists; this is the
-      thesis' offline expansion (708 -> 4,865 slices).
+      thesis' offline expansion (708 -> 4,865 slices). :meth:`iter_expand` yields the same
+      variants one at a time (memory for one variant, however large ``copies``).
+
+    Inputs: the mask (and ``lung_key``) must have the image's spatial shape, else an
+    :class:`~metalung_monai.errors.InputError` names the key. Mask convention, the same for every
+    operation and both modes: the output mask is ``{0, 1}`` in the input mask's dtype (nonzero =
+    tumour; ``{0, 255}`` or ``{0, 2}`` in, ``{0, 1}`` out; see :func:`.array.binary_mask`). Lung
+    labels keep their values (1 right, 2 left).
 
     Args:
         keys: ``(image_key, mask_key)``.
@@ -363,28 +427,50 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
         idx = self.R.choice(len(self.ops), size=k, replace=False, p=self.weights)
         return [self.ops[i] for i in idx]
 
+    def _prepare(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Checked input: every key on the image's grid."""
+        d = dict(data)
+        _check_grid(d, (self.image_key, self.mask_key, self.lung_key), "MetaLungd")
+        return d
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any] | list[dict[Hashable, Any]]:
         if self.mode == "expand":
             return self.expand(data)
-        d = dict(data)
+        d = self._prepare(data)
         self.randomize(None)
         if not self._do_transform:
-            return _stamp_keys(d, self.keys)
-        for name in self._choose():
+            return _stamp_keys(_binarise_keys(d, (self.mask_key,)), self.keys)
+        names = self._choose()
+        if not _KEEP_MASK_VALUES.isdisjoint(names):  # the tumour operations write a {0, 1} mask themselves
+            d = _binarise_keys(d, (self.mask_key,))
+        for name in names:
             d = self.transforms[name](d)
         return _stamp_keys(d, self.keys)
 
     def expand(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
-        """The input followed by its variants (see the class docstring)."""
-        out = [_stamp_keys(_copy(data), self.keys)] if self.include_original else []
+        """The input followed by its variants (see the class docstring), as one list."""
+        return list(self.iter_expand(data))
+
+    def iter_expand(self, data: Mapping[Hashable, Any]) -> Iterator[dict[Hashable, Any]]:
+        """The variants of :meth:`expand`, the same ones in the same order, made one at a time.
+
+        Only the input and the variant being made are held, so memory does not grow with
+        ``copies`` (``metalung augment`` writes each variant to disk before the next one is made).
+        The input is checked here, before the first variant (a mask of another shape raises now).
+        """
+        d = _binarise_keys(self._prepare(data), (self.mask_key,))
+        return self._variants(d)
+
+    def _variants(self, data: dict[Hashable, Any]) -> Iterator[dict[Hashable, Any]]:
+        if self.include_original:
+            yield _stamp_keys(_copy(data), self.keys)
         for name in self.ops:
             for _ in range(1 if name == "mirror" else self.copies):
                 variant = self.transforms[name](_copy(data))
                 records = metalung_records(variant.get(self.image_key))
                 if self.drop_unapplied and records and not records[-1].get("applied", False):
                     continue
-                out.append(variant)
-        return out
+                yield variant
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Undo the invertible operations this transform applied (mirror, image rotation), newest first."""
