@@ -21,7 +21,7 @@ import pytest
 import SimpleITK as sitk
 
 from metalung_monai.anatomy import analyse_lungs, check_lung_mask, lung_mask, lung_mask_problems
-from metalung_monai.anatomy.cli import add_parser, run
+from metalung_monai.anatomy.cli import add_parser
 from metalung_monai.errors import InputError
 from test_anatomy_synthetic import SPACING, _sitk_lps, synthetic_chest
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -23,11 +22,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from monai.data import MetaTensor
 
 from chest_factory import as_dict, make_chest
+from killing import sigkill_when
 from metalung_monai.cli import main
-from metalung_monai.errors import DatalistError, InputError
+from metalung_monai.errors import InputError
 from metalung_monai.io.datalist import datalist_entries, load_datalist
 from metalung_monai.transforms import (
     METALUNG_OPS,
@@ -538,33 +537,22 @@ def test_real_sigkill_then_resume_equals_an_uninterrupted_run(small_cohort, tmp_
     ref = tmp_path / "ref"
     expand_datalist(dl, ref, ops=ops.split(","), seed=4, progress=False)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "metalung_monai", "augment", str(dl), "--out", str(out), "--ops", ops, "--seed", "4",
-           "--workers", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "records").is_dir() and any(p.suffix == ".json" and not p.name.startswith(".")
-                                                   for p in (out / "records").iterdir()):
-                break                                   # a finished case (its record is written last)
-            time.sleep(0.005)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]!r}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    argv = ["augment", str(dl), "--out", str(out), "--ops", ops, "--seed", "4", "--workers", "1", "--no-progress"]
+
+    def a_case_finished() -> bool:  # a case's record is written last
+        return (out / "records").is_dir() and any(p.suffix == ".json" and not p.name.startswith(".")
+                                                  for p in (out / "records").iterdir())
+
+    pid = sigkill_when(argv, a_case_finished)
     finished = [p for p in (out / "records").glob("*.json") if not p.name.startswith(".")]
     n_cases = len(load_datalist(dl)["training"])
     assert 1 <= len(finished) < n_cases and not (out / "datalist.json").exists()
     # whatever the kill interrupted, add the temporary files a kill inside a write leaves
     cid = finished[0].stem
-    for rel in (f"images/.{cid}__mirror_0.partial-{proc.pid}-0badc0de.nii.gz",
-                f"records/.{cid}.partial-{proc.pid}-0badc0de.json"):
+    for rel in (f"images/.{cid}__mirror_0.partial-{pid}-0badc0de.nii.gz",
+                f"records/.{cid}.partial-{pid}-0badc0de.json"):
         (out / rel).write_bytes(b"half")
-    assert main(cmd[3:]) == 0                                    # the rerun, to completion
+    assert main(argv) == 0                                       # the rerun, to completion
     a, b = _tree(ref), _tree(out)
     assert not [p for p in b if ".partial" in p]
     assert sorted(a) == sorted(b)

@@ -15,10 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +22,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from killing import sigkill_when
 from metalung_monai.errors import InputError
 from metalung_monai.phantom.cohort import (
     MANIFEST_NAME,
@@ -251,27 +248,11 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, capsys):
 
     argv = ["--patients", "3", "--size", "128", "--slice-thickness", "5", "5", "--seed", "7", "--no-progress"]
     killed = tmp_path / "killed"
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "metalung_monai", "phantom", "--out", str(killed), *argv],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    first = killed / "images" / "P0001.nii.gz"
-    try:
-        while not first.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.perf_counter() - t0 < 60, "the first patient did not appear"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    pid = sigkill_when(["phantom", "--out", killed, *argv], (killed / "images" / "P0001.nii.gz").exists, timeout=60)
     assert not (killed / "datalist.json").exists()  # killed before the end
     # what a kill during a write leaves (the atomic writer's temporary name, the dead process's id)
     (killed / "truth").mkdir(exist_ok=True)
-    (killed / "truth" / f".P0002_anatomy.partial-{proc.pid}-0123abcd.nii.gz").write_bytes(b"half a file")
+    (killed / "truth" / f".P0002_anatomy.partial-{pid}-0123abcd.nii.gz").write_bytes(b"half a file")
     assert main(["phantom", "--out", str(killed), *argv]) == 0
     whole = tmp_path / "whole"
     assert main(["phantom", "--out", str(whole), *argv]) == 0

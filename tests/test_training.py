@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from metalung_monai.training import (
     train_transforms,
 )
 from metalung_monai.transforms import metalung_records
-from metalung_monai.utils.orientation import canonical_axes, to_canonical
+from metalung_monai.utils.orientation import canonical_axes
 
 TINY = {"epochs": 1, "epoch_length": 2, "val_interval": 1, "batch_size": 2, "num_workers": 0, "crop": 64,
         "eval_roi": 128, "sw_batch_size": 4}

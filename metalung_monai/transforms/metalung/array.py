@@ -42,7 +42,7 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import InvertibleTransform, RandomizableTransform, Transform
+from monai.transforms import InvertibleTransform, RandomizableTransform
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type
 
 from ...errors import InputError
