@@ -274,9 +274,3 @@ def test_a_series_without_rescale_tags_needs_rescale(chest_file, tmp_path):
     assert got.max() == 2 and int((got > 0).sum()) == int((expected > 0).sum())
     with pytest.raises(InputError, match="--rescale"):
         lung_mask_cmd([str(tmp_path / "series"), "--out", str(tmp_path / "l2.nii.gz"), "--rescale", "0", "0"])
-
-
-def _canonical(path):
-    from metalung_monai.utils.orientation import sitk_to_canonical
-
-    return sitk_to_canonical(sitk.ReadImage(str(path)))
