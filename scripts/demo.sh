@@ -5,7 +5,8 @@
 #   2. runs the quick experiment for the U-Net with the three augmentation arms (none, metalung,
 #      monai; SEEDS seeds, default 1): training, evaluation on the 16 test patients, results.md with
 #      the thesis' Tables 7 and 8, figures                                    -> outputs/experiment/
-# About 8.5 minutes on 2 CPU cores (measured: cohort 47 s, runs 143 + 164 + 149 s). Resumable:
+# 8.5 to 15.5 minutes on 2 CPU cores (measured: cohort 47 s, runs 143 + 164 + 149 s on one machine;
+# cohort 88 s, runs 275 + 258 + 299 s on a slower one, same results). Resumable:
 # rerunning reuses what is complete, so SEEDS=3 afterwards adds seeds 1 and 2 (about 15 minutes
 # more) and gives mean +- SD. OUT=... changes the output folder.
 set -euo pipefail
