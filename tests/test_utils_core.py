@@ -181,3 +181,21 @@ def test_datalist_with_nan_or_binary_content_is_refused(tmp_path, content, messa
     with pytest.raises(DatalistError, match=message) as e:
         load_datalist(p)
     assert e.value.source == str(p)
+
+
+def test_stale_partial_recognises_only_dead_writers(tmp_path):
+    """The leftovers of a killed atomic write are stale; a live writer's (this process) are not."""
+    import subprocess
+    import sys
+
+    from metalung_monai.utils.atomic import atomic_path, stale_partial
+
+    with atomic_path(tmp_path / "case.nii.gz") as tmp:
+        assert stale_partial(tmp.name) is None            # the writer (this process) is alive
+        live = tmp.name
+        tmp.write_bytes(b"x")
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    m = stale_partial(live.replace(f"-{os.getpid()}-", f"-{dead_pid}-"))
+    assert m is not None and m["stem"] == "case" and m["suffix"] == ".nii.gz"
+    assert stale_partial("case.nii.gz") is None and stale_partial(".case.partial-x-1234abcd.json") is None

@@ -120,17 +120,12 @@ class DatasetFolder:
         """``images/<case_id>.nii.gz`` and ``masks/<case_id>.nii.gz`` (or ``None``).
 
         Raises:
-            InputError: ``case_id`` is not a safe file name (see :func:`safe_case_id`).
+            InputError: ``case_id`` is not a safe file name (make it with
+                :func:`~metalung_monai.utils.paths.safe_name`).
         """
         if not is_safe_name(case_id):
             raise InputError(f"case id {case_id!r}", "not a safe file name (make it with utils.paths.safe_name)")
         return f"images/{case_id}.nii.gz", (f"masks/{case_id}.nii.gz" if has_mask else None)
-
-    @staticmethod
-    def safe_case_id(case_id: object) -> str:
-        """The id a case is written under: ``case_id`` itself when it is a safe file name, else
-        ``safe_name(case_id)`` (sanitised, with a hash of the original)."""
-        return case_id if is_safe_name(case_id) else safe_name(case_id)
 
     def _merged(self, datalist: dict, entries: list[dict]) -> dict:
         ids = {e["case_id"] for e in entries}
@@ -147,7 +142,7 @@ class DatasetFolder:
         return out
 
     def full_entry(self, case: Case) -> dict:
-        cid = self.safe_case_id(case.case_id)
+        cid = safe_name(case.case_id)  # kept when already safe; else sanitised, with a hash
         img_rel, mask_rel = self.rel_paths(cid, case.has_mask or case.mask is not None)
         entry = {"image": img_rel, "mask": mask_rel}
         entry.update(case.entry)

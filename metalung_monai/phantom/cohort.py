@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..utils.atomic import atomic_path, write_image_atomic, write_json_atomic
+from ..utils.atomic import atomic_path, stale_partial, write_image_atomic, write_json_atomic
 from ..utils.paths import check_free_space, child_path, remove_owned, safe_name
 from .body import (
     LABEL_CALC,
@@ -106,7 +106,6 @@ _MEAN_SCAN_MM = 285.0
 #: truth 0.05-0.07, lung mask 0.02, tumour mask < 0.01) and of a DICOM series (16 bit + headers)
 _BYTES_PER_VOXEL = {"image": 1.1, "mask": 0.01, "truth": 0.07, "lung_mask": 0.02, "dicom": 2.0}
 _DICOM_NAME = re.compile(r"IM\d{5}\.dcm")
-_PARTIAL = re.compile(r"\..+\.partial-(\d+)-[0-9a-f]{8}(\..*)?")
 _OUTPUT_DIRS = ("images", "masks", "truth", "lungs", "dicom")
 
 
@@ -850,18 +849,6 @@ def _owned_bytes(out: Path, rels: list[str]) -> int:
     return total
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
-
-
 def _remove_stale_partials(out: Path) -> int:
     """Delete the ``.*.partial-<pid>-*`` files and folders a killed run left (their process is gone)."""
     from .figures import OVERVIEW_CACHE
@@ -871,8 +858,7 @@ def _remove_stale_partials(out: Path) -> int:
         if not folder.is_dir():
             continue
         for p in folder.iterdir():
-            m = _PARTIAL.fullmatch(p.name)
-            if m is None or _pid_alive(int(m.group(1))):
+            if stale_partial(p.name) is None:
                 continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)

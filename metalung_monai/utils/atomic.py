@@ -11,12 +11,48 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json_atomic", "write_image_atomic", "save_figure_atomic", "full_suffix"]
+__all__ = [
+    "atomic_path",
+    "write_json_atomic",
+    "write_image_atomic",
+    "save_figure_atomic",
+    "full_suffix",
+    "PARTIAL_NAME",
+    "stale_partial",
+]
+
+#: the temporary name :func:`atomic_path` gives: ``.<stem>.partial-<pid>-<8 hex><suffix>``
+PARTIAL_NAME = re.compile(r"\.(?P<stem>.+)\.partial-(?P<pid>\d+)-[0-9a-f]{8}(?P<suffix>\..*)?")
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` may still be running on this machine (unknown counts as alive)."""
+    if pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def stale_partial(name: str) -> re.Match | None:
+    """The :data:`PARTIAL_NAME` match of ``name`` when it is a temporary file of :func:`atomic_path`
+    whose writing process is gone (a write killed before its rename), else ``None``.
+
+    A resumable job deletes such leftovers on its next run; a file whose writer is still alive (a
+    concurrent run) is not stale.
+    """
+    m = PARTIAL_NAME.fullmatch(name)
+    return m if m is not None and not _process_alive(int(m["pid"])) else None
 
 
 def full_suffix(path: str | os.PathLike) -> str:

@@ -56,7 +56,7 @@ import numpy as np
 
 from ...errors import DatalistError, InputError
 from ...io.datalist import PATH_KEYS, SECTIONS, datalist_entries, load_datalist, write_datalist
-from ...utils.atomic import atomic_path, write_image_atomic, write_json_atomic
+from ...utils.atomic import PARTIAL_NAME, atomic_path, stale_partial, write_image_atomic, write_json_atomic
 from ...utils.paths import (
     check_free_space,
     child_path,
@@ -85,7 +85,6 @@ _ENTRY_BYTES = 2048
 #: files of its own that ``augment`` writes at the top of ``--out``
 _TOP_FILES = ("datalist.json", "heatmap.png")
 _SUBDIRS = ("images", "masks", "records")
-_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.partial-(?P<pid>\d+)-[0-9a-f]{8}(?P<suffix>(\.nii)?\.gz|\.json|\.npz)$")
 
 
 def _case_seed(seed: int, case_id: str) -> int:
@@ -174,19 +173,6 @@ def _read_manifest(path: Path) -> dict:
     return data
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` may still be running (on this machine); unknown counts as alive."""
-    if pid <= 0 or pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _dead_partials(out: Path, cases: Sequence[str], ops: Sequence[str], copies: int) -> list[str]:
     """``.partial`` leftovers (relative to ``out``) of this expansion's own files whose writer is dead.
 
@@ -194,7 +180,7 @@ def _dead_partials(out: Path, cases: Sequence[str], ops: Sequence[str], copies: 
     the rerun removes it. A file whose writing process is still alive (a concurrent run) is kept.
     """
     owned = _owned_files(out, {"cases": list(cases), "ops": list(ops), "copies": copies}, read_records=False)
-    return [rel for rel in owned if (m := _PARTIAL.match(Path(rel).name)) and not _pid_alive(int(m["pid"]))]
+    return [rel for rel in owned if stale_partial(Path(rel).name)]
 
 
 def _owned_files(out: Path, manifest: dict, read_records: bool = True) -> list[str]:
@@ -244,13 +230,13 @@ def _owned_files(out: Path, manifest: dict, read_records: bool = True) -> list[s
         if not folder.is_dir():
             continue
         for f in os.listdir(folder):
-            part = _PARTIAL.match(f)
+            part = PARTIAL_NAME.fullmatch(f)
             stem = part["stem"] if part else (f[: -len(".nii.gz")] if f.endswith(".nii.gz") else None)
             if stem is not None and ours(stem):
                 owned.add(f"{sub}/{f}")
     if rec_dir.is_dir():
         for f in os.listdir(rec_dir):
-            part = _PARTIAL.match(f)
+            part = PARTIAL_NAME.fullmatch(f)
             if part and part["stem"] in case_set:
                 owned.add(f"records/{f}")
     return sorted(owned)
