@@ -239,6 +239,13 @@ def _r(id, argv, culprit=None, status=1):
 
 
 NP = ["--no-progress"]
+
+
+def _convert_file(id, name):
+    """``convert`` of one bad input file: refused, and the error names the file."""
+    return _r(f"convert-{id}", lambda w, o: ["convert", w(name), "--out", o, *NP], name)
+
+
 ROWS: list[Row] = [
     # ---- phantom: absurd and impossible sizes, output over an input
     _r("phantom-patients-huge", lambda w, o: ["phantom", "--out", o, "--patients", "100000000", *NP], "--patients"),
@@ -257,32 +264,26 @@ ROWS: list[Row] = [
        "ct.nii.gz"),
     _r("phantom-patients-not-a-number", lambda w, o: ["phantom", "--out", o, "--patients", "many"], "--patients", 2),
     # ---- convert: missing, truncated, corrupted, NaN / inf, bad options, output over input
-    _r("convert-missing", lambda w, o: ["convert", w("nothing.nii.gz"), "--out", o, *NP], "nothing.nii.gz"),
-    _r("convert-half-gz", lambda w, o: ["convert", w("half.nii.gz"), "--out", o, *NP], "half.nii.gz"),
-    _r("convert-flipped-gz", lambda w, o: ["convert", w("flipped.nii.gz"), "--out", o, *NP], "flipped.nii.gz"),
-    _r("convert-truncated-nii", lambda w, o: ["convert", w("trunc.nii"), "--out", o, *NP], "trunc.nii"),
-    _r("convert-truncated-nrrd", lambda w, o: ["convert", w("trunc.nrrd"), "--out", o, *NP], "trunc.nrrd"),
-    _r("convert-truncated-mha", lambda w, o: ["convert", w("trunc.mha"), "--out", o, *NP], "trunc.mha"),
-    _r("convert-truncated-dcm", lambda w, o: ["convert", w("trunc.dcm"), "--out", o, *NP], "trunc.dcm"),
-    _r("convert-truncated-pkl", lambda w, o: ["convert", w("trunc.pkl"), "--out", o, *NP], "trunc.pkl"),
-    _r("convert-fake-gzip", lambda w, o: ["convert", w("fake_gzip.nii.gz"), "--out", o, *NP], "fake_gzip.nii.gz"),
-    *[_r(f"convert-garbage{ext}", (lambda e: lambda w, o: ["convert", w(f"garbage{e}"), "--out", o, *NP])(ext),
-         f"garbage{ext}") for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".dcm", ".pkl")],
-    *[_r(f"convert-empty{ext}", (lambda e: lambda w, o: ["convert", w(f"empty{e}"), "--out", o, *NP])(ext),
-         f"empty{ext}") for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".dcm", ".pkl")],
-    _r("convert-nan-voxels", lambda w, o: ["convert", w("nan.nii.gz"), "--out", o, *NP], "nan.nii.gz"),
-    _r("convert-inf-voxels", lambda w, o: ["convert", w("inf.nii.gz"), "--out", o, *NP], "inf.nii.gz"),
-    _r("convert-minus-inf-voxel", lambda w, o: ["convert", w("minus_inf.nii.gz"), "--out", o, *NP],
-       "minus_inf.nii.gz"),
-    _r("convert-nan-voxel-size", lambda w, o: ["convert", w("nan_spacing.nii.gz"), "--out", o, *NP],
-       "nan_spacing.nii.gz"),
-    _r("convert-zero-voxel-size", lambda w, o: ["convert", w("zero_spacing.nii.gz"), "--out", o, *NP],
-       "zero_spacing.nii.gz"),
-    _r("convert-truncated-series-slice", lambda w, o: ["convert", w("series_trunc"), "--out", o, *NP], "series_trunc"),
-    _r("convert-series-without-rescale", lambda w, o: ["convert", w("series_norescale"), "--out", o, *NP],
-       "series_norescale"),
-    _r("convert-empty-pickle", lambda w, o: ["convert", w("empty_rows.pkl"), "--out", o, *NP], "empty_rows.pkl"),
-    _r("convert-malicious-pickle", lambda w, o: ["convert", w("malicious.pkl"), "--out", o, *NP], "malicious.pkl"),
+    _convert_file("missing", "nothing.nii.gz"),
+    _convert_file("half-gz", "half.nii.gz"),
+    _convert_file("flipped-gz", "flipped.nii.gz"),
+    _convert_file("truncated-nii", "trunc.nii"),
+    _convert_file("truncated-nrrd", "trunc.nrrd"),
+    _convert_file("truncated-mha", "trunc.mha"),
+    _convert_file("truncated-dcm", "trunc.dcm"),
+    _convert_file("truncated-pkl", "trunc.pkl"),
+    _convert_file("fake-gzip", "fake_gzip.nii.gz"),
+    *[_convert_file(f"{kind}{ext}", f"{kind}{ext}") for kind in ("garbage", "empty")
+      for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".dcm", ".pkl")],
+    _convert_file("nan-voxels", "nan.nii.gz"),
+    _convert_file("inf-voxels", "inf.nii.gz"),
+    _convert_file("minus-inf-voxel", "minus_inf.nii.gz"),
+    _convert_file("nan-voxel-size", "nan_spacing.nii.gz"),
+    _convert_file("zero-voxel-size", "zero_spacing.nii.gz"),
+    _convert_file("truncated-series-slice", "series_trunc"),
+    _convert_file("series-without-rescale", "series_norescale"),
+    _convert_file("empty-pickle", "empty_rows.pkl"),
+    _convert_file("malicious-pickle", "malicious.pkl"),
     *[_r(f"convert-pixel-spacing-{v}", (lambda v: lambda w, o: ["convert", w("hostile_train.pkl"), "--out", o,
                                                                  "--pixel-spacing", v, v, *NP])(v), "--pixel-spacing")
       for v in ("nan", "inf", "0", "-0.7", "1e9")],
