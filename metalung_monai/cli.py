@@ -47,8 +47,13 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.prog != "metalung":  # sub-commands: -v after the command name works too
-            self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                              help="log progress details; print the traceback of a failure")
+            self.add_argument(
+                "-v",
+                "--verbose",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="log progress details; print the traceback of a failure",
+            )
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
@@ -60,9 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="HU-preserving lung-tumour CT augmentation and synthesis for MONAI.",
     )
     parser.add_argument("--version", action="version", version=f"metalung-monai {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log progress details; print the traceback of a failure")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log progress details; print the traceback of a failure",
+    )
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     for _name, module in SUBCOMMANDS:
         importlib.import_module(module).add_parser(sub)
     return parser
@@ -79,8 +90,10 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, OSError):
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         return _one_line(f"{where}{e.strerror or e}")
-    return _one_line(f"unexpected {type(e).__name__}: {e} (this is a bug; rerun with -v for the traceback "
-                     "and report it)")
+    return _one_line(
+        f"unexpected {type(e).__name__}: {e} (this is a bug; rerun with -v for the traceback "
+        "and report it)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,8 @@ def load_example(real: Path) -> dict:
     sitk.WriteImage(ct.image, str(tmp / "image.nii.gz"))
     sitk.WriteImage(mask, str(tmp / "mask.nii.gz"))
     return LoadImaged(keys=("image", "mask"), ensure_channel_first=True)(
-        {"image": str(tmp / "image.nii.gz"), "mask": str(tmp / "mask.nii.gz")})
+        {"image": str(tmp / "image.nii.gz"), "mask": str(tmp / "mask.nii.gz")}
+    )
 
 
 def canonical(t) -> np.ndarray:
@@ -74,12 +75,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=4)
     args = ap.parse_args(argv)
     if not (args.real_data / "metalung_example").is_dir():
-        print(f"make_metalung_figure: error: {args.real_data / 'metalung_example'} not found", file=sys.stderr)
+        print(
+            f"make_metalung_figure: error: {args.real_data / 'metalung_example'} not found",
+            file=sys.stderr,
+        )
         return 1
     data = load_example(args.real_data)
     img0, m0 = canonical(data["image"]), canonical(data["mask"]) > 0
     rows = 1 + len(METALUNG_OPS)
-    fig, axes = plt.subplots(rows, 3, figsize=(12, 3.6 * rows), gridspec_kw={"width_ratios": [1.3, 1, 1.2]})
+    fig, axes = plt.subplots(
+        rows, 3, figsize=(12, 3.6 * rows), gridspec_kw={"width_ratios": [1.3, 1, 1.2]}
+    )
     win = dict(cmap="gray", vmin=-1000, vmax=400, interpolation="nearest")
     bins = np.arange(-1000, 200, 25)
 
@@ -99,7 +105,14 @@ def main(argv=None) -> int:
         az.set_axis_off()
         ah = axes[row, 2]
         ah.hist(img0[m0], bins=bins, alpha=0.5, label=f"before ({m0.sum()} px)", color="tab:blue")
-        ah.hist(img[mask], bins=bins, histtype="step", lw=1.5, label=f"after ({mask.sum()} px)", color="tab:red")
+        ah.hist(
+            img[mask],
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            label=f"after ({mask.sum()} px)",
+            color="tab:red",
+        )
         ah.set_xlabel("HU inside the tumour mask", fontsize=8)
         ah.legend(fontsize=7)
         ah.tick_params(labelsize=7)
@@ -114,16 +127,22 @@ def main(argv=None) -> int:
             note = f" ({rec['angle_deg']:+.1f} deg)"
         elif rec.get("components"):
             c = rec["components"][0]
-            note = f" ({c.get('from_lung')} -> {c.get('to_lung', c.get('from_lung'))} lung)" if op == "relocate" else (
-                f" ({c.get('angle_deg', 0):+.1f} deg)")
+            note = (
+                f" ({c.get('from_lung')} -> {c.get('to_lung', c.get('from_lung'))} lung)"
+                if op == "relocate"
+                else (f" ({c.get('angle_deg', 0):+.1f} deg)")
+            )
         if op.startswith("noise"):
             diff = img - img0
             extra = f"{int((diff != 0).sum())} px +{int(diff.min())}..{int(diff.max())} HU"
         else:
             extra = "every value from the input" if np.isin(img, img0).all() else "NEW VALUES"
         draw(row, img, m, f"{TITLES[op]}: {extra}", old=m0, rec_text=note)
-    fig.suptitle("MetaLung on a real CT slice (patient's left lung on the right of the picture)\n"
-                 "red: tumour mask after the operation; yellow dashed: where it was", fontsize=11)
+    fig.suptitle(
+        "MetaLung on a real CT slice (patient's left lung on the right of the picture)\n"
+        "red: tumour mask after the operation; yellow dashed: where it was",
+        fontsize=11,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_figure_atomic(fig, args.out, dpi=56)

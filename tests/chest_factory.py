@@ -17,10 +17,10 @@ from monai.data import MetaTensor
 
 @dataclass
 class Chest:
-    hu: np.ndarray          # int16, canonical
-    mask: np.ndarray        # uint8 tumour mask
-    lungs: np.ndarray       # uint8 labels 0/1/2
-    dense: np.ndarray       # bool: vessels + calcification + tumours (inside lungs)
+    hu: np.ndarray  # int16, canonical
+    mask: np.ndarray  # uint8 tumour mask
+    lungs: np.ndarray  # uint8 labels 0/1/2
+    dense: np.ndarray  # bool: vessels + calcification + tumours (inside lungs)
     spacing: tuple[float, ...]
 
 
@@ -106,8 +106,8 @@ def lps_affine(spacing_canonical) -> torch.Tensor:
     nd = len(spacing_canonical)
     aff = torch.eye(4, dtype=torch.float64)
     aff[:3, :3] = 0
-    world = (2, 1, 0) if nd == 3 else (1, 0)   # array axis -> world axis (x=0, y=1, z=2)
-    signs = {0: -1.0, 1: -1.0, 2: 1.0}          # LPS direction in RAS
+    world = (2, 1, 0) if nd == 3 else (1, 0)  # array axis -> world axis (x=0, y=1, z=2)
+    signs = {0: -1.0, 1: -1.0, 2: 1.0}  # LPS direction in RAS
     for ax, wax in enumerate(world):
         aff[wax, ax] = signs[wax] * float(spacing_canonical[ax])
     return aff
@@ -117,7 +117,9 @@ def as_dict(chest: Chest, dtype=torch.float32, with_lungs: bool = False) -> dict
     """MONAI dictionary with channel-first MetaTensors carrying a correct affine."""
     aff = lps_affine(chest.spacing)
     d = {
-        "image": MetaTensor(torch.as_tensor(chest.hu[None].astype(np.float32)).to(dtype), affine=aff),
+        "image": MetaTensor(
+            torch.as_tensor(chest.hu[None].astype(np.float32)).to(dtype), affine=aff
+        ),
         "mask": MetaTensor(torch.as_tensor(chest.mask[None].astype(np.float32)), affine=aff),
     }
     if with_lungs:

@@ -43,8 +43,16 @@ def small_cohort(tmp_path_factory) -> Path:
     from metalung_monai.phantom.cohort import generate_cohort
 
     out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(out, n_patients=8, seed=5, size=128, slice_thickness=2.5, n_test_per_class=1, progress=False,
-                    figure=False)
+    generate_cohort(
+        out,
+        n_patients=8,
+        seed=5,
+        size=128,
+        slice_thickness=2.5,
+        n_test_per_class=1,
+        progress=False,
+        figure=False,
+    )
     dl = json.loads((out / "datalist.json").read_text())
     dl["test"] = dl["test"][:1]
     (out / "datalist_small.json").write_text(json.dumps(dl))

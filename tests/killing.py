@@ -19,12 +19,18 @@ def sigkill_when(args: Sequence[str], ready: Callable[[], bool], timeout: float 
     Raises ``AssertionError`` when the process ends by itself first (with its stderr) or when
     ``ready`` does not hold within ``timeout`` seconds; the process never outlives the call.
     """
-    proc = subprocess.Popen([sys.executable, "-m", "metalung_monai", *map(str, args)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metalung_monai", *map(str, args)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + timeout
         while not ready():
-            assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]!r}"
+            assert proc.poll() is None, (
+                f"the run ended before it could be killed: {proc.stderr.read()[-2000:]!r}"
+            )
             assert time.monotonic() < deadline, f"not ready to be killed after {timeout:.0f} s"
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)

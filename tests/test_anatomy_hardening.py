@@ -19,11 +19,11 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_anatomy_synthetic import SPACING, _sitk_lps, synthetic_chest
 
 from metalung_monai.anatomy import analyse_lungs, check_lung_mask, lung_mask, lung_mask_problems
 from metalung_monai.anatomy.cli import add_parser
 from metalung_monai.errors import InputError
-from test_anatomy_synthetic import SPACING, _sitk_lps, synthetic_chest
 
 
 def lung_mask_cmd(argv: list[str]) -> int:
@@ -84,12 +84,21 @@ def test_an_output_inside_a_dicom_folder_input_is_refused(real_data, tmp_path):
         lung_mask_cmd([str(series), "--out", str(series / "lungs.nii.gz")])
     assert e.value.source == "--out"
     with pytest.raises(InputError, match="--free-space"):
-        lung_mask_cmd([str(series), "--out", str(tmp_path / "l.nii.gz"), "--free-space",
-                       str(series / "sub" / "free.nii.gz")])
+        lung_mask_cmd(
+            [
+                str(series),
+                "--out",
+                str(tmp_path / "l.nii.gz"),
+                "--free-space",
+                str(series / "sub" / "free.nii.gz"),
+            ]
+        )
     assert _tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("pair", [("--out", "--vessels"), ("--out", "--free-space"), ("--vessels", "--free-space")])
+@pytest.mark.parametrize(
+    "pair", [("--out", "--vessels"), ("--out", "--free-space"), ("--vessels", "--free-space")]
+)
 def test_two_outputs_on_one_path_are_refused(chest_file, tmp_path, pair):
     same = str(tmp_path / "same.nii.gz")
     argv = [str(chest_file), "--out", str(tmp_path / "lungs.nii.gz")]
@@ -105,15 +114,30 @@ def test_two_outputs_on_one_path_are_refused(chest_file, tmp_path, pair):
 def _noise_images():
     rng = np.random.default_rng(9)
     return {
-        "uniform_-1024_3071": (rng.integers(-1024, 3072, (24, 96, 96)).astype(np.int16), (2.5, 0.8, 0.8)),
-        "uniform_-1000_1000": (rng.uniform(-1000, 1000, (40, 128, 128)).astype(np.float32), (2.5, 0.8, 0.8)),
-        "uniform_-1024_1500": (rng.integers(-1024, 1500, (12, 96, 128)).astype(np.int16), (2.5, 0.8, 0.8)),
-        "uniform_-1024_0": (rng.uniform(-1024, 0, (40, 128, 128)).astype(np.float32), (1.0, 1.0, 1.0)),
+        "uniform_-1024_3071": (
+            rng.integers(-1024, 3072, (24, 96, 96)).astype(np.int16),
+            (2.5, 0.8, 0.8),
+        ),
+        "uniform_-1000_1000": (
+            rng.uniform(-1000, 1000, (40, 128, 128)).astype(np.float32),
+            (2.5, 0.8, 0.8),
+        ),
+        "uniform_-1024_1500": (
+            rng.integers(-1024, 1500, (12, 96, 128)).astype(np.int16),
+            (2.5, 0.8, 0.8),
+        ),
+        "uniform_-1024_0": (
+            rng.uniform(-1024, 0, (40, 128, 128)).astype(np.float32),
+            (1.0, 1.0, 1.0),
+        ),
         "normal_0_500": (rng.normal(0, 500, (40, 128, 128)).astype(np.float32), (2.5, 0.8, 0.8)),
         "uniform_2d": (rng.uniform(-1000, 1000, (512, 512)).astype(np.float32), (0.7, 0.7)),
         "air": (np.full((20, 64, 64), -1000, np.int16), (2.5, 1.0, 1.0)),
-        "air_and_padding": (np.where(np.arange(64)[None, :, None] < 8, -2048, -1000) * np.ones((8, 64, 64), np.int16),
-                            (2.5, 1.0, 1.0)),
+        "air_and_padding": (
+            np.where(np.arange(64)[None, :, None] < 8, -2048, -1000)
+            * np.ones((8, 64, 64), np.int16),
+            (2.5, 1.0, 1.0),
+        ),
         "water": (np.zeros((20, 64, 64), np.int16), (2.5, 1.0, 1.0)),
         "water_2d": (np.zeros((128, 128), np.int16), (1.0, 1.0)),
     }
@@ -122,14 +146,18 @@ def _noise_images():
 @pytest.fixture(scope="module")
 def no_lungs():
     """name -> (hu, spacing, lung_mask labels) of the images without lungs (masks computed once)."""
-    return {k: (hu, sp, lung_mask(hu, sp, progress=False)) for k, (hu, sp) in _noise_images().items()}
+    return {
+        k: (hu, sp, lung_mask(hu, sp, progress=False)) for k, (hu, sp) in _noise_images().items()
+    }
 
 
 @pytest.mark.parametrize("name", list(_noise_images()))
 def test_images_without_lungs_are_refused(no_lungs, name):
     hu, sp, lab = no_lungs[name]
     problems = lung_mask_problems(hu, lab, sp)
-    assert problems, f"{name}: accepted as lungs ({int((lab == 1).sum())} + {int((lab == 2).sum())} voxels)"
+    assert problems, (
+        f"{name}: accepted as lungs ({int((lab == 1).sum())} + {int((lab == 2).sum())} voxels)"
+    )
     with pytest.raises(InputError, match="no lungs found: ") as e:
         check_lung_mask(hu, lab, sp, source=f"{name}.nii.gz")
     assert e.value.source == f"{name}.nii.gz" and "\n" not in str(e.value)
@@ -142,14 +170,22 @@ def test_the_library_refuses_on_request_only(no_lungs):
     assert e.value.source == "lung_mask(hu)"
     with pytest.raises(InputError, match="no lungs found"):
         analyse_lungs(hu, sp, require_lungs=True)
-    assert np.array_equal(lung_mask(hu, sp, progress=False), lab)  # by default a mask is returned, as before
+    assert np.array_equal(
+        lung_mask(hu, sp, progress=False), lab
+    )  # by default a mask is returned, as before
 
 
 def test_the_reasons_name_what_is_missing(no_lungs):
     msg = {k: "; ".join(lung_mask_problems(hu, lab, sp)) for k, (hu, sp, lab) in no_lungs.items()}
     assert "no body" in msg["air"] and "no body" in msg["air_and_padding"]
     assert "no air inside the body" in msg["water"] and "no air inside the body" in msg["water_2d"]
-    for k in ("uniform_-1024_3071", "uniform_-1000_1000", "uniform_-1024_1500", "normal_0_500", "uniform_2d"):
+    for k in (
+        "uniform_-1024_3071",
+        "uniform_-1000_1000",
+        "uniform_-1024_1500",
+        "normal_0_500",
+        "uniform_2d",
+    ):
         assert "scattered" in msg[k], (k, msg[k])
     assert "body surface" in msg["uniform_-1024_0"] and "of the body" in msg["uniform_-1024_0"]
 
@@ -164,7 +200,15 @@ def test_the_command_refuses_an_image_without_lungs_and_writes_nothing(name, tmp
     before = _tree(tmp_path)
     t0 = time.perf_counter()
     with pytest.raises(InputError, match="no lungs found") as e:
-        lung_mask_cmd([str(path), "--out", str(tmp_path / "lungs.nii.gz"), "--vessels", str(tmp_path / "v.nii.gz")])
+        lung_mask_cmd(
+            [
+                str(path),
+                "--out",
+                str(tmp_path / "lungs.nii.gz"),
+                "--vessels",
+                str(tmp_path / "v.nii.gz"),
+            ]
+        )
     assert e.value.source == str(path)
     assert _tree(tmp_path) == before
     assert time.perf_counter() - t0 < 30
@@ -180,7 +224,9 @@ def test_the_metalung_command_prints_one_line(tmp_path, capsys):
     sitk.WriteImage(img, str(path))
     assert main(["lung-mask", str(path), "--out", str(tmp_path / "m.nii.gz"), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"metalung lung-mask: error: {path}: no lungs found: ")
+    assert len(err) == 1 and err[0].startswith(
+        f"metalung lung-mask: error: {path}: no lungs found: "
+    )
     assert not (tmp_path / "m.nii.gz").exists()
 
 
@@ -203,7 +249,11 @@ def test_synthetic_chests_are_accepted():
     _accept(hu[30], SPACING[1:], "synthetic chest slice", compare=True)
     hu, _ = synthetic_chest(seed=0, joined=True)
     _accept(hu, SPACING, "joined lungs")
-    for shape, sp in (((12, 96, 128), (2.5, 0.8, 0.8)), ((96, 128), (1.0, 1.0)), ((24, 128, 160), (2.5, 1.0, 1.0))):
+    for shape, sp in (
+        ((12, 96, 128), (2.5, 0.8, 0.8)),
+        ((96, 128), (1.0, 1.0)),
+        ((24, 128, 160), (2.5, 1.0, 1.0)),
+    ):
         c = make_chest(shape=shape, spacing=sp, seed=1)
         _accept(c.hu, c.spacing, f"make_chest {shape}")
     a = analyse_lungs(hu, SPACING, require_lungs=True)
@@ -216,7 +266,11 @@ def test_phantom_patients_are_accepted():
     vol = generate_patient(sample_patient_params(0, 1, "LR1", size=128, slice_thickness=5.0))
     lab = _accept(vol.hu, vol.spacing, "phantom")
     lungs_z = np.flatnonzero(lab.any(axis=(1, 2)))
-    for z in (lungs_z[len(lungs_z) // 4], lungs_z[len(lungs_z) // 2], lungs_z[3 * len(lungs_z) // 4]):
+    for z in (
+        lungs_z[len(lungs_z) // 4],
+        lungs_z[len(lungs_z) // 2],
+        lungs_z[3 * len(lungs_z) // 4],
+    ):
         _accept(vol.hu[z], vol.spacing[1:], f"phantom slice {z}")
 
 
@@ -230,8 +284,12 @@ def _canonical(path):
 
 @pytest.mark.real_data
 def test_real_chest_ct_is_accepted(real_data):
-    for rel in ("lungmask_slice/0.dcm", "lungmask_slice/1.dcm", "metalung_example/1-141.dcm",
-                "pyradiomics_lung1/lung1_image.nrrd"):
+    for rel in (
+        "lungmask_slice/0.dcm",
+        "lungmask_slice/1.dcm",
+        "metalung_example/1-141.dcm",
+        "pyradiomics_lung1/lung1_image.nrrd",
+    ):
         hu, sp = _canonical(real_data / rel)
         _accept(hu, sp, rel, compare=hu.ndim == 2)
     reader = sitk.ImageSeriesReader()
@@ -258,8 +316,12 @@ def test_a_series_without_rescale_tags_needs_rescale(chest_file, tmp_path):
 
     from metalung_monai.io.dicom_write import write_dicom_series
 
-    files = write_dicom_series(sitk.ReadImage(str(chest_file)), tmp_path / "series", patient_id="P1",
-                               rescale_intercept=-1024)
+    files = write_dicom_series(
+        sitk.ReadImage(str(chest_file)),
+        tmp_path / "series",
+        patient_id="P1",
+        rescale_intercept=-1024,
+    )
     for f in files:
         ds = pydicom.dcmread(f)
         del ds.RescaleSlope, ds.RescaleIntercept
@@ -267,10 +329,23 @@ def test_a_series_without_rescale_tags_needs_rescale(chest_file, tmp_path):
     with pytest.raises(InputError, match="--rescale"):
         lung_mask_cmd([str(tmp_path / "series"), "--out", str(tmp_path / "lungs.nii.gz")])
     assert not (tmp_path / "lungs.nii.gz").exists()
-    assert lung_mask_cmd([str(tmp_path / "series"), "--out", str(tmp_path / "lungs.nii.gz"),
-                          "--rescale", "1", "-1024"]) == 0
+    assert (
+        lung_mask_cmd(
+            [
+                str(tmp_path / "series"),
+                "--out",
+                str(tmp_path / "lungs.nii.gz"),
+                "--rescale",
+                "1",
+                "-1024",
+            ]
+        )
+        == 0
+    )
     expected = lung_mask(*_canonical(chest_file))
     got = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "lungs.nii.gz")))
     assert got.max() == 2 and int((got > 0).sum()) == int((expected > 0).sum())
     with pytest.raises(InputError, match="--rescale"):
-        lung_mask_cmd([str(tmp_path / "series"), "--out", str(tmp_path / "l2.nii.gz"), "--rescale", "0", "0"])
+        lung_mask_cmd(
+            [str(tmp_path / "series"), "--out", str(tmp_path / "l2.nii.gz"), "--rescale", "0", "0"]
+        )

@@ -23,7 +23,9 @@ from metalung_monai.io import LUNG_RADS_CLASSES
 def disc(diameter_mm: float, spacing_yx, shape=(96, 96), centre_mm=None) -> np.ndarray:
     """Pixels whose centre lies within diameter/2 (mm) of the centre, on an anisotropic grid."""
     sy, sx = spacing_yx
-    cy, cx = centre_mm if centre_mm is not None else (shape[0] * sy / 2 + 0.13, shape[1] * sx / 2 + 0.29)
+    cy, cx = (
+        centre_mm if centre_mm is not None else (shape[0] * sy / 2 + 0.13, shape[1] * sx / 2 + 0.29)
+    )
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     return (yy * sy - cy) ** 2 + (xx * sx - cx) ** 2 <= (diameter_mm / 2) ** 2
 
@@ -32,7 +34,9 @@ def sphere(diameter_mm: float, spacing_zyx, shape=(40, 64, 64)) -> np.ndarray:
     sz, sy, sx = spacing_zyx
     zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
     c = (shape[0] * sz / 2, shape[1] * sy / 2 + 0.2, shape[2] * sx / 2 + 0.1)
-    return (zz * sz - c[0]) ** 2 + (yy * sy - c[1]) ** 2 + (xx * sx - c[2]) ** 2 <= (diameter_mm / 2) ** 2
+    return (zz * sz - c[0]) ** 2 + (yy * sy - c[1]) ** 2 + (xx * sx - c[2]) ** 2 <= (
+        diameter_mm / 2
+    ) ** 2
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.7, 0.7), (0.5, 0.8), (0.9, 0.6)])
@@ -159,7 +163,9 @@ def test_rectangle_diameter_is_its_diagonal(h, w, sy, sx):
     m[2 : 2 + h, 2 : 2 + w] = True
     d = longest_diameter_mm(m, (sy, sx))
     # the 0.5 contour runs half a pixel outside the pixel centres, with cut corners
-    low = max(math.hypot((h - 1) * sy, (w - 1) * sx), max(h * sy, w * sx) if min(h, w) == 1 else 0.0)
+    low = max(
+        math.hypot((h - 1) * sy, (w - 1) * sx), max(h * sy, w * sx) if min(h, w) == 1 else 0.0
+    )
     assert low - 1e-6 <= d <= math.hypot(h * sy, w * sx) + 1e-6
 
 

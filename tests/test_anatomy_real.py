@@ -55,9 +55,13 @@ def test_lungmask_slice_against_r231(lungmask_slice, real_data):
     assert hu.min() == -2048  # outside the field of view, as stored
     right, left = int((lab == RIGHT_LUNG).sum()), int((lab == LEFT_LUNG).sum())
     total = right + left
-    print(f"lungmask_slice: right {right} left {left} total {total} (R231: {R231_RIGHT} + {R231_LEFT})")
+    print(
+        f"lungmask_slice: right {right} left {left} total {total} (R231: {R231_RIGHT} + {R231_LEFT})"
+    )
     assert abs(total - (R231_RIGHT + R231_LEFT)) <= 0.10 * (R231_RIGHT + R231_LEFT)
-    assert abs(right - R231_RIGHT) <= 0.10 * R231_RIGHT and abs(left - R231_LEFT) <= 0.10 * R231_LEFT
+    assert (
+        abs(right - R231_RIGHT) <= 0.10 * R231_RIGHT and abs(left - R231_LEFT) <= 0.10 * R231_LEFT
+    )
     assert right > left
     # the right lung is the patient's right: small x, the LEFT side of the radiological picture
     x_right = np.nonzero(lab == RIGHT_LUNG)[1]
@@ -92,7 +96,9 @@ def test_metalung_example_tumour_in_left_lung(real_data):
     assert tumour.shape == hu.shape and tumour.sum() == 164
     lab = lung_mask(hu, sp)
     inside = int((lab[tumour] > 0).sum())
-    print(f"metalung_example: tumour pixels in the lung mask {inside}/164, left {int((lab[tumour] == 2).sum())}")
+    print(
+        f"metalung_example: tumour pixels in the lung mask {inside}/164, left {int((lab[tumour] == 2).sum())}"
+    )
     assert inside == 164  # all of it, including its partial-volume pleural border pixel
     assert (lab[tumour & (lab > 0)] == LEFT_LUNG).all()  # the patient's left lung
     assert (lab == RIGHT_LUNG).sum() > 10000 and (lab == LEFT_LUNG).sum() > 10000
@@ -115,7 +121,9 @@ def test_lung1_tumour_inside_and_both_lungs(lung1):
     voxel_ml = float(np.prod(sp)) / 1000
     right, left = (lab == RIGHT_LUNG).sum() * voxel_ml, (lab == LEFT_LUNG).sum() * voxel_ml
     inside = int((lab[tumour] > 0).sum())
-    print(f"pyradiomics_lung1: right {right:.0f} ml left {left:.0f} ml; tumour voxels in lung {inside}/837")
+    print(
+        f"pyradiomics_lung1: right {right:.0f} ml left {left:.0f} ml; tumour voxels in lung {inside}/837"
+    )
     assert right > 500 and left > 500
     assert np.nonzero(lab == RIGHT_LUNG)[2].mean() < np.nonzero(lab == LEFT_LUNG)[2].mean()
     assert inside >= 0.99 * 837
@@ -176,5 +184,7 @@ def test_dcmqi_lungs_do_not_overlap_heart_or_liver(real_data):
         # compare with their core, 4 pixels (3.2 mm) in from the edge
         core = ndi.binary_erosion(m > 0, structure=inplane, iterations=4)
         assert core.sum() > 10000
-        print(f"dcmqi {organ}: lung voxels in the annotation core {int((lab[core] > 0).sum())}/{int(core.sum())}")
+        print(
+            f"dcmqi {organ}: lung voxels in the annotation core {int((lab[core] > 0).sum())}/{int(core.sum())}"
+        )
         assert (lab[core] > 0).sum() <= 0.005 * core.sum(), organ

@@ -11,8 +11,8 @@ gas below the diaphragm and an air bubble in the chest wall. Gaussian noise (sd 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 import pytest
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from metalung_monai.anatomy import (
@@ -44,7 +44,9 @@ def _tube(zz, yy, xx, p0, p1, radius_mm, spacing=SPACING):
 
 def _ball(zz, yy, xx, c, radius_mm, spacing=SPACING):
     s = spacing
-    return ((zz - c[0]) * s[0]) ** 2 + ((yy - c[1]) * s[1]) ** 2 + ((xx - c[2]) * s[2]) ** 2 <= radius_mm**2
+    return ((zz - c[0]) * s[0]) ** 2 + ((yy - c[1]) * s[1]) ** 2 + (
+        (xx - c[2]) * s[2]
+    ) ** 2 <= radius_mm**2
 
 
 def synthetic_chest(seed: int = 0, joined: bool = False) -> tuple[np.ndarray, dict]:
@@ -72,7 +74,9 @@ def synthetic_chest(seed: int = 0, joined: bool = False) -> tuple[np.ndarray, di
     vessels &= lung_r | lung_l
     hu[vessels] = 40
     trachea = _tube(zz, yy, xx, (43, 48, 80), (28, 48, 80), 7.0)
-    bronchi = _tube(zz, yy, xx, (28, 48, 80), (24, 52, 60), 4.0) | _tube(zz, yy, xx, (28, 48, 80), (24, 52, 100), 4.0)
+    bronchi = _tube(zz, yy, xx, (28, 48, 80), (24, 52, 60), 4.0) | _tube(
+        zz, yy, xx, (28, 48, 80), (24, 52, 100), 4.0
+    )
     hu[trachea | bronchi] = -1000
     tumour = _ball(zz, yy, xx, (20, 62, 125.5), 6.0)  # touches the chest wall of the left lung
     hu[tumour] = 0
@@ -297,7 +301,9 @@ def test_free_space_mask_keeps_clear_of_vessels_calcium_and_pleura(chest):
     m = free_space_mask(hu, lab, SPACING, 4.0, vessels=v)
     c = np.argwhere(m)[len(np.argwhere(m)) // 2]
     zz, yy, xx = np.ogrid[: hu.shape[0], : hu.shape[1], : hu.shape[2]]
-    ball = ((zz - c[0]) * s[0]) ** 2 + ((yy - c[1]) * s[1]) ** 2 + ((xx - c[2]) * s[2]) ** 2 < 4.0**2
+    ball = ((zz - c[0]) * s[0]) ** 2 + ((yy - c[1]) * s[1]) ** 2 + (
+        (xx - c[2]) * s[2]
+    ) ** 2 < 4.0**2
     assert free[ball].all()
 
 
@@ -387,9 +393,13 @@ def test_image_wrappers_follow_the_patient_not_the_array(chest):
     img = _sitk_lps(hu, SPACING, flip_xy=True)
     lungs_img = lung_mask_image(img, progress=False)
     v_img = vessel_mask_image(img, lungs_img)
-    assert np.array_equal(sitk_to_canonical(v_img)[0], vessel_mask(hu, lab, SPACING).astype(np.uint8))
+    assert np.array_equal(
+        sitk_to_canonical(v_img)[0], vessel_mask(hu, lab, SPACING).astype(np.uint8)
+    )
     d_img = free_space_distance_image(img, lungs_img, v_img)
-    np.testing.assert_array_equal(sitk_to_canonical(d_img)[0], free_space_distance(hu, lab, SPACING))
+    np.testing.assert_array_equal(
+        sitk_to_canonical(d_img)[0], free_space_distance(hu, lab, SPACING)
+    )
     m_img = free_space_mask_image(img, 4.0, lungs_img)
     assert np.array_equal(sitk_to_canonical(m_img)[0] > 0, free_space_mask(hu, lab, SPACING, 4.0))
     both = analyse_lungs_image(img)

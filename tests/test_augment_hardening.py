@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from chest_factory import as_dict, make_chest
 from killing import sigkill_when
+
 from metalung_monai.cli import main
 from metalung_monai.errors import InputError
 from metalung_monai.io.datalist import datalist_entries, load_datalist
@@ -76,7 +76,9 @@ def _datalist(folder: Path, case_ids: list, name="dl.json", **extra) -> Path:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _one_error_line(err: str) -> str:
@@ -94,8 +96,8 @@ def tiny(tmp_path_factory) -> Path:
 
 # --------------------------------------------------------------------------- #1 path traversal
 HOSTILE_IDS = [
-    "P0001",                    # safe: keeps its file names
-    "a_b",                      # safe, and what "a/b" sanitises to
+    "P0001",  # safe: keeps its file names
+    "a_b",  # safe, and what "a/b" sanitises to
     "a/b",
     "a\\b",
     "..",
@@ -105,7 +107,7 @@ HOSTILE_IDS = [
     "x" * 5001,
     "nul\x00id",
     "new\nline",
-    "CON",                      # a reserved device name on Windows
+    "CON",  # a reserved device name on Windows
 ]
 
 
@@ -115,11 +117,13 @@ def test_hostile_case_ids_write_only_inside_out_and_never_collide(tiny, tmp_path
     data.mkdir(parents=True)
     for f in ("img.nii.gz", "mask.nii.gz"):
         (data / f).write_bytes((tiny / f).read_bytes())
-    ids = HOSTILE_IDS + [str(root / "abs_evil")]                 # an absolute path, inside our tree
+    ids = HOSTILE_IDS + [str(root / "abs_evil")]  # an absolute path, inside our tree
     dl = _datalist(data, ids)
     out = root / "deep" / "er" / "out"
     before = set(_tree(root))
-    rc = main(["augment", str(dl), "--out", str(out), "--ops", "mirror,noise_tumor", "--no-progress"])
+    rc = main(
+        ["augment", str(dl), "--out", str(out), "--ops", "mirror,noise_tumor", "--no-progress"]
+    )
     assert rc == 0, capsys.readouterr().err
     after = set(_tree(root))
     outside = {p for p in after - before if not (root / p).resolve().is_relative_to(out.resolve())}
@@ -127,18 +131,24 @@ def test_hostile_case_ids_write_only_inside_out_and_never_collide(tiny, tmp_path
     new = load_datalist(out / "datalist.json")
     originals = [e for e in new["training"] if not e.get("augmentation")]
     variants = [e for e in new["training"] if e.get("augmentation")]
-    assert len(originals) == len(ids) and len(variants) == 2 * len(ids)   # every case: its own 2 variants
+    assert len(originals) == len(ids) and len(variants) == 2 * len(
+        ids
+    )  # every case: its own 2 variants
     images = [v["image"] for v in variants]
-    assert len(set(images)) == len(images)                            # no two cases share a file
+    assert len(set(images)) == len(images)  # no two cases share a file
     for v in variants:
         assert v["image"].startswith("images/") and v["mask"].startswith("masks/")
-        assert is_safe_name(v["case_id"]) and (out / v["image"]).is_file() and (out / v["mask"]).is_file()
+        assert (
+            is_safe_name(v["case_id"])
+            and (out / v["image"]).is_file()
+            and (out / v["mask"]).is_file()
+        )
     # every original is listed under its safe name, and its variants point to it
     names = [e["case_id"] for e in originals if "case_id" in e]
     assert len(set(names)) == len(names) and all(is_safe_name(n) for n in names)
     assert {v["source_case"] for v in variants} == set(names)
     assert len({e["case_id"] for e in new["training"]}) == len(new["training"])
-    for f in out.rglob("*"):                                          # every name written is a plain safe name
+    for f in out.rglob("*"):  # every name written is a plain safe name
         assert re.fullmatch(r"\.?[A-Za-z0-9][A-Za-z0-9._-]*", f.name) and len(f.name) <= 255, f.name
     # safe ids keep their file names
     assert (out / "images" / "P0001__mirror_0.nii.gz").is_file()
@@ -149,13 +159,15 @@ def test_hostile_case_ids_write_only_inside_out_and_never_collide(tiny, tmp_path
 def test_case_ids_are_safe_unique_and_keep_safe_names():
     from metalung_monai.transforms.metalung.offline import _case_ids
 
-    entries = [{"image": "/d/img.nii.gz", "case_id": c} for c in HOSTILE_IDS + ["a/b", "P0001", "P0001_1"]]
-    entries.append({"image": "/d/../../evil name.nii.gz"})                     # no case id: the file name
+    entries = [
+        {"image": "/d/img.nii.gz", "case_id": c} for c in HOSTILE_IDS + ["a/b", "P0001", "P0001_1"]
+    ]
+    entries.append({"image": "/d/../../evil name.nii.gz"})  # no case id: the file name
     ids = _case_ids(entries)
-    assert len(ids) == len(entries)                                          # nothing lost to a collision
+    assert len(ids) == len(entries)  # nothing lost to a collision
     assert all(is_safe_name(c) for c in ids)
     assert list(ids)[:2] == ["P0001", "a_b"]
-    assert "P0001_13" in ids and "P0001_1" in ids                            # repeats made unique
+    assert "P0001_13" in ids and "P0001_1" in ids  # repeats made unique
 
 
 # --------------------------------------------------------------------------- #3 destroyed inputs
@@ -166,15 +178,36 @@ def test_out_overlapping_an_input_is_refused_before_anything_is_written(tiny, tm
     for sub, f in (("images", "img.nii.gz"), ("masks", "mask.nii.gz")):
         (data / sub / f).write_bytes((tiny / f).read_bytes())
     dl = data / "datalist.json"
-    dl.write_text(json.dumps({"training": [{"image": "images/img.nii.gz", "mask": "masks/mask.nii.gz",
-                                            "patient_id": "P1", "case_id": "P1"}]}))
+    dl.write_text(
+        json.dumps(
+            {
+                "training": [
+                    {
+                        "image": "images/img.nii.gz",
+                        "mask": "masks/mask.nii.gz",
+                        "patient_id": "P1",
+                        "case_id": "P1",
+                    }
+                ]
+            }
+        )
+    )
     before = _tree(tmp_path)
-    for out, flags in ((data, []), (data, ["--overwrite"]), (data / "images", []), (data / "images" / "img.nii.gz", []),
-                       (data / "images" / "img.nii.gz" / "x", []), (dl, []), (tmp_path, [])):
-        rc = main(["augment", str(dl), "--out", str(out), "--ops", "mirror", "--no-progress", *flags])
+    for out, flags in (
+        (data, []),
+        (data, ["--overwrite"]),
+        (data / "images", []),
+        (data / "images" / "img.nii.gz", []),
+        (data / "images" / "img.nii.gz" / "x", []),
+        (dl, []),
+        (tmp_path, []),
+    ):
+        rc = main(
+            ["augment", str(dl), "--out", str(out), "--ops", "mirror", "--no-progress", *flags]
+        )
         line = _one_error_line(capsys.readouterr().err)
         assert rc == 1 and "--out" in line and ("input" in line), line
-        assert _tree(tmp_path) == before                                    # nothing written, nothing lost
+        assert _tree(tmp_path) == before  # nothing written, nothing lost
 
 
 def test_overwrite_deletes_only_what_augment_wrote(tiny, tmp_path, capsys):
@@ -191,28 +224,66 @@ def test_overwrite_deletes_only_what_augment_wrote(tiny, tmp_path, capsys):
     (out / "notes.txt").write_text("mine")
     (out / "images" / "scan.nii.gz").write_bytes(b"someone else's")
     (out / "images" / "C1__mirror_0-note.txt").write_text("also mine")
-    (out / "images" / ".C2__noise_tumor_5.partial-12-deadbeef.nii.gz").write_bytes(b"half")  # ours? k=5 >= copies
-    (out / "masks" / ".C2__noise_tumor_1.partial-12-deadbeef.nii.gz").write_bytes(b"half")   # ours
+    (out / "images" / ".C2__noise_tumor_5.partial-12-deadbeef.nii.gz").write_bytes(
+        b"half"
+    )  # ours? k=5 >= copies
+    (out / "masks" / ".C2__noise_tumor_1.partial-12-deadbeef.nii.gz").write_bytes(b"half")  # ours
     # other settings: refused without --overwrite, nothing touched
     snapshot = _tree(out)
-    rc = main(["augment", str(dl), "--out", str(out), "--ops", "mirror,noise_tumor", "--copies", "1", "--no-progress"])
+    rc = main(
+        [
+            "augment",
+            str(dl),
+            "--out",
+            str(out),
+            "--ops",
+            "mirror,noise_tumor",
+            "--copies",
+            "1",
+            "--no-progress",
+        ]
+    )
     line = _one_error_line(capsys.readouterr().err)
     assert rc == 1 and "other settings" in line and "--overwrite" in line
     assert _tree(out) == snapshot
-    rc = main(["augment", str(dl), "--out", str(out), "--ops", "mirror,noise_tumor", "--copies", "1", "--no-progress",
-               "--overwrite"])
+    rc = main(
+        [
+            "augment",
+            str(dl),
+            "--out",
+            str(out),
+            "--ops",
+            "mirror,noise_tumor",
+            "--copies",
+            "1",
+            "--no-progress",
+            "--overwrite",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     after = _tree(out)
     assert after["notes.txt"] == b"mine" and after["images/scan.nii.gz"] == b"someone else's"
     assert after["images/C1__mirror_0-note.txt"] == b"also mine"
-    assert ".C2__noise_tumor_5.partial-12-deadbeef.nii.gz" in os.listdir(out / "images")  # not a name we give
+    assert ".C2__noise_tumor_5.partial-12-deadbeef.nii.gz" in os.listdir(
+        out / "images"
+    )  # not a name we give
     assert not (out / "masks" / ".C2__noise_tumor_1.partial-12-deadbeef.nii.gz").exists()
-    assert not (out / "images" / "C1__noise_tumor_1.nii.gz").exists()           # the old run's copy 1: gone
-    listed = {v[k] for v in load_datalist(out / "datalist.json")["training"] if v.get("augmentation")
-              for k in ("image", "mask")}
-    ours = {p for p in after if p.startswith(("images/", "masks/")) and p.endswith(".nii.gz") and "__" in p
-            and not Path(p).name.startswith(".")}
-    assert ours == listed                                                       # no stale variant is left
+    assert not (out / "images" / "C1__noise_tumor_1.nii.gz").exists()  # the old run's copy 1: gone
+    listed = {
+        v[k]
+        for v in load_datalist(out / "datalist.json")["training"]
+        if v.get("augmentation")
+        for k in ("image", "mask")
+    }
+    ours = {
+        p
+        for p in after
+        if p.startswith(("images/", "masks/"))
+        and p.endswith(".nii.gz")
+        and "__" in p
+        and not Path(p).name.startswith(".")
+    }
+    assert ours == listed  # no stale variant is left
 
 
 def test_a_tampered_manifest_or_record_cannot_widen_what_overwrite_deletes(tmp_path):
@@ -224,12 +295,26 @@ def test_a_tampered_manifest_or_record_cannot_widen_what_overwrite_deletes(tmp_p
     (out / "images").mkdir()
     (tmp_path / "victim.json").write_text("theirs")
     (out / "notes.json").write_text("mine")
-    (out / "records" / "C1.json").write_text(json.dumps({"variants": [
-        {"image": "images/../notes.json", "mask": "../victim.json"}, {"image": "/abs/x.nii.gz"}]}))
-    owned = _owned_files(out, {"cases": ["../notes", "../../victim", "C1", 7], "ops": ["mirror"], "copies": 1})
-    assert owned == sorted([MANIFEST, "datalist.json", "heatmap.png", "records/C1.json", "records/C1.npz"])
+    (out / "records" / "C1.json").write_text(
+        json.dumps(
+            {
+                "variants": [
+                    {"image": "images/../notes.json", "mask": "../victim.json"},
+                    {"image": "/abs/x.nii.gz"},
+                ]
+            }
+        )
+    )
+    owned = _owned_files(
+        out, {"cases": ["../notes", "../../victim", "C1", 7], "ops": ["mirror"], "copies": 1}
+    )
+    assert owned == sorted(
+        [MANIFEST, "datalist.json", "heatmap.png", "records/C1.json", "records/C1.npz"]
+    )
     remove_owned(out, owned)
-    assert (out / "notes.json").read_text() == "mine" and (tmp_path / "victim.json").read_text() == "theirs"
+    assert (out / "notes.json").read_text() == "mine" and (
+        tmp_path / "victim.json"
+    ).read_text() == "theirs"
 
 
 def test_out_holding_files_augment_did_not_write_is_refused(tiny, tmp_path, capsys):
@@ -242,10 +327,15 @@ def test_out_holding_files_augment_did_not_write_is_refused(tiny, tmp_path, caps
     out.mkdir()
     (out / "datalist.json").write_text('{"training": []}')
     for flags in ([], ["--overwrite"]):
-        rc = main(["augment", str(dl), "--out", str(out), "--ops", "mirror", "--no-progress", *flags])
+        rc = main(
+            ["augment", str(dl), "--out", str(out), "--ops", "mirror", "--no-progress", *flags]
+        )
         line = _one_error_line(capsys.readouterr().err)
         assert rc == 1 and "--out" in line and "did not write" in line
-    assert os.listdir(out) == ["datalist.json"] and (out / "datalist.json").read_text() == '{"training": []}'
+    assert (
+        os.listdir(out) == ["datalist.json"]
+        and (out / "datalist.json").read_text() == '{"training": []}'
+    )
 
 
 def test_a_case_that_cannot_be_used_is_refused_before_anything_is_written(tiny, tmp_path, capsys):
@@ -257,24 +347,40 @@ def test_a_case_that_cannot_be_used_is_refused_before_anything_is_written(tiny, 
     sitk.WriteImage(small, str(data / "mask_other_shape.nii.gz"))
     (data / "not_an_image.nii.gz").write_bytes(b"\x1f\x8b garbage")
     good = {"image": "img.nii.gz", "mask": "mask.nii.gz", "patient_id": "P1", "case_id": "C1"}
-    for bad, culprit in (({"mask": "mask_other_shape.nii.gz"}, "mask_other_shape.nii.gz"),
-                         ({"lung_mask": "mask_other_shape.nii.gz"}, "mask_other_shape.nii.gz"),
-                         ({"image": "not_an_image.nii.gz"}, "not_an_image.nii.gz")):
+    for bad, culprit in (
+        ({"mask": "mask_other_shape.nii.gz"}, "mask_other_shape.nii.gz"),
+        ({"lung_mask": "mask_other_shape.nii.gz"}, "mask_other_shape.nii.gz"),
+        ({"image": "not_an_image.nii.gz"}, "not_an_image.nii.gz"),
+    ):
         dl = data / "dl.json"
-        dl.write_text(json.dumps({"training": [good, dict(good, patient_id="P2", case_id="C2", **bad)]}))
+        dl.write_text(
+            json.dumps({"training": [good, dict(good, patient_id="P2", case_id="C2", **bad)]})
+        )
         out = tmp_path / "new" / "out"
         rc = main(["augment", str(dl), "--out", str(out), "--ops", "mirror", "--no-progress"])
         line = _one_error_line(capsys.readouterr().err)
         assert rc == 1 and culprit in line, line
-        assert not (tmp_path / "new").exists()                                 # nothing written, not even --out
-    nan = data / "nan.json"                                 # copied into the new datalist: NaN is not JSON
+        assert not (tmp_path / "new").exists()  # nothing written, not even --out
+    nan = data / "nan.json"  # copied into the new datalist: NaN is not JSON
     nan.write_text(json.dumps({"training": [dict(good, spacing=[float("nan"), 1.0, 1.0])]}))
-    rc = main(["augment", str(nan), "--out", str(tmp_path / "new" / "out"), "--ops", "mirror", "--no-progress"])
+    rc = main(
+        [
+            "augment",
+            str(nan),
+            "--out",
+            str(tmp_path / "new" / "out"),
+            "--ops",
+            "mirror",
+            "--no-progress",
+        ]
+    )
     line = _one_error_line(capsys.readouterr().err)
     assert rc == 1 and "nan.json" in line and not (tmp_path / "new").exists(), line
 
 
-def test_a_run_that_fails_midway_leaves_no_output_behind_unless_a_case_finished(tiny, tmp_path, monkeypatch):
+def test_a_run_that_fails_midway_leaves_no_output_behind_unless_a_case_finished(
+    tiny, tmp_path, monkeypatch
+):
     import metalung_monai.transforms.metalung.offline as offline
 
     dl = _datalist(tiny, ["C1", "C2"], name="dl_fail.json")
@@ -286,11 +392,11 @@ def test_a_run_that_fails_midway_leaves_no_output_behind_unless_a_case_finished(
         return real(entry, cid, out_dir, cfg)
 
     monkeypatch.setattr(offline, "_expand_case", fail_on_c2)
-    with pytest.raises(InputError):                                            # C1 finished: kept for a rerun
+    with pytest.raises(InputError):  # C1 finished: kept for a rerun
         expand_datalist(dl, tmp_path / "a" / "out", ops=["mirror"], progress=False)
     assert (tmp_path / "a" / "out" / "records" / "C1.json").is_file()
     monkeypatch.setattr(offline, "_expand_case", lambda *a: fail_on_c2(a[0], "C2", *a[2:]))
-    with pytest.raises(InputError):                                            # nothing finished: nothing left
+    with pytest.raises(InputError):  # nothing finished: nothing left
         expand_datalist(dl, tmp_path / "b" / "out", ops=["mirror"], progress=False)
     assert not (tmp_path / "b").exists()
 
@@ -306,8 +412,13 @@ def test_absurd_copies_are_refused_at_once_and_nothing_is_written(tiny, tmp_path
     line = _one_error_line(capsys.readouterr().err)
     assert rc == 1 and "--copies" in line and str(MAX_COPIES) in line
     assert time.perf_counter() - t0 < 5 and not out.exists()
-    for bad in (["--copies", "0"], ["--seed", "-1"], ["--workers", "0"], ["--workers", "100000"],
-                ["--ops", "mirror,mirror"]):
+    for bad in (
+        ["--copies", "0"],
+        ["--seed", "-1"],
+        ["--workers", "0"],
+        ["--workers", "100000"],
+        ["--ops", "mirror,mirror"],
+    ):
         rc = main(["augment", str(dl), "--out", str(out), "--no-progress", *bad])
         line = _one_error_line(capsys.readouterr().err)
         assert rc == 1 and bad[0] in line, line
@@ -325,12 +436,19 @@ def test_output_larger_than_the_free_disk_is_refused_up_front(tiny, tmp_path, mo
 
     out = tmp_path / "out"
     # 1 MB usable: 2 cases x (1 mirror + 5 operations x 50 copies) variants of the source files' size
-    monkeypatch.setattr("metalung_monai.utils.paths.shutil.disk_usage", disk_with(int(0.05 * real.total) + 1_000_000))
+    monkeypatch.setattr(
+        "metalung_monai.utils.paths.shutil.disk_usage",
+        disk_with(int(0.05 * real.total) + 1_000_000),
+    )
     t0 = time.perf_counter()
     with pytest.raises(InputError) as err:
         expand_datalist(dl, out, copies=50, progress=False)
     assert time.perf_counter() - t0 < 5
-    assert err.value.source == "--copies" and "502 variants" in err.value.problem and "free" in err.value.problem
+    assert (
+        err.value.source == "--copies"
+        and "502 variants" in err.value.problem
+        and "free" in err.value.problem
+    )
     assert not out.exists()
     monkeypatch.setattr("metalung_monai.utils.paths.shutil.disk_usage", disk_with(0))  # a full disk
     with pytest.raises(InputError) as err:
@@ -388,11 +506,18 @@ def test_memory_stays_flat_with_more_copies(tmp_path):
     Holding every variant (the old list) raised the peak by about 74 MB at copies=8; streaming, by
     about 0.
     """
-    res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     peaks = {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
-    print(f"peak RSS: copies=2 {peaks[2]:.0f} MB, copies=8 {peaks[8]:.0f} MB, growth {peaks[8] - peaks[2]:.1f} MB")
+    print(
+        f"peak RSS: copies=2 {peaks[2]:.0f} MB, copies=8 {peaks[8]:.0f} MB, growth {peaks[8] - peaks[2]:.1f} MB"
+    )
     assert peaks[8] - peaks[2] < 25, peaks
 
 
@@ -403,9 +528,16 @@ def _keyed(chest, keys=("ct", "seg")):
 
 
 _DICT_TRANSFORMS = {
-    **{f"MetaLungd[{op}]": (lambda op=op: MetaLungd(keys=("ct", "seg"), ops=[op])) for op in METALUNG_OPS},
-    **{f"MetaLungd-expand[{op}]": (lambda op=op: MetaLungd(keys=("ct", "seg"), ops=[op], mode="expand"))
-       for op in METALUNG_OPS},
+    **{
+        f"MetaLungd[{op}]": (lambda op=op: MetaLungd(keys=("ct", "seg"), ops=[op]))
+        for op in METALUNG_OPS
+    },
+    **{
+        f"MetaLungd-expand[{op}]": (
+            lambda op=op: MetaLungd(keys=("ct", "seg"), ops=[op], mode="expand")
+        )
+        for op in METALUNG_OPS
+    },
     "MirrorLRd": lambda: MirrorLRd(keys=("ct", "seg")),
     "RandMirrorLRd": lambda: RandMirrorLRd(keys=("ct", "seg"), prob=1.0),
     "RandRotateImaged": lambda: RandRotateImaged(keys=("ct", "seg")),
@@ -425,12 +557,21 @@ def test_every_transform_refuses_a_mask_of_another_shape_naming_the_key(name):
         t.set_random_state(0)
     with pytest.raises(InputError) as err:
         t(d)
-    assert err.value.source == "seg" and "(80, 100)" in err.value.problem and "(96, 128)" in err.value.problem
+    assert (
+        err.value.source == "seg"
+        and "(80, 100)" in err.value.problem
+        and "(96, 128)" in err.value.problem
+    )
 
 
-@pytest.mark.parametrize("make", [lambda: MetaLungd(keys=("ct", "seg"), lung_key="lung", ops=["relocate"]),
-                                  lambda: RandRelocateTumord(keys=("ct", "seg"), lung_key="lung"),
-                                  lambda: RandRotateImaged(keys=("ct", "seg", "lung"))])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MetaLungd(keys=("ct", "seg"), lung_key="lung", ops=["relocate"]),
+        lambda: RandRelocateTumord(keys=("ct", "seg"), lung_key="lung"),
+        lambda: RandRotateImaged(keys=("ct", "seg", "lung")),
+    ],
+)
 def test_lung_labels_of_another_shape_are_refused_naming_the_key(make):
     chest = make_chest(shape=(96, 128), tumours=(("left", 5.0),), seed=11)
     d = _keyed(chest)
@@ -472,16 +613,22 @@ def test_every_operation_returns_a_0_1_mask_in_the_input_dtype(op, value, dtype)
         for r, o in zip(refs, outs):
             assert o["mask"].dtype == dtype
             assert set(torch.unique(o["mask"]).tolist()) <= {0, 1}
-            assert torch.equal(o["mask"], r["mask"]) and torch.equal(o["image"], r["image"])   # same result as {0, 1}
-            assert torch.equal(o["lung"], r["lung"])                                       # labels keep 1 / 2
+            assert torch.equal(o["mask"], r["mask"]) and torch.equal(
+                o["image"], r["image"]
+            )  # same result as {0, 1}
+            assert torch.equal(o["lung"], r["lung"])  # labels keep 1 / 2
         if mode == "online":
             assert set(torch.unique(out["lung"]).tolist()) == {0, 1, 2}
 
 
 _TWINS = {
     "MirrorLRd": lambda: MirrorLRd(keys=("image", "mask", "lung"), mask_keys="mask"),
-    "RandMirrorLRd": lambda: RandMirrorLRd(keys=("image", "mask", "lung"), prob=1.0, mask_keys="mask"),
-    "RandRotateImaged": lambda: RandRotateImaged(keys=("image", "mask", "lung"), mask_keys=("mask",)),
+    "RandMirrorLRd": lambda: RandMirrorLRd(
+        keys=("image", "mask", "lung"), prob=1.0, mask_keys="mask"
+    ),
+    "RandRotateImaged": lambda: RandRotateImaged(
+        keys=("image", "mask", "lung"), mask_keys=("mask",)
+    ),
     "RandRelocateTumord": lambda: RandRelocateTumord(lung_key="lung"),
     "RandRotateTumord": lambda: RandRotateTumord(lung_key="lung"),
     "RandTumorNoised": lambda: RandTumorNoised(),
@@ -498,13 +645,19 @@ def test_dictionary_twins_apply_the_same_convention(name, value):
     t = _TWINS[name]()
     ref = t.set_random_state(5)(base) if hasattr(t, "set_random_state") else t(base)
     out = t.set_random_state(5)(scaled) if hasattr(t, "set_random_state") else t(scaled)
-    assert set(torch.unique(out["mask"]).tolist()) <= {0.0, 1.0} and out["mask"].dtype == base["mask"].dtype
+    assert (
+        set(torch.unique(out["mask"]).tolist()) <= {0.0, 1.0}
+        and out["mask"].dtype == base["mask"].dtype
+    )
     assert torch.equal(out["mask"], ref["mask"]) and torch.equal(out["image"], ref["image"])
     assert torch.equal(out["lung"], ref["lung"])
     # without mask_keys the per-key geometric twins only move values (they also carry label maps)
     if name in ("MirrorLRd", "RandRotateImaged"):
-        plain = (MirrorLRd(keys=("image", "lung")) if name == "MirrorLRd" else
-                 RandRotateImaged(keys=("image", "lung")).set_random_state(5))(base)
+        plain = (
+            MirrorLRd(keys=("image", "lung"))
+            if name == "MirrorLRd"
+            else RandRotateImaged(keys=("image", "lung")).set_random_state(5)
+        )(base)
         assert set(torch.unique(plain["lung"]).tolist()) == {0.0, 1.0, 2.0}
 
 
@@ -517,31 +670,52 @@ def test_offline_variants_of_a_0_255_mask_are_0_1(tiny, tmp_path):
     m255.CopyInformation(m)
     sitk.WriteImage(m255, str(data / "mask.nii.gz"))
     dl = _datalist(data, ["C1"])
-    path = expand_datalist(dl, tmp_path / "out", ops=["mirror", "rotate_image", "noise_image", "noise_tumor"],
-                           progress=False)
+    path = expand_datalist(
+        dl,
+        tmp_path / "out",
+        ops=["mirror", "rotate_image", "noise_image", "noise_tumor"],
+        progress=False,
+    )
     variants = [e for e in datalist_entries(path, "training") if e.get("augmentation")]
     assert len(variants) == 4
     for v in variants:
-        assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(v["mask"])))) <= {0, 1}, v["augmentation"]["op"]
+        assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(v["mask"])))) <= {0, 1}, v[
+            "augmentation"
+        ]["op"]
 
 
 # --------------------------------------------------------------------------- a real SIGKILL
 def test_real_sigkill_then_resume_equals_an_uninterrupted_run(small_cohort, tmp_path):
     """`metalung augment` in its own process, SIGKILLed after its first finished case, then rerun."""
     src = json.loads((small_cohort / "datalist.json").read_text())
-    train = [dict(e, **{k: str(small_cohort / e[k]) for k in ("image", "mask", "lung_mask") if e.get(k)})
-             for e in src["training"][:4]]
+    train = [
+        dict(e, **{k: str(small_cohort / e[k]) for k in ("image", "mask", "lung_mask") if e.get(k)})
+        for e in src["training"][:4]
+    ]
     dl = tmp_path / "datalist.json"
     dl.write_text(json.dumps({"name": "four cases", "training": train}))
     ops = "mirror,noise_tumor"
     ref = tmp_path / "ref"
     expand_datalist(dl, ref, ops=ops.split(","), seed=4, progress=False)
     out = tmp_path / "killed"
-    argv = ["augment", str(dl), "--out", str(out), "--ops", ops, "--seed", "4", "--workers", "1", "--no-progress"]
+    argv = [
+        "augment",
+        str(dl),
+        "--out",
+        str(out),
+        "--ops",
+        ops,
+        "--seed",
+        "4",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
 
     def a_case_finished() -> bool:  # a case's record is written last
-        return (out / "records").is_dir() and any(p.suffix == ".json" and not p.name.startswith(".")
-                                                  for p in (out / "records").iterdir())
+        return (out / "records").is_dir() and any(
+            p.suffix == ".json" and not p.name.startswith(".") for p in (out / "records").iterdir()
+        )
 
     pid = sigkill_when(argv, a_case_finished)
     finished = [p for p in (out / "records").glob("*.json") if not p.name.startswith(".")]
@@ -549,13 +723,15 @@ def test_real_sigkill_then_resume_equals_an_uninterrupted_run(small_cohort, tmp_
     assert 1 <= len(finished) < n_cases and not (out / "datalist.json").exists()
     # whatever the kill interrupted, add the temporary files a kill inside a write leaves
     cid = finished[0].stem
-    for rel in (f"images/.{cid}__mirror_0.partial-{pid}-0badc0de.nii.gz",
-                f"records/.{cid}.partial-{pid}-0badc0de.json"):
+    for rel in (
+        f"images/.{cid}__mirror_0.partial-{pid}-0badc0de.nii.gz",
+        f"records/.{cid}.partial-{pid}-0badc0de.json",
+    ):
         (out / rel).write_bytes(b"half")
-    assert main(argv) == 0                                       # the rerun, to completion
+    assert main(argv) == 0  # the rerun, to completion
     a, b = _tree(ref), _tree(out)
     assert not [p for p in b if ".partial" in p]
     assert sorted(a) == sorted(b)
     differ = [p for p in a if a[p] != b[p] and p != MANIFEST]
-    assert not differ, differ                                   # datalist, records, every image and mask
+    assert not differ, differ  # datalist, records, every image and mask
     assert json.loads(a["datalist.json"]) == json.loads(b["datalist.json"])

@@ -26,17 +26,37 @@ def _fake_command(monkeypatch, exc: BaseException) -> None:
 @pytest.mark.parametrize(
     ("exc", "status", "expected"),
     [
-        (InputError("scan.nii.gz", "truncated file"), 1, "metalung convert: error: scan.nii.gz: truncated file"),
-        (FileNotFoundError(2, "No such file or directory", "/x/y.nii"), 1,
-         "metalung convert: error: /x/y.nii: No such file or directory"),
-        (OSError(28, "No space left on device"), 1, "metalung convert: error: No space left on device"),
-        (ZeroDivisionError("float division by zero"), 1,
-         "metalung convert: error: unexpected ZeroDivisionError: float division by zero (this is a bug"),
+        (
+            InputError("scan.nii.gz", "truncated file"),
+            1,
+            "metalung convert: error: scan.nii.gz: truncated file",
+        ),
+        (
+            FileNotFoundError(2, "No such file or directory", "/x/y.nii"),
+            1,
+            "metalung convert: error: /x/y.nii: No such file or directory",
+        ),
+        (
+            OSError(28, "No space left on device"),
+            1,
+            "metalung convert: error: No space left on device",
+        ),
+        (
+            ZeroDivisionError("float division by zero"),
+            1,
+            "metalung convert: error: unexpected ZeroDivisionError: float division by zero (this is a bug",
+        ),
         (KeyboardInterrupt(), 130, "metalung convert: error: interrupted"),
-        (InputError("multi\nline", "problem\nover lines"), 1, "metalung convert: error: multi line: problem over lines"),
+        (
+            InputError("multi\nline", "problem\nover lines"),
+            1,
+            "metalung convert: error: multi line: problem over lines",
+        ),
     ],
 )
-def test_every_failure_is_one_line_without_traceback(monkeypatch, capsys, tmp_path, exc, status, expected):
+def test_every_failure_is_one_line_without_traceback(
+    monkeypatch, capsys, tmp_path, exc, status, expected
+):
     _fake_command(monkeypatch, exc)
     rc = cli.main(["convert", str(tmp_path / "x.nii.gz"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
@@ -52,13 +72,17 @@ def test_verbose_prints_the_traceback_then_the_line(monkeypatch, capsys, tmp_pat
         err = capsys.readouterr().err
         assert rc == 1
         assert "Traceback (most recent call last)" in err and "in boom" in err
-        assert err.strip().splitlines()[-1].startswith("metalung convert: error: unexpected ZeroDivisionError")
+        assert (
+            err.strip()
+            .splitlines()[-1]
+            .startswith("metalung convert: error: unexpected ZeroDivisionError")
+        )
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["augment"],                                   # missing DATALIST and --out
+        ["augment"],  # missing DATALIST and --out
         ["augment", "dl.json", "--out", "o", "--copies", "many"],
         ["phantom", "--out", "o", "--patients", "1e9"],
         ["convert", "x", "--out", "o", "--pixel-spacing", "1"],
@@ -76,10 +100,27 @@ def test_usage_errors_are_one_line_with_status_2(capsys, argv):
 
 def test_the_installed_entry_point_keeps_the_contract(tmp_path):
     """A real process: exit status and stderr as a shell user sees them."""
-    proc = subprocess.run([sys.executable, "-m", "metalung_monai", "augment", str(tmp_path / "none.json"),
-                           "--out", str(tmp_path / "o"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metalung_monai",
+            "augment",
+            str(tmp_path / "none.json"),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
-    assert proc.stderr.count("\n") == 1 and "none.json" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.count("\n") == 1
+        and "none.json" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
 
 
 def test_json_outputs_are_strict(tmp_path):

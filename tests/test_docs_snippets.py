@@ -19,8 +19,16 @@ def python_blocks(path: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme")
-    generate_cohort(root / "outputs" / "cohort", n_patients=5, seed=0, size=128, slice_thickness=5.0,
-                    n_test_per_class=1, progress=False, figure=False)
+    generate_cohort(
+        root / "outputs" / "cohort",
+        n_patients=5,
+        seed=0,
+        size=128,
+        slice_thickness=5.0,
+        n_test_per_class=1,
+        progress=False,
+        figure=False,
+    )
     return root
 
 
@@ -32,9 +40,14 @@ def test_metalung_pipeline_snippet_runs(tiny_cohort, monkeypatch, capsys):
     for code in blocks:
         exec(compile(code, "docs/metalung.md", "exec"), ns)
     assert tuple(ns["batch"]["image"].shape) == (4, 1, 96, 96, 16)
-    assert len(ns["variants"]) >= 4   # input + every variant that applied (tiny 128 px cohort)
-    ops = {r[-1]["op"] for r in map(lambda v: __import__("metalung_monai").transforms.metalung_records(v["image"]),
-                                      ns["variants"][1:])}
+    assert len(ns["variants"]) >= 4  # input + every variant that applied (tiny 128 px cohort)
+    ops = {
+        r[-1]["op"]
+        for r in map(
+            lambda v: __import__("metalung_monai").transforms.metalung_records(v["image"]),
+            ns["variants"][1:],
+        )
+    }
     assert {"mirror", "rotate_image", "noise_image"} <= ops
 
 

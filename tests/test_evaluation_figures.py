@@ -34,8 +34,15 @@ def test_overlay_grid_renders_outlines(tmp_path):
     pred = np.roll(truth, 2, axis=1)
     far_fp = np.zeros_like(truth)
     far_fp[20:23, 20:23] = True
-    rows = [dict(image=hu, truth=truth, preds={"baseline": pred | far_fp, "metalung": truth}, title="case 1"),
-            dict(image=hu, truth=np.zeros_like(truth), preds={"baseline": far_fp}, title="no tumour")]
+    rows = [
+        dict(
+            image=hu,
+            truth=truth,
+            preds={"baseline": pred | far_fp, "metalung": truth},
+            title="case 1",
+        ),
+        dict(image=hu, truth=np.zeros_like(truth), preds={"baseline": far_fp}, title="no tumour"),
+    ]
     out = overlay_grid(rows, tmp_path / "figs" / "overlay.png", dpi=60, panel_inches=2.0)
     assert out.exists() and out.stat().st_size > 0
     img = imread(out)
@@ -60,18 +67,18 @@ def test_overlay_grid_rejects_bad_rows(tmp_path):
         overlay_grid([dict(image=hu[None], truth=truth[None], preds={})], target)
     with pytest.raises(InputError, match="rows: no slice"):
         overlay_grid([], target)
-    assert not list(tmp_path.iterdir())          # nothing written, not even a partial file
+    assert not list(tmp_path.iterdir())  # nothing written, not even a partial file
 
 
 def test_zoom_box_contains_the_tumour():
     m = np.zeros((100, 120), bool)
-    m[90:96, 110:118] = True                     # near the corner
+    m[90:96, 110:118] = True  # near the corner
     y0, y1, x0, x1 = zoom_box(m, m.shape, min_size=40)
     assert (y1 - y0, x1 - x0) == (40, 40)
     assert 0 <= y0 and y1 <= 100 and 0 <= x0 and x1 <= 120
     assert m[y0:y1, x0:x1].sum() == m.sum()
     big = np.zeros((100, 120), bool)
-    big[10:60, 20:50] = True                     # 3 x 50 = 150 > image: whole height
+    big[10:60, 20:50] = True  # 3 x 50 = 150 > image: whole height
     assert zoom_box(big, big.shape)[:2] == (0, 100)
     assert zoom_box(np.zeros((30, 40), bool), (30, 40)) == (0, 30, 0, 40)
 
@@ -84,25 +91,34 @@ def test_outline_follows_pixel_edges():
     xs, ys = segs[..., 0], segs[..., 1]
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (2.5, 3.5, 1.5, 2.5)
     block = np.zeros((6, 6), bool)
-    block[1:3, 1:4] = True                       # 2 x 3 block: perimeter 10 unit edges
+    block[1:3, 1:4] = True  # 2 x 3 block: perimeter 10 unit edges
     assert len(_outline_segments(block)) == 10
-    assert len(_outline_segments(np.ones((4, 4), bool))) == 0   # array borders are not edges
+    assert len(_outline_segments(np.ones((4, 4), bool))) == 0  # array borders are not edges
 
 
 def test_training_curves_single_and_several_seeds(tmp_path):
     rng = np.random.default_rng(0)
     hist = {
-        "baseline": {"loss": [list(np.exp(-np.arange(20) / 5) + rng.normal(0, 0.01, 20)) for _ in range(3)],
-                     "val_dice": [list(rng.uniform(0.2, 0.4, 5)) for _ in range(3)],
-                     "val_dice_x": [4, 8, 12, 16, 20]},
-        "metalung": {"loss": list(np.exp(-np.arange(20) / 4)), "val_dice": [0.3, 0.35, 0.4, 0.42, 0.43],
-                     "val_dice_x": [4, 8, 12, 16, 20]},
+        "baseline": {
+            "loss": [list(np.exp(-np.arange(20) / 5) + rng.normal(0, 0.01, 20)) for _ in range(3)],
+            "val_dice": [list(rng.uniform(0.2, 0.4, 5)) for _ in range(3)],
+            "val_dice_x": [4, 8, 12, 16, 20],
+        },
+        "metalung": {
+            "loss": list(np.exp(-np.arange(20) / 4)),
+            "val_dice": [0.3, 0.35, 0.4, 0.42, 0.43],
+            "val_dice_x": [4, 8, 12, 16, 20],
+        },
     }
     out = training_curves(hist, tmp_path / "curves.png", log_loss=True, dpi=60)
     assert out.exists() and out.stat().st_size > 0
-    assert imread(out).shape[1] == round(4.2 * 2 * 60)        # one panel per metric
-    with pytest.raises(InputError, match=r"histories\[metalung\]\[val_dice_x\]: 2 x positions for 5 values"):
-        training_curves({"metalung": dict(hist["metalung"], val_dice_x=[1, 2])}, tmp_path / "bad.png")
+    assert imread(out).shape[1] == round(4.2 * 2 * 60)  # one panel per metric
+    with pytest.raises(
+        InputError, match=r"histories\[metalung\]\[val_dice_x\]: 2 x positions for 5 values"
+    ):
+        training_curves(
+            {"metalung": dict(hist["metalung"], val_dice_x=[1, 2])}, tmp_path / "bad.png"
+        )
     with pytest.raises(InputError, match="no arm"):
         training_curves({}, tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()

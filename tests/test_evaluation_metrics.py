@@ -22,9 +22,10 @@ def square(shape, y0, y1, x0, x1):
 
 # ----------------------------------------------------------------------------- hand-computed values
 
+
 def test_partial_overlap_hand_computed():
-    truth = square((10, 10), 2, 5, 2, 5)        # 3 x 3 = 9 px
-    pred = square((10, 10), 2, 5, 3, 6)         # shifted one column: 6 shared, 3 extra, 3 missed
+    truth = square((10, 10), 2, 5, 2, 5)  # 3 x 3 = 9 px
+    pred = square((10, 10), 2, 5, 3, 6)  # shifted one column: 6 shared, 3 extra, 3 missed
     s = image_scores(pred, truth)
     assert (s["tp"], s["fp"], s["fn"]) == (6, 3, 3)
     assert (s["pred_voxels"], s["truth_voxels"]) == (9, 9)
@@ -35,9 +36,9 @@ def test_partial_overlap_hand_computed():
 
 
 def test_over_segmentation_hand_computed():
-    truth = square((8, 8), 2, 4, 2, 4)          # 4 px
-    pred = square((8, 8), 2, 4, 2, 5)           # 6 px covering the truth
-    s = image_scores(pred.astype(np.uint8), truth.astype(np.float32))   # 0/1 numbers work too
+    truth = square((8, 8), 2, 4, 2, 4)  # 4 px
+    pred = square((8, 8), 2, 4, 2, 5)  # 6 px covering the truth
+    s = image_scores(pred.astype(np.uint8), truth.astype(np.float32))  # 0/1 numbers work too
     assert (s["tp"], s["fp"], s["fn"]) == (4, 2, 0)
     assert s["dice"] == pytest.approx(0.8) and s["iou"] == pytest.approx(4 / 6)
     assert s["precision"] == pytest.approx(4 / 6) and s["recall"] == 1.0
@@ -56,12 +57,14 @@ def test_perfect_and_disjoint():
 
 def test_scores_from_counts_rules():
     assert scores_from_counts(3, 1, 2) == pytest.approx(
-        {"dice": 6 / 9, "iou": 3 / 6, "precision": 3 / 4, "recall": 3 / 5})
+        {"dice": 6 / 9, "iou": 3 / 6, "precision": 3 / 4, "recall": 3 / 5}
+    )
     with pytest.raises(ValueError):
         scores_from_counts(-1, 0, 0)
 
 
 # ----------------------------------------------------------------------------- empty-mask conventions
+
 
 def test_empty_truth_and_empty_prediction_all_nan():
     z = np.zeros((5, 5), bool)
@@ -74,7 +77,7 @@ def test_missed_tumour_convention():
     truth = square((5, 5), 1, 3, 1, 3)
     s = image_scores(np.zeros_like(truth), truth)
     assert s["dice"] == 0.0 and s["iou"] == 0.0 and s["recall"] == 0.0
-    assert math.isnan(s["precision"])          # no predicted pixel: precision undefined
+    assert math.isnan(s["precision"])  # no predicted pixel: precision undefined
     assert s["missed_truth_components"] == 1
 
 
@@ -82,7 +85,7 @@ def test_false_alarm_convention():
     pred = square((5, 5), 1, 3, 1, 3)
     s = image_scores(pred, np.zeros_like(pred))
     assert s["dice"] == 0.0 and s["iou"] == 0.0 and s["precision"] == 0.0
-    assert math.isnan(s["recall"])             # no truth pixel: recall undefined
+    assert math.isnan(s["recall"])  # no truth pixel: recall undefined
     assert s["fp_components"] == 1
 
 
@@ -95,7 +98,7 @@ def test_empty_conventions_against_monai():
     z = np.zeros((6, 6), bool)
     m = square((6, 6), 1, 3, 1, 3)
     for ignore in (True, False):
-        monai_dice = DiceMetric(ignore_empty=ignore)(_t(m), _t(z)).item()   # prediction, no truth
+        monai_dice = DiceMetric(ignore_empty=ignore)(_t(m), _t(z)).item()  # prediction, no truth
         if ignore:
             assert math.isnan(monai_dice)
         else:
@@ -108,11 +111,16 @@ def test_empty_conventions_against_monai():
 
 # ----------------------------------------------------------------------------- MONAI cross-check
 
+
 def random_masks(rng, n, shape):
     """Random blobby masks with every empty case: truth/prediction empty or not."""
     preds, truths = [], []
     for i in range(n):
-        t = ndi.binary_opening(rng.random(shape) < rng.uniform(0.05, 0.6)) if i % 5 else np.zeros(shape, bool)
+        t = (
+            ndi.binary_opening(rng.random(shape) < rng.uniform(0.05, 0.6))
+            if i % 5
+            else np.zeros(shape, bool)
+        )
         p = rng.random(shape) < rng.uniform(0.05, 0.6) if i % 7 else np.zeros(shape, bool)
         if i % 3 == 0:  # a prediction correlated with the truth
             p = t ^ (rng.random(shape) < 0.1)
@@ -125,13 +133,18 @@ def random_masks(rng, n, shape):
 def test_matches_monai_metric_classes(shape, rng):
     preds, truths = random_masks(rng, 40, shape)
     ours = results_frame([image_scores(p, t) for p, t in zip(preds, truths)])
-    yp, y = torch.as_tensor(preds[:, None].astype(np.float32)), torch.as_tensor(truths[:, None].astype(np.float32))
+    yp, y = (
+        torch.as_tensor(preds[:, None].astype(np.float32)),
+        torch.as_tensor(truths[:, None].astype(np.float32)),
+    )
 
     dice_ie = DiceMetric(ignore_empty=True, reduction="none")(yp, y)[:, 0].numpy()
     dice_all = DiceMetric(ignore_empty=False, reduction="none")(yp, y)[:, 0].numpy()
     iou_ie = MeanIoU(ignore_empty=True, reduction="none")(yp, y)[:, 0].numpy()
     iou_all = MeanIoU(ignore_empty=False, reduction="none")(yp, y)[:, 0].numpy()
-    cm = ConfusionMatrixMetric(metric_name=["precision", "recall"], compute_sample=True, reduction="none")
+    cm = ConfusionMatrixMetric(
+        metric_name=["precision", "recall"], compute_sample=True, reduction="none"
+    )
     cm(yp, y)
     precision, recall = (v[:, 0].numpy() for v in cm.aggregate())
 
@@ -145,7 +158,10 @@ def test_matches_monai_metric_classes(shape, rng):
     # empty truth: NaN when the prediction is empty too (ignore_empty=True), else 0 (ignore_empty=False)
     np.testing.assert_allclose(ours["dice"][~has_truth & has_pred], dice_all[~has_truth & has_pred])
     np.testing.assert_allclose(ours["iou"][~has_truth & has_pred], iou_all[~has_truth & has_pred])
-    assert np.isnan(ours["dice"][~has_truth & ~has_pred]).all() and np.isnan(dice_ie[~has_truth & ~has_pred]).all()
+    assert (
+        np.isnan(ours["dice"][~has_truth & ~has_pred]).all()
+        and np.isnan(dice_ie[~has_truth & ~has_pred]).all()
+    )
     # precision and recall: the same numbers and the same NaNs, sample by sample
     np.testing.assert_allclose(ours["precision"], precision, rtol=1e-5, equal_nan=True)
     np.testing.assert_allclose(ours["recall"], recall, rtol=1e-5, equal_nan=True)
@@ -160,21 +176,24 @@ def test_matches_monai_metric_classes(shape, rng):
 def test_torch_tensors_accepted():
     t = square((8, 8), 2, 5, 2, 5)
     p = square((8, 8), 3, 6, 2, 5)
-    assert image_scores(torch.as_tensor(p), torch.as_tensor(t.astype(np.float32))) == image_scores(p, t)
+    assert image_scores(torch.as_tensor(p), torch.as_tensor(t.astype(np.float32))) == image_scores(
+        p, t
+    )
 
 
 # ----------------------------------------------------------------------------- components
 
+
 def chest_slice():
     """64 x 64 slice: lung parenchyma (-850 HU) in both lungs, a tumour, a calcification, a vessel."""
-    hu = np.full((64, 64), 40, np.int16)                     # soft tissue
+    hu = np.full((64, 64), 40, np.int16)  # soft tissue
     lungs = np.zeros((64, 64), np.uint8)
     lungs[8:56, 4:30], lungs[8:56, 34:60] = 1, 2
     hu[lungs > 0] = -850
     tumour = square((64, 64), 20, 26, 10, 16)
     hu[tumour] = 30
     calc = square((64, 64), 40, 43, 44, 47)
-    hu[calc] = 400                                            # calcified nodule
+    hu[calc] = 400  # calcified nodule
     vessel = square((64, 64), 30, 32, 40, 52)
     hu[vessel] = 20
     return hu, lungs, tumour, calc, vessel
@@ -183,9 +202,9 @@ def chest_slice():
 def test_true_tumour_and_two_false_positives_one_calcified():
     hu, lungs, tumour, calc, vessel = chest_slice()
     pred = tumour.copy()
-    pred[21:27, 11:17] = True                                 # the tumour, one pixel off
-    pred |= ndi.binary_dilation(calc)                         # FP 1: on the 400 HU calcification
-    pred[30:32, 44:49] = True                                 # FP 2: on a vessel (20 HU)
+    pred[21:27, 11:17] = True  # the tumour, one pixel off
+    pred |= ndi.binary_dilation(calc)  # FP 1: on the 400 HU calcification
+    pred[30:32, 44:49] = True  # FP 2: on a vessel (20 HU)
     s = image_scores(pred, tumour, hu=hu, lungs=lungs)
     assert s["pred_components"] == 3
     assert s["fp_components"] == 2
@@ -200,7 +219,12 @@ def test_true_tumour_and_two_false_positives_one_calcified():
     assert image_scores(pred, tumour, hu=hu, lungs=lungs_without)["calcified_fp_components"] == 0
     assert image_scores(pred, tumour, hu=hu)["calcified_fp_components"] == 1
     # a higher threshold than the calcium's 400 HU finds none
-    assert image_scores(pred, tumour, hu=hu, lungs=lungs, calcification_hu=450)["calcified_fp_components"] == 0
+    assert (
+        image_scores(pred, tumour, hu=hu, lungs=lungs, calcification_hu=450)[
+            "calcified_fp_components"
+        ]
+        == 0
+    )
 
 
 def test_calcification_threshold_is_strict():
@@ -215,16 +239,18 @@ def test_calcification_threshold_is_strict():
 def test_calcified_component_touching_the_tumour_is_not_a_false_positive():
     hu, lungs, tumour, _, _ = chest_slice()
     hu2 = hu.copy()
-    hu2[26, 12] = 350                                          # a calcified speck at the tumour's edge
+    hu2[26, 12] = 350  # a calcified speck at the tumour's edge
     pred = tumour.copy()
     pred[26, 11:14] = True
     s = image_scores(pred, tumour, hu=hu2, lungs=lungs)
-    assert s["pred_components"] == 1 and s["fp_components"] == 0 and s["calcified_fp_components"] == 0
+    assert (
+        s["pred_components"] == 1 and s["fp_components"] == 0 and s["calcified_fp_components"] == 0
+    )
 
 
 def test_components_are_fully_connected():
     pred = np.zeros((6, 6), bool)
-    pred[1, 1] = pred[2, 2] = True                             # touch at a corner: one object
+    pred[1, 1] = pred[2, 2] = True  # touch at a corner: one object
     pred[4, 4] = True
     s = image_scores(pred, np.zeros_like(pred))
     assert s["pred_components"] == 2 and s["fp_components"] == 2
@@ -239,16 +265,17 @@ def test_lesion_level_misses():
 
 # ----------------------------------------------------------------------------- 3D
 
+
 def test_volume_scores_and_3d_components():
     truth = np.zeros((6, 12, 12), bool)
-    truth[1:4, 3:7, 3:7] = True                                # 3 slices x 16 px = 48 voxels
+    truth[1:4, 3:7, 3:7] = True  # 3 slices x 16 px = 48 voxels
     pred = np.zeros_like(truth)
-    pred[2:5, 3:7, 3:7] = True                                 # shifted one slice up: 32 shared
-    pred[0:2, 9:11, 9:11] = True                               # FP blob over two slices: 8 voxels
+    pred[2:5, 3:7, 3:7] = True  # shifted one slice up: 32 shared
+    pred[0:2, 9:11, 9:11] = True  # FP blob over two slices: 8 voxels
     s = image_scores(pred, truth)
     assert (s["tp"], s["fp"], s["fn"]) == (32, 16 + 8, 16)
     assert s["dice"] == pytest.approx(64 / (64 + 24 + 16))
-    assert s["pred_components"] == 2 and s["fp_components"] == 1   # one 3D object, not two slices
+    assert s["pred_components"] == 2 and s["fp_components"] == 1  # one 3D object, not two slices
 
     # per patient: counts pooled over the slices = the 3D score of the stack
     rows = [dict(image_scores(pred[z], truth[z]), patient_id="P1", slice_index=z) for z in range(6)]
@@ -262,6 +289,7 @@ def test_volume_scores_and_3d_components():
 
 
 # ----------------------------------------------------------------------------- errors
+
 
 def test_bad_inputs_raise_typed_errors_naming_the_input():
     t = square((8, 8), 2, 4, 2, 4)

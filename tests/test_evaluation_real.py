@@ -32,7 +32,7 @@ def lidc(real_data):
 
 def blob_at(shape, yx, r=1):
     m = np.zeros(shape, bool)
-    m[yx[0] - r: yx[0] + r + 1, yx[1] - r: yx[1] + r + 1] = True
+    m[yx[0] - r : yx[0] + r + 1, yx[1] - r : yx[1] + r + 1] = True
     return m
 
 
@@ -44,10 +44,14 @@ def test_dilated_prediction_on_the_real_tumour(lidc):
     ring = int(pred.sum()) - 164
     assert (s["tp"], s["fp"], s["fn"]) == (164, ring, 0)
     assert s["dice"] == pytest.approx(2 * 164 / (2 * 164 + ring)) and s["recall"] == 1.0
-    monai = DiceMetric()(torch.as_tensor(pred[None, None], dtype=torch.float32),
-                         torch.as_tensor(truth[None, None], dtype=torch.float32)).item()
+    monai = DiceMetric()(
+        torch.as_tensor(pred[None, None], dtype=torch.float32),
+        torch.as_tensor(truth[None, None], dtype=torch.float32),
+    ).item()
     assert s["dice"] == pytest.approx(monai, rel=1e-6)
-    assert s["fp_components"] == 0 and s["calcified_fp_components"] == 0   # the subpleural tumour is < 200 HU
+    assert (
+        s["fp_components"] == 0 and s["calcified_fp_components"] == 0
+    )  # the subpleural tumour is < 200 HU
 
 
 def test_calcium_inside_and_outside_the_lungs(lidc):
@@ -61,6 +65,6 @@ def test_calcium_inside_and_outside_the_lungs(lidc):
     pred = truth | fp_bone | fp_lung
     s = image_scores(pred, truth, hu=hu, lungs=lungs)
     assert s["fp_components"] == 2
-    assert s["calcified_fp_components"] == 1      # the one in the lung; the bone is outside
-    assert image_scores(pred, truth, hu=hu)["calcified_fp_components"] == 2   # no lungs: any calcium
+    assert s["calcified_fp_components"] == 1  # the one in the lung; the bone is outside
+    assert image_scores(pred, truth, hu=hu)["calcified_fp_components"] == 2  # no lungs: any calcium
     assert s["dice"] == pytest.approx(2 * 164 / (2 * 164 + 9 + 1))

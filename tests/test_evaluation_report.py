@@ -31,7 +31,7 @@ def square(y0, y1, x0, x1, shape=(12, 12)):
     return m
 
 
-TRUTH = square(2, 5, 2, 5)          # 9 px
+TRUTH = square(2, 5, 2, 5)  # 9 px
 EMPTY = np.zeros((12, 12), bool)
 
 
@@ -49,7 +49,10 @@ def rows():
         ("d", "P2", "LR3", square(0, 2, 0, 2) | square(8, 10, 8, 10), EMPTY),
         ("e", "P3", "LR4A", EMPTY, EMPTY),
     ]
-    return [dict(image_scores(p, t), case_id=c, patient_id=pid, lung_rads=lr) for c, pid, lr, p, t in cases]
+    return [
+        dict(image_scores(p, t), case_id=c, patient_id=pid, lung_rads=lr)
+        for c, pid, lr, p, t in cases
+    ]
 
 
 def test_results_frame_columns_and_types(rows):
@@ -57,7 +60,7 @@ def test_results_frame_columns_and_types(rows):
     assert list(df.columns[:3]) == ["patient_id", "case_id", "lung_rads"]
     assert list(df.columns[3:7]) == ["dice", "iou", "precision", "recall"]
     assert df["dice"].dtype == float and df["tp"].dtype == np.int64
-    assert df["calcified_fp_components"].isna().all()       # no HU given: not measured
+    assert df["calcified_fp_components"].isna().all()  # no HU given: not measured
     with pytest.raises(InputError, match=r"rows\[0\]: missing metric key\(s\) iou"):
         results_frame([{"dice": 0.5, "precision": 1.0, "recall": 0.5}])
 
@@ -82,8 +85,11 @@ def test_summarize_ignores_nan(rows):
 def test_summarize_counts_calcified_when_measured():
     hu = np.full((12, 12), -850, np.int16)
     hu[8:10, 8:10] = 500
-    r = [image_scores(square(8, 10, 8, 10), EMPTY, hu=hu), image_scores(TRUTH, TRUTH, hu=hu),
-         image_scores(square(0, 2, 0, 2), TRUTH, hu=hu)]
+    r = [
+        image_scores(square(8, 10, 8, 10), EMPTY, hu=hu),
+        image_scores(TRUTH, TRUTH, hu=hu),
+        image_scores(square(0, 2, 0, 2), TRUTH, hu=hu),
+    ]
     s = summarize(results_frame(r))
     assert s["fp_components"] == 2 and s["calcified_fp_components"] == 1
 
@@ -96,7 +102,11 @@ def test_per_class_table8(rows):
     assert t.loc["LR2", "sd"] == pytest.approx(np.std([12 / 18, 1], ddof=1))
     assert (t.loc["LR2", "n_images"], t.loc["LR2", "n"]) == (2, 2)
     assert t.loc["LR3", "dice"] == 0.0 and t.loc["LR3", "n_missed"] == 1
-    assert t.loc["LR4A", "n_images"] == 1 and t.loc["LR4A", "n"] == 0 and math.isnan(t.loc["LR4A", "dice"])
+    assert (
+        t.loc["LR4A", "n_images"] == 1
+        and t.loc["LR4A", "n"] == 0
+        and math.isnan(t.loc["LR4A", "dice"])
+    )
     assert t.loc["LR4B", "n_images"] == 0 and math.isnan(t.loc["LR4B", "dice"])
     assert t.loc["all", "dice"] == pytest.approx(summarize(results_frame(rows))["dice"])
     # precision per class: the missed image of LR3 does not count, the false alarm does
@@ -116,7 +126,11 @@ def test_per_patient_pools_counts(rows):
     assert pp.loc["P1", "dice"] == pytest.approx(30 / 36)
     assert pp.loc["P1", "n_images"] == 2 and pp.loc["P1", "lung_rads"] == "LR2"
     # P2: missed slice + false-alarm slice -> TP 0: DICE 0, precision 0, recall 0
-    assert (pp.loc["P2", "dice"], pp.loc["P2", "precision"], pp.loc["P2", "recall"]) == (0.0, 0.0, 0.0)
+    assert (pp.loc["P2", "dice"], pp.loc["P2", "precision"], pp.loc["P2", "recall"]) == (
+        0.0,
+        0.0,
+        0.0,
+    )
     assert math.isnan(pp.loc["P3", "dice"])
     assert pp.loc["P2", "fp_components"] == 2
 
@@ -134,13 +148,33 @@ def test_mean_sd_and_format():
 def arms_frame():
     """Two arms x two seeds; per-seed mean DICE baseline 0.5 / 0.3, metalung 0.6 / 0.7."""
     rows = []
-    spec = {("baseline", 0): (0.4, 0.6), ("baseline", 1): (0.2, 0.4),
-            ("metalung", 0): (0.5, 0.7), ("metalung", 1): (0.6, 0.8)}
+    spec = {
+        ("baseline", 0): (0.4, 0.6),
+        ("baseline", 1): (0.2, 0.4),
+        ("metalung", 0): (0.5, 0.7),
+        ("metalung", 1): (0.6, 0.8),
+    }
     for (arm, seed), dices in spec.items():
         for i, (d, lr) in enumerate(zip(dices, ("LR2", "LR3"))):
-            rows.append({"arm": arm, "seed": seed, "case_id": f"c{i}", "lung_rads": lr, "dice": d, "iou": d / 2,
-                         "precision": 1.0, "recall": d, "tp": 1, "fp": 0, "fn": 1, "pred_voxels": 1,
-                         "truth_voxels": 2, "fp_components": seed, "calcified_fp_components": 0})
+            rows.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "case_id": f"c{i}",
+                    "lung_rads": lr,
+                    "dice": d,
+                    "iou": d / 2,
+                    "precision": 1.0,
+                    "recall": d,
+                    "tp": 1,
+                    "fp": 0,
+                    "fn": 1,
+                    "pred_voxels": 1,
+                    "truth_voxels": 2,
+                    "fp_components": seed,
+                    "calcified_fp_components": 0,
+                }
+            )
     return results_frame(rows)
 
 
@@ -153,7 +187,7 @@ def test_seed_summaries_and_arm_table():
     assert t.loc["baseline", "dice"] == format_mean_sd([0.5, 0.3]) == "0.400 ± 0.141"
     assert t.loc["metalung", "dice"] == "0.650 ± 0.071"
     assert t.loc["baseline", "n_seeds"] == 2 and t.loc["baseline", "n_images"] == "2"
-    assert t.loc["baseline", "fp_components"] == "1.0 ± 1.4"     # totals per seed: 0 and 2
+    assert t.loc["baseline", "fp_components"] == "1.0 ± 1.4"  # totals per seed: 0 and 2
 
 
 def test_class_arm_table():
@@ -170,7 +204,10 @@ def test_markdown_table_format(rows):
     lines = md.strip().split("\n")
     assert lines[0] == "| lung_rads | n_images | n | dice | sd | n_missed |"
     assert lines[1] == "|---|---:|---:|---:|---:|---:|"
-    assert lines[2] == f"| LR2 | 2 | 2 | {(12 / 18 + 1) / 2:.3f} | {np.std([12 / 18, 1], ddof=1):.3f} | 0 |"
+    assert (
+        lines[2]
+        == f"| LR2 | 2 | 2 | {(12 / 18 + 1) / 2:.3f} | {np.std([12 / 18, 1], ddof=1):.3f} | 0 |"
+    )
     assert "| LR4B | 0 | 0 | n/a | n/a | 0 |" in lines
     # a named index becomes the first column; pipes in text are escaped
     df = pd.DataFrame({"v": [0.123456]}, index=pd.Index(["a|b"], name="k"))
@@ -179,11 +216,11 @@ def test_markdown_table_format(rows):
 
 def test_write_table_files(rows, tmp_path):
     t = per_class(results_frame(rows))
-    csv, md = write_table(t, tmp_path / "tables" / "table8.csv")   # extension dropped
+    csv, md = write_table(t, tmp_path / "tables" / "table8.csv")  # extension dropped
     assert csv == tmp_path / "tables" / "table8.csv" and md == tmp_path / "tables" / "table8.md"
     back = pd.read_csv(csv)
     assert list(back["lung_rads"]) == list(t["lung_rads"])
-    np.testing.assert_allclose(back["dice"], t["dice"], equal_nan=True)       # full precision
+    np.testing.assert_allclose(back["dice"], t["dice"], equal_nan=True)  # full precision
     text = md.read_text(encoding="utf-8")
     assert f"{(12 / 18 + 1) / 2:.3f}" in text and text == markdown_table(t)
     assert not [p for p in (tmp_path / "tables").iterdir() if "partial" in p.name]

@@ -24,8 +24,8 @@ from metalung_monai.errors import (
     UnsafePickleError,
     UnsupportedFormatError,
 )
-from metalung_monai.io import load_datalist, read_ct, write_dicom_series
 from metalung_monai.io import convert as convert_module
+from metalung_monai.io import load_datalist, read_ct, write_dicom_series
 from metalung_monai.io.convert import convert
 
 HAS_LUNG_RADS = importlib.util.find_spec("metalung_monai.anatomy.lung_rads") is not None
@@ -66,16 +66,21 @@ def test_convert_real_cases_cli(tmp_path, real_data):
             "convert",
             str(real_data / "metalung_example" / "1-141.dcm"),
             str(real_data / "dcmqi_ge_3slice"),
-            "--mask", str(real_data / "metalung_example" / "IM140.png"),
-            "--mask", str(real_data / "dcmqi_ge_3slice" / "liver_seg.nrrd"),
-            "--out", str(out),
+            "--mask",
+            str(real_data / "metalung_example" / "IM140.png"),
+            "--mask",
+            str(real_data / "dcmqi_ge_3slice" / "liver_seg.nrrd"),
+            "--out",
+            str(out),
             "--no-progress",
         ]
     )
     assert args.func(args) == 0
     dl = load_datalist(out / "datalist.json")
     e_slice, e_ge = dl["training"]
-    assert e_slice["patient_id"] == "LIDC-IDRI-0095" and e_slice["case_id"] == "LIDC-IDRI-0095_1-141"
+    assert (
+        e_slice["patient_id"] == "LIDC-IDRI-0095" and e_slice["case_id"] == "LIDC-IDRI-0095_1-141"
+    )
     assert e_slice["manufacturer"] == "SIEMENS" and e_slice["shape"] == [512, 512]
     assert e_ge["manufacturer"] == "GE MEDICAL SYSTEMS" and e_ge["shape"] == [3, 512, 512]
     assert e_ge["spacing"] == pytest.approx([1.0, 0.810547, 0.810547])
@@ -117,10 +122,17 @@ def test_convert_volume_mask_and_merge(tmp_path, rng):
     (tmp_path / "other").mkdir()
     vol2, _, _, _ = _ct_and_mask(tmp_path / "other", rng)
     convert(vol2, out, patient_id="PAT 7")
-    ids = [e["case_id"] for e in load_datalist(path)["training"] + load_datalist(path)["validation"]]
+    ids = [
+        e["case_id"] for e in load_datalist(path)["training"] + load_datalist(path)["validation"]
+    ]
     assert len(ids) == 2 and len(set(ids)) == 2
     assert _files(out) == sorted(
-        ["datalist.json", "masks/PAT_7_vol.nii.gz", "images/PAT_7_vol.nii.gz", f"images/{ids[0]}.nii.gz"]
+        [
+            "datalist.json",
+            "masks/PAT_7_vol.nii.gz",
+            "images/PAT_7_vol.nii.gz",
+            f"images/{ids[0]}.nii.gz",
+        ]
     )
 
 
@@ -128,13 +140,21 @@ def test_convert_dicom_series_and_series_flag(tmp_path, rng):
     hu = rng.integers(-1024, 1000, size=(5, 16, 16)).astype(np.int16)
     img = sitk.GetImageFromArray(hu)
     img.SetSpacing((0.7, 0.7, 1.5))
-    files = write_dicom_series(img, tmp_path / "dcm", patient_id="LUNG-01", manufacturer="TOSHIBA", padding_value=-2000)
+    files = write_dicom_series(
+        img, tmp_path / "dcm", patient_id="LUNG-01", manufacturer="TOSHIBA", padding_value=-2000
+    )
     uid = str(pydicom.dcmread(files[0]).SeriesInstanceUID)
     out = tmp_path / "ds"
-    args = _parser().parse_args(["convert", str(tmp_path / "dcm"), "--series", uid, "-o", str(out), "--split", "test"])
+    args = _parser().parse_args(
+        ["convert", str(tmp_path / "dcm"), "--series", uid, "-o", str(out), "--split", "test"]
+    )
     assert args.func(args) == 0
     (e,) = load_datalist(out / "datalist.json")["test"]
-    assert e["patient_id"] == "LUNG-01" and e["manufacturer"] == "TOSHIBA" and e["series_instance_uid"] == uid
+    assert (
+        e["patient_id"] == "LUNG-01"
+        and e["manufacturer"] == "TOSHIBA"
+        and e["series_instance_uid"] == uid
+    )
     assert np.array_equal(read_ct(out / e["image"]).array, read_ct(tmp_path / "dcm").array)
     with pytest.raises(NoSeriesError, match="series 1.2.3 not found"):
         convert(tmp_path / "dcm", out, series_uid="1.2.3")
@@ -154,14 +174,18 @@ def _renamed_copy(tmp_path, name):
 
 def _series_with_problem(tmp_path, rng, problem):
     hu = rng.integers(-1024, 1000, size=(3, 8, 8)).astype(np.int16)
-    files = write_dicom_series(sitk.GetImageFromArray(hu), tmp_path / problem, patient_id="P", shuffle_names=False)
+    files = write_dicom_series(
+        sitk.GetImageFromArray(hu), tmp_path / problem, patient_id="P", shuffle_names=False
+    )
     if problem == "mr":
         for f in files:
             ds = pydicom.dcmread(f)
             ds.Modality = "MR"
             ds.save_as(f)
     elif problem == "sizes":
-        small = write_dicom_series(sitk.GetImageFromArray(np.zeros((1, 4, 4), np.int16)), tmp_path / "tmp4", patient_id="P")
+        small = write_dicom_series(
+            sitk.GetImageFromArray(np.zeros((1, 4, 4), np.int16)), tmp_path / "tmp4", patient_id="P"
+        )
         ds, ref = pydicom.dcmread(small[0]), pydicom.dcmread(files[1])
         for tag in ("SeriesInstanceUID", "StudyInstanceUID", "ImagePositionPatient"):
             setattr(ds, tag, getattr(ref, tag))
@@ -207,18 +231,43 @@ def test_every_bad_input_raises_typed_error_and_leaves_no_partial_case(tmp_path,
     evil.write_bytes(pickle.dumps(_E()))
     cases = [
         (garbage, None, DicomError, "junk.dcm: not a readable DICOM file"),
-        (_series_with_problem(tmp_path, rng, "mr"), None, DicomError, "not a CT image (Modality 'MR')"),
+        (
+            _series_with_problem(tmp_path, rng, "mr"),
+            None,
+            DicomError,
+            "not a CT image (Modality 'MR')",
+        ),
         (empty, None, NoSeriesError, "no DICOM series found (the folder is empty)"),
         (txt_dir, None, NoSeriesError, "none readable as a DICOM image"),
-        (_series_with_problem(tmp_path, rng, "sizes"), None, SliceSizeError, "slice of 4x4 pixels in a series of 8x8"),
+        (
+            _series_with_problem(tmp_path, rng, "sizes"),
+            None,
+            SliceSizeError,
+            "slice of 4x4 pixels in a series of 8x8",
+        ),
         (nan_img, None, InputError, "nan.nii.gz: 1 NaN voxel"),
         (good, nan_mask, MaskError, "nanmask.nii.gz: 1 NaN value"),
         (good, nonbin, MaskError, "labels.nii.gz: not a binary mask: values found 3"),
         (good, shifted, GeometryMismatchError, "shifted.nii.gz: grid does not match image"),
         (good, small_mask, GeometryMismatchError, "small.nii.gz: mask array shape (4, 12, 24)"),
-        (tmp_path / "missing.nii.gz", None, InputError, "missing.nii.gz: file or folder does not exist"),
-        (good, tmp_path / "missing_mask.nii.gz", InputError, "missing_mask.nii.gz: mask file does not exist"),
-        (tmp_path / "junk.txt", None, UnsupportedFormatError, "junk.txt: unsupported file type '.txt'"),
+        (
+            tmp_path / "missing.nii.gz",
+            None,
+            InputError,
+            "missing.nii.gz: file or folder does not exist",
+        ),
+        (
+            good,
+            tmp_path / "missing_mask.nii.gz",
+            InputError,
+            "missing_mask.nii.gz: mask file does not exist",
+        ),
+        (
+            tmp_path / "junk.txt",
+            None,
+            UnsupportedFormatError,
+            "junk.txt: unsupported file type '.txt'",
+        ),
         (evil, None, UnsafePickleError, "'posix.system'"),
     ]
     (tmp_path / "junk.txt").write_text("not an image")
@@ -265,12 +314,19 @@ def test_convert_mixes_pickles_and_images(tmp_path, rng):
     import pandas as pd
 
     rows = [
-        {"patient_id": "T1", "hu_array": np.zeros((16, 16)), "hu_array_old": np.full((16, 16), -500.0),
-         "mask": np.eye(16, dtype=np.uint8), "label1": "4B"}
+        {
+            "patient_id": "T1",
+            "hu_array": np.zeros((16, 16)),
+            "hu_array_old": np.full((16, 16), -500.0),
+            "mask": np.eye(16, dtype=np.uint8),
+            "label1": "4B",
+        }
     ]
     pd.DataFrame(rows).to_pickle(tmp_path / "lung_cancer_test.pkl")
     a, am, _, _ = _ct_and_mask(tmp_path, rng, "a")
-    path = convert([tmp_path / "lung_cancer_test.pkl", a], tmp_path / "ds", mask=[am], patient_id="A1")
+    path = convert(
+        [tmp_path / "lung_cancer_test.pkl", a], tmp_path / "ds", mask=[am], patient_id="A1"
+    )
     dl = json.loads(path.read_text())
     assert [e["patient_id"] for e in dl["test"]] == ["T1"] and dl["test"][0]["lung_rads"] == "LR4B"
     assert [e["patient_id"] for e in dl["training"]] == ["A1"]
@@ -290,8 +346,14 @@ def test_metalung_cli_entry_point(tmp_path, rng, capsys):
     if not main_parser_ok:
         pytest.skip(f"metalung CLI not complete yet: {reason}")
     a, am, _, _ = _ct_and_mask(tmp_path, rng, "a")
-    assert main(["convert", str(a), "--mask", str(am), "--out", str(tmp_path / "ds"), "--no-progress"]) == 0
+    assert (
+        main(["convert", str(a), "--mask", str(am), "--out", str(tmp_path / "ds"), "--no-progress"])
+        == 0
+    )
     assert "datalist.json" in capsys.readouterr().out
     assert main(["convert", str(tmp_path / "nothing.nii.gz"), "--out", str(tmp_path / "ds")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("metalung convert: error: ") and "nothing.nii.gz: file or folder does not exist" in err
+    assert (
+        err.startswith("metalung convert: error: ")
+        and "nothing.nii.gz: file or folder does not exist" in err
+    )

@@ -10,7 +10,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from metalung_monai.errors import DicomError, InputError, NoSeriesError, SliceSizeError, UnsupportedFormatError
+from metalung_monai.errors import (
+    DicomError,
+    InputError,
+    NoSeriesError,
+    SliceSizeError,
+    UnsupportedFormatError,
+)
 from metalung_monai.io import circular_fov_mask, read_ct, write_dicom_series
 from metalung_monai.io.dicom_series import list_dicom_series
 
@@ -36,7 +42,12 @@ def test_round_trip_identical_hu_and_geometry(tmp_path, rng, intercept, padding)
     img.SetSpacing((0.7, 0.8, 2.5))
     img.SetOrigin((-11.2, 20.4, -300.0))
     files = write_dicom_series(
-        img, tmp_path / "ct", patient_id="PAT-1", rescale_intercept=intercept, padding_value=padding, seed=3
+        img,
+        tmp_path / "ct",
+        patient_id="PAT-1",
+        rescale_intercept=intercept,
+        padding_value=padding,
+        seed=3,
     )
     assert len(files) == 8 and all(f.is_file() for f in files)
     ds = pydicom.dcmread(files[0])
@@ -62,7 +73,9 @@ def test_round_trip_identical_hu_and_geometry(tmp_path, rng, intercept, padding)
     assert ct.image.GetOrigin() == pytest.approx((-11.2, 20.4, -300.0))
     assert ct.image.GetDirection() == pytest.approx(np.eye(3).ravel())
     n_outside = int((~circular_fov_mask(hu.shape)).sum()) if padding is not None else 0
-    assert ct.meta["padding_mapped"] == n_outside + (1 if (padding is None or circular_fov_mask(hu.shape)[3, 10, 10]) else 0)
+    assert ct.meta["padding_mapped"] == n_outside + (
+        1 if (padding is None or circular_fov_mask(hu.shape)[3, 10, 10]) else 0
+    )
     assert ct.meta["patient_id"] == "PAT-1"
 
 
@@ -78,7 +91,9 @@ def test_round_trip_rotated_direction(tmp_path, rng):
 
 def test_left_handed_direction_is_written_physically_equivalent(tmp_path, rng):
     hu, img = gradient_volume(rng, shape=(5, 16, 16))
-    img.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))  # det -1: cannot be stacked as DICOM slices as is
+    img.SetDirection(
+        (-1, 0, 0, 0, 1, 0, 0, 0, 1)
+    )  # det -1: cannot be stacked as DICOM slices as is
     write_dicom_series(img, tmp_path / "lh", patient_id="P")
     ct = read_ct(tmp_path / "lh")
     # same voxels at the same physical places
@@ -128,12 +143,16 @@ def test_fov_mask_argument(tmp_path, rng):
     hu, img = gradient_volume(rng, shape=(2, 8, 8))
     fov = np.ones(hu.shape, bool)
     fov[:, :, :2] = False
-    write_dicom_series(img, tmp_path / "f", patient_id="P", padding_value=-2048, rescale_intercept=0, fov_mask=fov)
+    write_dicom_series(
+        img, tmp_path / "f", patient_id="P", padding_value=-2048, rescale_intercept=0, fov_mask=fov
+    )
     ct = read_ct(tmp_path / "f")
     assert (ct.array[:, :, :2] == -1024).all()
     assert np.array_equal(ct.array[:, :, 2:], hu[:, :, 2:])
     with pytest.raises(InputError, match="fov_mask"):
-        write_dicom_series(img, tmp_path / "g", patient_id="P", padding_value=-2048, fov_mask=fov[:, :4])
+        write_dicom_series(
+            img, tmp_path / "g", patient_id="P", padding_value=-2048, fov_mask=fov[:, :4]
+        )
     with pytest.raises(InputError, match="padding_value"):
         write_dicom_series(img, tmp_path / "h", patient_id="P", fov_mask=fov)
 
@@ -181,20 +200,26 @@ def test_mr_is_not_ct(tmp_path, rng):
 def test_folder_without_series(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(NoSeriesError, match=r"empty: no DICOM series found \(the folder is empty\)"):
+    with pytest.raises(
+        NoSeriesError, match=r"empty: no DICOM series found \(the folder is empty\)"
+    ):
         read_ct(empty)
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "README.txt").write_text("no images here")
     (texts / "junk.dcm").write_bytes(b"not dicom at all" * 20)
-    with pytest.raises(NoSeriesError, match=r"texts: no DICOM series found \(2 file\(s\), none readable"):
+    with pytest.raises(
+        NoSeriesError, match=r"texts: no DICOM series found \(2 file\(s\), none readable"
+    ):
         read_ct(texts)
 
 
 def test_series_choice(tmp_path, rng):
     hu_a, files_a = _small_series(tmp_path, rng, "a")
     _, img_b = gradient_volume(rng, shape=(3, 16, 16))
-    files_b = write_dicom_series(img_b, tmp_path / "b", patient_id="P", seed=5, series_description="lung")
+    files_b = write_dicom_series(
+        img_b, tmp_path / "b", patient_id="P", seed=5, series_description="lung"
+    )
     both = tmp_path / "both"
     both.mkdir()
     for f in files_a:
@@ -205,11 +230,15 @@ def test_series_choice(tmp_path, rng):
     uid_b = str(pydicom.dcmread(files_b[0]).SeriesInstanceUID)
     with pytest.raises(NoSeriesError, match=r"2 CT series; choose one") as ei:
         read_ct(both)
-    assert f"{uid_a} (4 files, CT)" in str(ei.value) and f"{uid_b} (3 files, CT, 'lung')" in str(ei.value)
+    assert f"{uid_a} (4 files, CT)" in str(ei.value) and f"{uid_b} (3 files, CT, 'lung')" in str(
+        ei.value
+    )
     ct = read_ct(both, series_uid=uid_a)
     assert np.array_equal(ct.array, hu_a) and ct.meta["series_instance_uid"] == uid_a
     assert read_ct(both, series_uid=uid_b).image.GetSize() == (16, 16, 3)
-    with pytest.raises(NoSeriesError, match=r"series 9\.9\.9 not found; the folder holds: .*4 files"):
+    with pytest.raises(
+        NoSeriesError, match=r"series 9\.9\.9 not found; the folder holds: .*4 files"
+    ):
         read_ct(both, series_uid="9.9.9")
     with pytest.raises(InputError, match="only applies to a DICOM folder"):
         read_ct(files_a[0], series_uid=uid_a)
@@ -218,20 +247,32 @@ def test_series_choice(tmp_path, rng):
 
 def test_mixed_slice_sizes(tmp_path, rng):
     _, files = _small_series(tmp_path, rng)
-    small = write_dicom_series(sitk.GetImageFromArray(np.zeros((1, 8, 8), np.int16)), tmp_path / "t", patient_id="P")
+    small = write_dicom_series(
+        sitk.GetImageFromArray(np.zeros((1, 8, 8), np.int16)), tmp_path / "t", patient_id="P"
+    )
     ds = pydicom.dcmread(small[0])
     ref = pydicom.dcmread(files[2])
-    for tag in ("SeriesInstanceUID", "StudyInstanceUID", "ImagePositionPatient", "FrameOfReferenceUID"):
+    for tag in (
+        "SeriesInstanceUID",
+        "StudyInstanceUID",
+        "ImagePositionPatient",
+        "FrameOfReferenceUID",
+    ):
         setattr(ds, tag, getattr(ref, tag))
     ds.save_as(files[2])
-    with pytest.raises(SliceSizeError, match=r"IM00003.dcm: slice of 8x8 pixels in a series of 16x16 slices"):
+    with pytest.raises(
+        SliceSizeError, match=r"IM00003.dcm: slice of 8x8 pixels in a series of 16x16 slices"
+    ):
         read_ct(tmp_path / "s")
 
 
 def test_missing_and_duplicate_slices(tmp_path, rng):
     _, files = _small_series(tmp_path, rng)
     files[1].unlink()  # a gap of 2 slices between z=0 and z=2
-    with pytest.raises(DicomError, match=r"IM00003.dcm: non-uniform slice spacing: 5.000 mm from IM00001.dcm .* 2.500 mm"):
+    with pytest.raises(
+        DicomError,
+        match=r"IM00003.dcm: non-uniform slice spacing: 5.000 mm from IM00001.dcm .* 2.500 mm",
+    ):
         read_ct(tmp_path / "s")
     _, files = _small_series(tmp_path, rng, "d")
     ds = pydicom.dcmread(files[1])
@@ -254,12 +295,18 @@ def test_float_volume_rounded_to_int16(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "f.mha"))
     ct = read_ct(tmp_path / "f.mha")
     assert ct.array.dtype == np.int16 and ct.array.ravel().tolist() == [-1024, -1000, 1, 32767]
-    assert ct.meta["format"] == "mha" and ct.meta["padding_mapped"] == 1 and ct.meta["clipped_high"] == 1
+    assert (
+        ct.meta["format"] == "mha"
+        and ct.meta["padding_mapped"] == 1
+        and ct.meta["clipped_high"] == 1
+    )
 
 
 def test_single_slice_falls_back_to_gdcm_when_pydicom_cannot_decode(tmp_path, rng, monkeypatch):
     hu, img = gradient_volume(rng, shape=(2, 12, 12))
-    files = write_dicom_series(img, tmp_path / "s", patient_id="P", rescale_intercept=-1024, shuffle_names=False)
+    files = write_dicom_series(
+        img, tmp_path / "s", patient_id="P", rescale_intercept=-1024, shuffle_names=False
+    )
 
     def no_decoder(self):
         raise NotImplementedError("no decoder for this transfer syntax")

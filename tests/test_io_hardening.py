@@ -32,7 +32,9 @@ def _files(folder: Path) -> list[str]:
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def _smooth_volume(shape=(20, 128, 128)) -> np.ndarray:
@@ -97,15 +99,26 @@ def _damaged(tmp_path: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize(
     "kind",
-    ["nii.gz-half", "nii.gz-flip50", "nii.gz-flip80", "nii.gz-crc", "nii-half", "nii-short", "nrrd-flip80",
-     "mha-flip50", "mha-flip80"],
+    [
+        "nii.gz-half",
+        "nii.gz-flip50",
+        "nii.gz-flip80",
+        "nii.gz-crc",
+        "nii-half",
+        "nii-short",
+        "nrrd-flip80",
+        "mha-flip50",
+        "mha-flip80",
+    ],
 )
 def test_truncated_or_corrupted_volume_is_refused(tmp_path, kind):
     """#4: a cut or bit-flipped payload was read with garbage/zero voxels (exit 0)."""
     bad = _damaged(tmp_path, kind)
     with pytest.raises(InputError) as ei:
         read_ct(bad)
-    assert ei.value.source == str(bad) and re.search(r"truncated|corrupt", ei.value.problem), str(ei.value)
+    assert ei.value.source == str(bad) and re.search(r"truncated|corrupt", ei.value.problem), str(
+        ei.value
+    )
 
 
 @pytest.mark.parametrize("kind", ["nii.gz-half", "nii.gz-flip50", "nii-half", "mha-flip80"])
@@ -118,10 +131,16 @@ def test_truncated_or_corrupted_mask_is_refused(tmp_path, kind):
     good = _write(tmp_path / f"m{ext}", mask, compress=ext != ".nii")
     data = good.read_bytes()
     bad = tmp_path / f"badmask{ext}"
-    bad.write_bytes(data[: len(data) // 2] if kind.endswith("half") else _flip(data, 0.5 if "50" in kind else 0.8))
+    bad.write_bytes(
+        data[: len(data) // 2]
+        if kind.endswith("half")
+        else _flip(data, 0.5 if "50" in kind else 0.8)
+    )
     with pytest.raises(InputError) as ei:
         read_mask(bad, read_ct(ref))
-    assert ei.value.source == str(bad) and re.search(r"truncated|corrupt", ei.value.problem), str(ei.value)
+    assert ei.value.source == str(bad) and re.search(r"truncated|corrupt", ei.value.problem), str(
+        ei.value
+    )
 
 
 def test_intact_compressed_volumes_still_read_exactly(tmp_path):
@@ -179,20 +198,41 @@ def test_infinite_mask_values_are_refused(tmp_path):
 # ------------------------------------------------------------------ #6 voxel sizes
 
 
-@pytest.mark.parametrize("values", [["nan", "nan"], ["inf", "0.7"], ["0", "0.7"], ["-1", "0.7"], ["51", "0.7"]])
+@pytest.mark.parametrize(
+    "values", [["nan", "nan"], ["inf", "0.7"], ["0", "0.7"], ["-1", "0.7"], ["51", "0.7"]]
+)
 def test_convert_refuses_bad_pixel_spacing_option(tmp_path, capsys, values):
     """#6: --pixel-spacing nan nan was accepted and wrote NaN into datalist.json."""
-    rows = [{"patient_id": "T1", "hu_array": np.zeros((8, 8)), "hu_array_old": np.zeros((8, 8)),
-             "mask": np.zeros((8, 8), np.uint8), "label1": "2"}]
+    rows = [
+        {
+            "patient_id": "T1",
+            "hu_array": np.zeros((8, 8)),
+            "hu_array_old": np.zeros((8, 8)),
+            "mask": np.zeros((8, 8), np.uint8),
+            "label1": "2",
+        }
+    ]
     pd.DataFrame(rows).to_pickle(tmp_path / "lung_cancer_train.pkl")
     out = tmp_path / "ds"
-    rc, err = _cli(["convert", tmp_path / "lung_cancer_train.pkl", "--out", out, "--pixel-spacing", *values,
-                    "--no-progress"], capsys)
+    rc, err = _cli(
+        [
+            "convert",
+            tmp_path / "lung_cancer_train.pkl",
+            "--out",
+            out,
+            "--pixel-spacing",
+            *values,
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 1 and len(err.splitlines()) == 1, err
     assert err.startswith("metalung convert: error: --pixel-spacing: "), err
     assert not out.exists()
     with pytest.raises(InputError) as ei:
-        convert_thesis_pickle(tmp_path / "lung_cancer_train.pkl", out, spacing=tuple(float(v) for v in values))
+        convert_thesis_pickle(
+            tmp_path / "lung_cancer_train.pkl", out, spacing=tuple(float(v) for v in values)
+        )
     assert ei.value.source == "spacing" and "pixel spacing" in ei.value.problem, str(ei.value)
     assert not out.exists()
 
@@ -229,8 +269,12 @@ def test_nrrd_and_mha_bad_voxel_size_is_refused_clearly(tmp_path, value):
     arr = np.zeros((3, 8, 8), np.int16)
     n = _write(tmp_path / "a.nrrd", arr, compress=False)
     head, _, data = n.read_bytes().partition(b"\n\n")
-    head = re.sub(rb"space directions: [^\n]+", b"", head).replace(b"\nspace: left-posterior-superior", b"")
-    head = re.sub(rb"space origin: [^\n]+", b"", head) + b"\nspacings: " + value.encode() + b" 0.7 2"
+    head = re.sub(rb"space directions: [^\n]+", b"", head).replace(
+        b"\nspace: left-posterior-superior", b""
+    )
+    head = (
+        re.sub(rb"space origin: [^\n]+", b"", head) + b"\nspacings: " + value.encode() + b" 0.7 2"
+    )
     head = re.sub(rb"\n+", b"\n", head)
     n.write_bytes(head + b"\n\n" + data)
     m = _write(tmp_path / "a.mha", arr, compress=False)
@@ -342,8 +386,16 @@ def test_missing_rescale_tags_are_refused_unless_assumed(tmp_path, capsys):
     # the command line: refused without --rescale, recorded in the datalist with it
     out = tmp_path / "ds"
     rc, err = _cli(["convert", tmp_path / "s", "--out", out, "--no-progress"], capsys)
-    assert rc == 1 and "no RescaleSlope/RescaleIntercept" in err and "--rescale" in err and not out.exists()
-    rc, err = _cli(["convert", tmp_path / "s", "--out", out, "--rescale", "1", "-1024", "--no-progress"], capsys)
+    assert (
+        rc == 1
+        and "no RescaleSlope/RescaleIntercept" in err
+        and "--rescale" in err
+        and not out.exists()
+    )
+    rc, err = _cli(
+        ["convert", tmp_path / "s", "--out", out, "--rescale", "1", "-1024", "--no-progress"],
+        capsys,
+    )
     assert rc == 0, err
     (e,) = load_datalist(out / "datalist.json")["training"]
     assert e["rescale_assumed"] == [1.0, -1024.0]
@@ -366,7 +418,9 @@ def test_empty_pickle_error_names_the_pickle(tmp_path, kind):
     """#13b: an empty pickle got 'ds: no case was converted' (blaming the output)."""
     p = tmp_path / "lung_cancer_train.pkl"
     if kind == "no rows":
-        pd.DataFrame(columns=["patient_id", "hu_array", "hu_array_old", "mask", "label1"]).to_pickle(p)
+        pd.DataFrame(
+            columns=["patient_id", "hu_array", "hu_array_old", "mask", "label1"]
+        ).to_pickle(p)
     elif kind == "no columns":
         pd.DataFrame().to_pickle(p)
     else:
@@ -423,13 +477,25 @@ def test_hostile_dicom_patient_id(tmp_path):
     convert([tmp_path / "s"], out)
     (e,) = load_datalist(out / "datalist.json")["training"]
     assert e["patient_id"] == "../../../evil/.." and is_safe_name(e["case_id"])
-    assert not (tmp_path / "evil").exists() and _files(out) == ["datalist.json", f"images/{e['case_id']}.nii.gz"]
+    assert not (tmp_path / "evil").exists() and _files(out) == [
+        "datalist.json",
+        f"images/{e['case_id']}.nii.gz",
+    ]
 
 
 def test_hostile_pickle_patient_ids(tmp_path):
     """#1: pickle patient values became file names (5,000 characters: crash)."""
-    rows = [{"patient_id": pid, "hu_array": np.zeros((8, 8)), "hu_array_old": np.zeros((8, 8)),
-             "mask": np.zeros((8, 8), np.uint8), "label1": "2"} for pid in HOSTILE_NAMES if pid]
+    rows = [
+        {
+            "patient_id": pid,
+            "hu_array": np.zeros((8, 8)),
+            "hu_array_old": np.zeros((8, 8)),
+            "mask": np.zeros((8, 8), np.uint8),
+            "label1": "2",
+        }
+        for pid in HOSTILE_NAMES
+        if pid
+    ]
     pd.DataFrame(rows).to_pickle(tmp_path / "lung_cancer_train.pkl")
     out = tmp_path / "deep" / "ds"
     convert([tmp_path / "lung_cancer_train.pkl"], out)
@@ -437,9 +503,15 @@ def test_hostile_pickle_patient_ids(tmp_path):
     assert [e["patient_id"] for e in entries] == [r["patient_id"] for r in rows]
     ids = [e["case_id"] for e in entries]
     assert len(set(ids)) == len(ids) and all(is_safe_name(c) for c in ids), ids
-    assert all(c.endswith(f"_lung_cancer_train_{i:05d}") for i, c in enumerate(ids) if len(rows[i]["patient_id"]) < 50)
+    assert all(
+        c.endswith(f"_lung_cancer_train_{i:05d}")
+        for i, c in enumerate(ids)
+        if len(rows[i]["patient_id"]) < 50
+    )
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".pkl"]
-    assert len(written) == 2 * len(rows) + 1 and all(out.resolve() in p.resolve().parents for p in written)
+    assert len(written) == 2 * len(rows) + 1 and all(
+        out.resolve() in p.resolve().parents for p in written
+    )
 
 
 @pytest.mark.parametrize("case_id", HOSTILE_NAMES)
@@ -475,7 +547,11 @@ def test_convert_out_overlapping_an_input_is_refused(tmp_path, capsys, where):
         argv, out = [vol, "--mask", mask], tmp_path / "m"
     before = _tree(tmp_path)
     rc, err = _cli(["convert", *argv, "--out", out, "--no-progress"], capsys)
-    assert rc == 1 and len(err.splitlines()) == 1 and err.startswith("metalung convert: error: --out: "), err
+    assert (
+        rc == 1
+        and len(err.splitlines()) == 1
+        and err.startswith("metalung convert: error: --out: ")
+    ), err
     assert _tree(tmp_path) == before
 
 
@@ -492,7 +568,9 @@ def test_convert_validates_every_input_before_writing(tmp_path):
         with pytest.raises(InputError, match=re.escape(f"{bad}: ") + ".*" + msg):
             convert([good, bad], out)
         assert not out.exists()
-    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'nomask.nii.gz'}: mask file does not exist")):
+    with pytest.raises(
+        InputError, match=re.escape(f"{tmp_path / 'nomask.nii.gz'}: mask file does not exist")
+    ):
         convert([good, good], out, mask=[good, tmp_path / "nomask.nii.gz"])
     with pytest.raises(InputError, match="--series"):
         convert([good], out, series_uid="1.2.3")
@@ -528,7 +606,7 @@ def test_pickles_of_the_same_name_in_two_folders_keep_both(tmp_path, rng):
     convert([b / "lung_cancer_train.pkl"], out, progress=False)
     ids = [e["case_id"] for e in load_datalist(out / "datalist.json")["training"]]
     assert len(ids) == 4 and len(set(ids)) == 4
-    convert([a / "lung_cancer_train.pkl"], out, progress=False)   # again: replaces its own two rows
+    convert([a / "lung_cancer_train.pkl"], out, progress=False)  # again: replaces its own two rows
     again = [e["case_id"] for e in load_datalist(out / "datalist.json")["training"]]
     assert sorted(again) == sorted(ids)
     assert len(list((out / "images").glob("*.nii.gz"))) == 4

@@ -82,7 +82,12 @@ def _volume(rng, even=False):
 def test_rescale_applied_exactly_once(tmp_path, rng, intercept, slope):
     hu, img = _volume(rng, even=slope == 2)
     files = write_dicom_series(
-        img, tmp_path / "s", patient_id="P", rescale_intercept=intercept, rescale_slope=slope, shuffle_names=False
+        img,
+        tmp_path / "s",
+        patient_id="P",
+        rescale_intercept=intercept,
+        rescale_slope=slope,
+        shuffle_names=False,
     )
     ds = pydicom.dcmread(files[0])
     stored = ds.pixel_array.astype(np.int64)

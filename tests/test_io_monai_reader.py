@@ -35,7 +35,9 @@ def test_matches_itkreader_on_real_ge_series(real_data):
     ref = LoadImaged(keys="image", reader=ITKReader(series_name=_ct_series_name_for_itk(folder)))(
         {"image": str(folder)}
     )["image"]
-    ours = LoadImaged(keys="image", reader=DicomSeriesHUReader(), dtype=None)({"image": str(folder)})["image"]
+    ours = LoadImaged(keys="image", reader=DicomSeriesHUReader(), dtype=None)(
+        {"image": str(folder)}
+    )["image"]
     assert ours.dtype.is_floating_point is False and str(ours.dtype) == "torch.int16"
     assert tuple(ours.shape) == tuple(ref.shape) == (512, 512, 3)
     assert np.array_equal(ours.affine.numpy(), ref.affine.numpy())
@@ -68,7 +70,9 @@ def test_matches_itkreader_on_written_series_and_channel_first(tmp_path, rng):
     mapped, _ = map_padding_to_air(ref.numpy().astype(np.int32))
     assert np.array_equal(ours[0].numpy(), mapped)
     # reverse_indexing gives numpy (z, y, x) order = read_ct's array
-    arr, meta = DicomSeriesHUReader(reverse_indexing=True).get_data(DicomSeriesHUReader().read(tmp_path / "ct"))
+    arr, meta = DicomSeriesHUReader(reverse_indexing=True).get_data(
+        DicomSeriesHUReader().read(tmp_path / "ct")
+    )
     assert np.array_equal(arr, read_ct(tmp_path / "ct").array)
     assert list(meta["spatial_shape"]) == [24, 20, 6]
 
@@ -79,15 +83,21 @@ def test_series_uid_argument_and_verify_suffix(tmp_path, rng):
     (tmp_path / "both").mkdir()
     uids = []
     for k, hu in enumerate((hu1, hu2)):
-        files = write_dicom_series(sitk.GetImageFromArray(hu), tmp_path / f"s{k}", patient_id="P", seed=k)
+        files = write_dicom_series(
+            sitk.GetImageFromArray(hu), tmp_path / f"s{k}", patient_id="P", seed=k
+        )
         for f in files:
             f.rename(tmp_path / "both" / f"{k}_{f.name}")
         import pydicom
 
-        uids.append(str(pydicom.dcmread(tmp_path / "both" / f"{k}_{files[0].name}").SeriesInstanceUID))
+        uids.append(
+            str(pydicom.dcmread(tmp_path / "both" / f"{k}_{files[0].name}").SeriesInstanceUID)
+        )
     with pytest.raises(NoSeriesError, match="2 CT series"):
         LoadImage(reader=DicomSeriesHUReader(), image_only=True)(str(tmp_path / "both"))
-    out = LoadImage(reader=DicomSeriesHUReader(series_uid=uids[1]), image_only=True, dtype=None)(str(tmp_path / "both"))
+    out = LoadImage(reader=DicomSeriesHUReader(series_uid=uids[1]), image_only=True, dtype=None)(
+        str(tmp_path / "both")
+    )
     assert np.array_equal(out.numpy().T, hu2)
     r = DicomSeriesHUReader()
     assert r.verify_suffix(str(tmp_path / "both")) and r.verify_suffix("a/b/IM1.dcm")
@@ -152,4 +162,6 @@ def test_seg_only_selection_is_refused(real_data):
     from metalung_monai.errors import DicomError
 
     with pytest.raises(DicomError, match="liver.dcm: not a CT image"):
-        LoadImage(reader=DicomSeriesHUReader(), image_only=True)(str(real_data / "dcmqi_ge_3slice" / "liver.dcm"))
+        LoadImage(reader=DicomSeriesHUReader(), image_only=True)(
+            str(real_data / "dcmqi_ge_3slice" / "liver.dcm")
+        )

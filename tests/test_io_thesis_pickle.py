@@ -92,7 +92,15 @@ def _thesis_frame(rng, patients, labels, rows_per_patient=2, size=32, pid_column
             lung = np.where(np.arange(size)[None, :] < size // 2, full, -1024.0)
             mask = np.zeros((size, size), np.uint8)
             mask[5 + r : 9 + r, 6:10] = 255 if r % 2 else 1
-            rows.append({pid_column: pid, "hu_array": lung, "hu_array_old": full, "mask": mask, "label1": lab})
+            rows.append(
+                {
+                    pid_column: pid,
+                    "hu_array": lung,
+                    "hu_array_old": full,
+                    "mask": mask,
+                    "label1": lab,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -107,7 +115,9 @@ def test_genuine_dataframe_loads(tmp_path, rng, protocol):
         out = safe_load_pickle(path)
         assert isinstance(out, pd.DataFrame) and list(out.columns) == list(df.columns)
         for col in ("hu_array", "hu_array_old", "mask"):
-            assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(out[col], df[col]))
+            assert all(
+                np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(out[col], df[col])
+            )
         assert out["label1"].tolist() == ["4A", "4A", 3, 3]
 
 
@@ -123,16 +133,29 @@ def test_not_a_pickle_and_missing_file(tmp_path):
 @pytest.mark.parametrize(
     "value,expected",
     [
-        ("2", "LR2"), ("3", "LR3"), ("4A", "LR4A"), ("4b", "LR4B"), ("LR2", "LR2"), ("lr4a", "LR4A"),
-        ("Lung-RADS 4A", "LR4A"), ("Lung-RADS 4B", "LR4B"), ("lung_rads 3", "LR3"), (2, "LR2"),
-        (3.0, "LR3"), (np.int64(2), "LR2"), ("1", "LR1"), (" 4A ", "LR4A"),
+        ("2", "LR2"),
+        ("3", "LR3"),
+        ("4A", "LR4A"),
+        ("4b", "LR4B"),
+        ("LR2", "LR2"),
+        ("lr4a", "LR4A"),
+        ("Lung-RADS 4A", "LR4A"),
+        ("Lung-RADS 4B", "LR4B"),
+        ("lung_rads 3", "LR3"),
+        (2, "LR2"),
+        (3.0, "LR3"),
+        (np.int64(2), "LR2"),
+        ("1", "LR1"),
+        (" 4A ", "LR4A"),
     ],
 )
 def test_normalize_lung_rads(value, expected):
     assert normalize_lung_rads(value) == expected
 
 
-@pytest.mark.parametrize("value", ["4", "5", "4C", "2A", "LR", "", None, float("nan"), 2.5, True, "benign"])
+@pytest.mark.parametrize(
+    "value", ["4", "5", "4C", "2A", "LR", "", None, float("nan"), 2.5, True, "benign"]
+)
 def test_normalize_lung_rads_rejects(value):
     with pytest.raises(InputError, match=r"train.pkl#row3: unknown Lung-RADS label"):
         normalize_lung_rads(value, "train.pkl#row3")
@@ -142,7 +165,9 @@ def test_patient_column_names():
     assert find_patient_column(["hu_array", "Patient ID", "mask"]) == "Patient ID"
     assert find_patient_column(["name", "id"]) == "name"
     assert find_patient_column(["ID", "x"]) == "ID"
-    with pytest.raises(InputError, match=r"no patient identifier column .* columns found: hu_array, mask, label1"):
+    with pytest.raises(
+        InputError, match=r"no patient identifier column .* columns found: hu_array, mask, label1"
+    ):
         find_patient_column(["hu_array", "mask", "label1"], "t.pkl")
 
 
@@ -153,12 +178,16 @@ def test_split_of_pickle():
 
 
 def test_convert_thesis_pickles(tmp_path, rng):
-    train = _thesis_frame(rng, ["P1", "P2", "P3"], ["2", "LR3", "Lung-RADS 4A"], pid_column="patient")
+    train = _thesis_frame(
+        rng, ["P1", "P2", "P3"], ["2", "LR3", "Lung-RADS 4A"], pid_column="patient"
+    )
     test = _thesis_frame(rng, ["P9"], ["4B"], pid_column="patient")
     train.to_pickle(tmp_path / "lung_cancer_train.pkl")
     test.to_pickle(tmp_path / "lung_cancer_test.pkl")
     out = tmp_path / "out"
-    path = convert_thesis_pickle([tmp_path / "lung_cancer_train.pkl", tmp_path / "lung_cancer_test.pkl"], out)
+    path = convert_thesis_pickle(
+        [tmp_path / "lung_cancer_train.pkl", tmp_path / "lung_cancer_test.pkl"], out
+    )
     dl = load_datalist(path)
     assert len(dl["training"]) == 6 and len(dl["test"]) == 2
     assert {e["patient_id"] for e in dl["training"]} == {"P1", "P2", "P3"}
@@ -174,7 +203,9 @@ def test_convert_thesis_pickles(tmp_path, rng):
     masks = [sitk.GetArrayFromImage(sitk.ReadImage(str(out / e["mask"]))) for e in dl["training"]]
     assert all(set(np.unique(m)) == {0, 1} and m.sum() == 16 for m in masks)  # {0,255} rows too
     # lung-only column, converted again into the same folder: entries replaced, not duplicated
-    convert_thesis_pickle(tmp_path / "lung_cancer_train.pkl", out, image_column="hu_array", spacing=(0.6, 0.8))
+    convert_thesis_pickle(
+        tmp_path / "lung_cancer_train.pkl", out, image_column="hu_array", spacing=(0.6, 0.8)
+    )
     dl2 = json.loads(path.read_text())
     assert len(dl2["training"]) == 6 and len(dl2["test"]) == 2
     e0 = next(e for e in dl2["training"] if e["case_id"] == dl["training"][0]["case_id"])
@@ -190,8 +221,13 @@ def test_patient_in_train_and_test_is_refused(tmp_path, rng):
     _thesis_frame(rng, ["P1", "P2"], ["2", "3"]).to_pickle(tmp_path / "lung_cancer_train.pkl")
     _thesis_frame(rng, ["P2"], ["3"]).to_pickle(tmp_path / "lung_cancer_test.pkl")
     out = tmp_path / "out"
-    with pytest.raises(InputError, match=r"lung_cancer_test.pkl: patient 'P2' is in lung_cancer_train.pkl \(train\)"):
-        convert_thesis_pickle([tmp_path / "lung_cancer_train.pkl", tmp_path / "lung_cancer_test.pkl"], out)
+    with pytest.raises(
+        InputError,
+        match=r"lung_cancer_test.pkl: patient 'P2' is in lung_cancer_train.pkl \(train\)",
+    ):
+        convert_thesis_pickle(
+            [tmp_path / "lung_cancer_train.pkl", tmp_path / "lung_cancer_test.pkl"], out
+        )
     assert not out.exists()
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from chest_factory import make_chest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chest_factory import make_chest
 from metalung_monai.transforms.metalung import functional as F
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -37,8 +37,8 @@ def test_mirror_moves_values_only(shape, tumours, seed):
     c = _chest(shape, tumours, seed)
     img, mask = F.mirror(c.hu), F.mirror(c.mask)
     assert img.dtype == c.hu.dtype and img.shape == c.hu.shape
-    assert np.array_equal(np.sort(img, axis=None), np.sort(c.hu, axis=None))   # same multiset
-    assert np.array_equal(np.sort(img[mask > 0]), np.sort(c.hu[c.mask > 0]))   # tumour histogram
+    assert np.array_equal(np.sort(img, axis=None), np.sort(c.hu, axis=None))  # same multiset
+    assert np.array_equal(np.sort(img[mask > 0]), np.sort(c.hu[c.mask > 0]))  # tumour histogram
     assert np.array_equal(img[..., ::-1], c.hu) and np.array_equal(F.mirror(img), c.hu)
     # tumours of the left half (patient left, large x) are now in the right half and vice versa
     w = c.hu.shape[-1]
@@ -59,9 +59,9 @@ def test_rotation_copies_values_and_keeps_mask_aligned(shape, tumours, seed, ang
     src = F.rotate_axial(index, angle, fill=-1)
     inside = src >= 0
     flat = src[inside].astype(np.int64)
-    assert np.array_equal(img[inside], c.hu.ravel()[flat])      # every value is an input value
-    assert (img[~inside] == F.AIR_HU).all()                     # padding is air, not 0 HU
-    assert np.array_equal(mask[inside], c.mask.ravel()[flat])   # same mapping for the mask
+    assert np.array_equal(img[inside], c.hu.ravel()[flat])  # every value is an input value
+    assert (img[~inside] == F.AIR_HU).all()  # padding is air, not 0 HU
+    assert np.array_equal(mask[inside], c.mask.ravel()[flat])  # same mapping for the mask
     assert set(np.unique(mask)) <= {0, 1} and mask.dtype == np.uint8
     if img.ndim == 3:  # axial rotation: no voxel changes slice
         z_of_src = flat // (c.hu.shape[1] * c.hu.shape[2])
@@ -95,16 +95,24 @@ def test_rotation_of_many_planes_equals_plane_by_plane():
     rng = np.random.default_rng(1)
     vol = rng.integers(-1024, 2000, size=(300, 24, 20)).astype(np.int16)  # > 128 planes: chunked
     out = F.rotate_axial(vol, 37.0, fill=F.AIR_HU)
-    ref = np.stack([F.rotate_axial(p, 37.0, fill=F.AIR_HU) for p in vol[:: 37]])
-    assert np.array_equal(out[:: 37], ref)
+    ref = np.stack([F.rotate_axial(p, 37.0, fill=F.AIR_HU) for p in vol[::37]])
+    assert np.array_equal(out[::37], ref)
     assert (out == F.AIR_HU).any() and set(np.unique(out)) <= set(np.unique(vol)) | {F.AIR_HU}
 
 
 # --------------------------------------------------------------------------- noise
 @SETTINGS
-@given(shape=shapes, tumours=tumour_lists, seed=st.integers(0, 10_000),
-       lo=st.integers(0, 5), span=st.integers(0, 20), tumour_only=st.booleans())
-def test_integer_noise_changes_by_integers_in_range_only_where_asked(shape, tumours, seed, lo, span, tumour_only):
+@given(
+    shape=shapes,
+    tumours=tumour_lists,
+    seed=st.integers(0, 10_000),
+    lo=st.integers(0, 5),
+    span=st.integers(0, 20),
+    tumour_only=st.booleans(),
+)
+def test_integer_noise_changes_by_integers_in_range_only_where_asked(
+    shape, tumours, seed, lo, span, tumour_only
+):
     c = _chest(shape, tumours, seed)
     rng = np.random.default_rng(seed)
     where = c.mask > 0 if tumour_only else None
@@ -118,7 +126,7 @@ def test_integer_noise_changes_by_integers_in_range_only_where_asked(shape, tumo
         if sel.any():
             assert diff[sel].min() >= lo and diff[sel].max() <= lo + span
             if sel.sum() > 200 and span > 0:
-                assert len(np.unique(diff[sel])) > 1   # really random
+                assert len(np.unique(diff[sel])) > 1  # really random
 
 
 def test_integer_noise_saturates_instead_of_wrapping():
@@ -155,8 +163,14 @@ def _check_relocation(c, img, mask, results):
 
 
 @SETTINGS
-@given(shape=shapes, tumours=tumour_lists, seed=st.integers(0, 10_000), pleura=st.booleans(),
-       edge=st.booleans(), all_vessel=st.booleans())
+@given(
+    shape=shapes,
+    tumours=tumour_lists,
+    seed=st.integers(0, 10_000),
+    pleura=st.booleans(),
+    edge=st.booleans(),
+    all_vessel=st.booleans(),
+)
 def test_relocation_properties(shape, tumours, seed, pleura, edge, all_vessel):
     c = _chest(shape, tumours, seed, pleura)
     if edge:  # a "tumour" touching the image border, outside the lungs (a mask from another tool)
@@ -171,14 +185,18 @@ def test_relocation_properties(shape, tumours, seed, pleura, edge, all_vessel):
         assert not any(r.applied for r in results)
         assert np.array_equal(img, c.hu) and np.array_equal(mask, c.mask)
     # same seed, same result
-    img2, mask2, _ = F.relocate_tumours(c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(seed))
+    img2, mask2, _ = F.relocate_tumours(
+        c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(seed)
+    )
     assert np.array_equal(img, img2) and np.array_equal(mask, mask2)
 
 
 @pytest.mark.parametrize("shape", [(80, 112), (9, 72, 96)])
 def test_relocation_goes_to_the_opposite_lung_first(shape):
     c = make_chest(shape=shape, tumours=(("left", 4.0),), seed=3)
-    img, mask, res = F.relocate_tumours(c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(0))
+    img, mask, res = F.relocate_tumours(
+        c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(0)
+    )
     assert res[0].applied and res[0].from_lung == "left" and res[0].to_lung == "right"
     assert (c.lungs[mask > 0] == 1).all()
     # 180-degree rotation of the whole tumour (3D: every slice of it), same voxel count
@@ -193,30 +211,43 @@ def test_relocation_goes_to_the_opposite_lung_first(shape):
 
 def test_relocation_falls_back_to_the_same_lung_then_gives_up():
     c = make_chest(shape=(80, 112), tumours=(("left", 4.0),), seed=5)
-    dense = c.dense | (c.lungs == 1)        # the right lung is all vessels: no room there
-    img, mask, res = F.relocate_tumours(c.hu, c.mask, c.lungs, dense, c.spacing, np.random.default_rng(0))
+    dense = c.dense | (c.lungs == 1)  # the right lung is all vessels: no room there
+    img, mask, res = F.relocate_tumours(
+        c.hu, c.mask, c.lungs, dense, c.spacing, np.random.default_rng(0)
+    )
     assert res[0].applied and res[0].to_lung == "left" and res[0].fallback == "same lung"
     assert not ((mask > 0) & (c.mask > 0)).all()
-    full = c.dense | (c.lungs > 0)          # both lungs all dense: nowhere to go
-    img, mask, res = F.relocate_tumours(c.hu, c.mask, c.lungs, full, c.spacing, np.random.default_rng(0))
+    full = c.dense | (c.lungs > 0)  # both lungs all dense: nowhere to go
+    img, mask, res = F.relocate_tumours(
+        c.hu, c.mask, c.lungs, full, c.spacing, np.random.default_rng(0)
+    )
     assert not res[0].applied and "no free lung space" in res[0].reason
     assert np.array_equal(img, c.hu) and np.array_equal(mask, c.mask)
 
 
 def test_relocation_without_tumour_is_identity():
     c = make_chest(shape=(64, 96), tumours=(), seed=1)
-    img, mask, res = F.relocate_tumours(c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(0))
+    img, mask, res = F.relocate_tumours(
+        c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(0)
+    )
     assert res == [] and np.array_equal(img, c.hu) and not mask.any()
 
 
 # --------------------------------------------------------------------------- tumour rotation
 @SETTINGS
-@given(shape=shapes, tumours=tumour_lists, seed=st.integers(0, 10_000), angle=st.floats(1, 90), sign=st.sampled_from([-1, 1]))
+@given(
+    shape=shapes,
+    tumours=tumour_lists,
+    seed=st.integers(0, 10_000),
+    angle=st.floats(1, 90),
+    sign=st.sampled_from([-1, 1]),
+)
 def test_tumour_rotation_properties(shape, tumours, seed, angle, sign):
     c = _chest(shape, tumours, seed)
     n = len(F.tumour_components(c.mask))
-    img, mask, res = F.rotate_tumours(c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(seed),
-                                      [sign * angle] * n)
+    img, mask, res = F.rotate_tumours(
+        c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(seed), [sign * angle] * n
+    )
     assert len(res) == n
     assert np.isin(img, c.hu).all()
     assert set(np.unique(mask)) <= {0, 1}

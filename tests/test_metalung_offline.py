@@ -25,8 +25,16 @@ def _arr(path):
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("cohort")
-    return generate_cohort(out, n_patients=6, seed=3, size=160, slice_thickness=5.0, n_test_per_class=1,
-                           progress=False, figure=False)
+    return generate_cohort(
+        out,
+        n_patients=6,
+        seed=3,
+        size=160,
+        slice_thickness=5.0,
+        n_test_per_class=1,
+        progress=False,
+        figure=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +50,15 @@ def test_expansion_writes_variants_with_records(cohort, expanded):
     originals = [e for e in dl["training"] if not e.get("augmentation")]
     variants = [e for e in dl["training"] if e.get("augmentation")]
     assert len(originals) == len(src["training"])
-    assert dl["test"] == [dict(e, image=os.path.relpath(e["image"], out), mask=os.path.relpath(e["mask"], out),
-                               lung_mask=os.path.relpath(e["lung_mask"], out))
-                          for e in datalist_entries(cohort, "test")]
+    assert dl["test"] == [
+        dict(
+            e,
+            image=os.path.relpath(e["image"], out),
+            mask=os.path.relpath(e["mask"], out),
+            lung_mask=os.path.relpath(e["lung_mask"], out),
+        )
+        for e in datalist_entries(cohort, "test")
+    ]
     tumour_cases = [e for e in src["training"] if e["lung_rads"] != "LR1"]
     # every tumour case gives at least 5 new cases (6 when relocation finds room)
     per_case = {}
@@ -70,7 +84,7 @@ def test_expansion_writes_variants_with_records(cohort, expanded):
         assert img.dtype == np.int16 and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
         op = v["augmentation"]["op"]
         if op in ("mirror", "relocate", "rotate_tumor"):
-            assert np.isin(img, orig).all(), op                       # HU values kept
+            assert np.isin(img, orig).all(), op  # HU values kept
         if op == "rotate_image":
             assert set(np.unique(img)) <= set(np.unique(orig)) | {-1024}
         if op in ("mirror", "relocate"):
@@ -102,15 +116,21 @@ def test_resume_after_a_kill_redoes_only_the_unfinished_case(cohort, expanded, t
     before = load_datalist(path)
     victim = sorted((out / "records").glob("*.json"))[0]
     cid = victim.stem
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "images").glob("*.nii.gz") if not p.name.startswith(cid + "__")}
-    victim.unlink()                                   # as if killed before the case's record was written
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for p in (out / "images").glob("*.nii.gz")
+        if not p.name.startswith(cid + "__")
+    }
+    victim.unlink()  # as if killed before the case's record was written
     (out / "images" / f"{cid}__noise_image_0.nii.gz").unlink()
-    (out / "images" / f".{cid}__mirror_0.partial-1-deadbeef.nii.gz").write_bytes(b"half")  # a killed write
+    (out / "images" / f".{cid}__mirror_0.partial-1-deadbeef.nii.gz").write_bytes(
+        b"half"
+    )  # a killed write
     again = expand_datalist(cohort, out, seed=1, progress=False)
     after = load_datalist(again)
-    assert after == before                            # same entries, no duplicates
+    assert after == before  # same entries, no duplicates
     assert (out / "images" / f"{cid}__noise_image_0.nii.gz").is_file()
-    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())   # finished cases untouched
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished cases untouched
     assert len({e["case_id"] for e in after["training"]}) == len(after["training"])
 
 
@@ -129,8 +149,19 @@ def test_workers_and_seed(cohort, expanded, tmp_path):
 
 
 def test_cli(cohort, tmp_path, capsys):
-    rc = main(["augment", str(cohort), "--out", str(tmp_path / "cli"), "--ops", "mirror,noise_tumor",
-               "--copies", "2", "--no-progress"])
+    rc = main(
+        [
+            "augment",
+            str(cohort),
+            "--out",
+            str(tmp_path / "cli"),
+            "--ops",
+            "mirror,noise_tumor",
+            "--copies",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     line = capsys.readouterr().out
     assert "training cases ->" in line and "variants" in line
@@ -144,7 +175,7 @@ def test_cli(cohort, tmp_path, capsys):
 
 def test_tumour_heat_counts_each_side():
     m = np.zeros((4, 10, 20), np.uint8)
-    m[1:3, 2:4, 2:5] = 1     # patient right (small x)
-    m[2, 5, 15] = 1          # patient left
+    m[1:3, 2:4, 2:5] = 1  # patient right (small x)
+    m[2, 5, 15] = 1  # patient left
     heat, right, left = tumour_heat(m, grid=10)
     assert (right, left) == (12, 1) and heat.sum() == 13

@@ -40,24 +40,31 @@ def test_every_op_on_the_real_slice(example):
             if op.startswith("noise"):
                 diff = hu - hu0
                 where = np.ones_like(m0) if op == "noise_image" else m0
-                assert diff[where].min() >= 0 and diff[where].max() <= 20 and (diff[~where] == 0).all()
+                assert (
+                    diff[where].min() >= 0 and diff[where].max() <= 20 and (diff[~where] == 0).all()
+                )
                 continue
             pad = {-1024.0} if op == "rotate_image" else set()
-            assert set(np.unique(hu)) <= set(np.unique(hu0)) | pad   # no new HU value
+            assert set(np.unique(hu)) <= set(np.unique(hu0)) | pad  # no new HU value
             if op in ("mirror", "relocate"):
                 assert np.array_equal(np.sort(hu[m]), np.sort(hu0[m0]))  # tumour histogram kept
             if op == "relocate":
-                assert rec["components"][0]["from_lung"] == "left" and rec["components"][0]["to_lung"] == "right"
-                assert (lungs[m] == 1).all()                 # now in the right lung
+                assert (
+                    rec["components"][0]["from_lung"] == "left"
+                    and rec["components"][0]["to_lung"] == "right"
+                )
+                assert (lungs[m] == 1).all()  # now in the right lung
                 assert not (m & m0).any()
                 outside = lungs == 0
-                assert np.array_equal(hu[outside], hu0[outside])   # chest wall, heart, air untouched
-                filled = hu[m0]   # the vacated place: parenchyma copied from the same lung, not a hole
+                assert np.array_equal(hu[outside], hu0[outside])  # chest wall, heart, air untouched
+                filled = hu[
+                    m0
+                ]  # the vacated place: parenchyma copied from the same lung, not a hole
                 assert np.isin(filled, hu0[(lungs == 2) & ~m0]).all()
                 assert -950 < filled.mean() < -700 and filled.std() > 10
             if op == "rotate_tumor":
                 assert (lungs[m] > 0).all() and m.sum() >= 0.9 * m0.sum()
                 far = np.ones_like(m0)
                 ys, xs = np.nonzero(m0)
-                far[ys.min() - 12:ys.max() + 12, xs.min() - 12:xs.max() + 12] = False
+                far[ys.min() - 12 : ys.max() + 12, xs.min() - 12 : xs.max() + 12] = False
                 assert np.array_equal(hu[far], hu0[far])

@@ -39,7 +39,9 @@ def _feature_size(n: int, output_stride: int) -> int:
 @pytest.mark.parametrize("output_stride", [8, 16])
 @pytest.mark.parametrize("size", [(64, 64), (65, 70), (37, 50)])
 def test_2d_output_has_input_size_and_feature_stride(size, output_stride):
-    net = DeepLabV3(spatial_dims=2, in_channels=1, out_channels=2, output_stride=output_stride, **TINY).eval()
+    net = DeepLabV3(
+        spatial_dims=2, in_channels=1, out_channels=2, output_stride=output_stride, **TINY
+    ).eval()
     x = torch.rand(2, 1, *size)
     with torch.no_grad():
         feat = net.encoder(x)
@@ -50,7 +52,9 @@ def test_2d_output_has_input_size_and_feature_stride(size, output_stride):
 
 
 def test_3d_output_has_input_size():
-    net = DeepLabV3(spatial_dims=3, in_channels=1, out_channels=3, **{**TINY, "aspp_rates": (1, 2, 3)}).eval()
+    net = DeepLabV3(
+        spatial_dims=3, in_channels=1, out_channels=3, **{**TINY, "aspp_rates": (1, 2, 3)}
+    ).eval()
     x = torch.rand(1, 1, 33, 30, 17)
     with torch.no_grad():
         y = net(x)
@@ -58,7 +62,9 @@ def test_3d_output_has_input_size():
     assert y.shape == (1, 3, 33, 30, 17)
     assert feat.shape[2:] == tuple(_feature_size(n, 8) for n in (33, 30, 17))
     assert isinstance(net.aspp.pooling[0], nn.AdaptiveAvgPool3d)
-    assert all(isinstance(m, nn.Conv3d) for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd))
+    assert all(
+        isinstance(m, nn.Conv3d) for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)
+    )
 
 
 @pytest.mark.parametrize("output_stride, dilations", [(8, (1, 1, 2, 4)), (16, (1, 1, 1, 2))])
@@ -75,7 +81,9 @@ def test_late_stages_trade_stride_for_dilation(output_stride, dilations):
             assert all(m.dilation == (d, d) and m.padding == (d, d) for m in convs[1:])
         else:
             assert all(m.dilation == (1, 1) for m in convs)
-    aspp_dil = [m.dilation[0] for b in net.aspp.branches for m in b.modules() if isinstance(m, nn.Conv2d)]
+    aspp_dil = [
+        m.dilation[0] for b in net.aspp.branches for m in b.modules() if isinstance(m, nn.Conv2d)
+    ]
     assert aspp_dil == [1, 2, 4, 6]
 
 

@@ -42,8 +42,15 @@ def test_example_runs():
 
 def test_parameter_counts_match_the_code():
     text = DOC.read_text(encoding="utf-8")
-    unet = UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256),
-                strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+    unet = UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=2,
+        channels=(16, 32, 64, 128, 256),
+        strides=(2, 2, 2, 2),
+        num_res_units=2,
+        norm="batch",
+    )
     counts = {
         "UNet": _count(unet),
         "DeepLabV3 2D": _count(DeepLabV3()),
@@ -62,12 +69,30 @@ def test_preset_parameter_counts_match_the_code():
         p = presets[name]
         row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), "")
         for sd in (2, 3):
-            unet = UNet(spatial_dims=sd, in_channels=1, out_channels=2, channels=p["unet_channels"],
-                        strides=p["unet_strides"], num_res_units=2, norm="batch")
-            deeplab = DeepLabV3(spatial_dims=sd, channels=p["deeplab_channels"],
-                                aspp_channels=p["deeplab_aspp_channels"], aspp_rates=p["deeplab_aspp_rates"])
+            unet = UNet(
+                spatial_dims=sd,
+                in_channels=1,
+                out_channels=2,
+                channels=p["unet_channels"],
+                strides=p["unet_strides"],
+                num_res_units=2,
+                norm="batch",
+            )
+            deeplab = DeepLabV3(
+                spatial_dims=sd,
+                channels=p["deeplab_channels"],
+                aspp_channels=p["deeplab_aspp_channels"],
+                aspp_rates=p["deeplab_aspp_rates"],
+            )
             for label, net in ((f"U-Net {sd}D", unet), (f"DeepLabV3 {sd}D", deeplab)):
-                assert f"| {_count(net)} |" in row, f"docs/networks.md: {name} {label} is not {_count(net)}"
-        maskrcnn = MaskRCNNSegmenter(backbone=p["maskrcnn_backbone"], fpn_channels=p["maskrcnn_fpn_channels"],
-                                     representation_size=p["maskrcnn_representation_size"])
-        assert f"| {_count(maskrcnn)} (`{p['maskrcnn_backbone']}`" in row, f"docs/networks.md: {name} Mask R-CNN"
+                assert f"| {_count(net)} |" in row, (
+                    f"docs/networks.md: {name} {label} is not {_count(net)}"
+                )
+        maskrcnn = MaskRCNNSegmenter(
+            backbone=p["maskrcnn_backbone"],
+            fpn_channels=p["maskrcnn_fpn_channels"],
+            representation_size=p["maskrcnn_representation_size"],
+        )
+        assert f"| {_count(maskrcnn)} (`{p['maskrcnn_backbone']}`" in row, (
+            f"docs/networks.md: {name} Mask R-CNN"
+        )

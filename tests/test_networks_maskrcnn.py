@@ -167,7 +167,11 @@ def test_semantic_merges_instances_by_score_and_threshold():
     p[1, 0, 2:6] = 0.2  # kept (score 0.6); 0.2 < 0.3 -> background, overlaps rows 2-3 of p[0]
     p[2, 0, :] = 0.99  # dropped: score 0.3 below score_threshold
     det = {"scores": torch.tensor([0.9, 0.6, 0.3]), "labels": torch.tensor([1, 1, 1]), "masks": p}
-    empty = {"scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 1, 8, 8)}
+    empty = {
+        "scores": torch.zeros(0),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "masks": torch.zeros(0, 1, 8, 8),
+    }
     out = net.semantic([det, empty], 8, 8, torch.float32, torch.device("cpu"))
     assert out.shape == (2, 2, 8, 8)
     seg = out.argmax(1)
@@ -195,14 +199,19 @@ def test_slim_fpn_and_heads_follow_the_widths():
     m = net.model
     assert m.backbone.out_channels == 32
     assert [blk[0].out_channels for blk in m.backbone.fpn.layer_blocks] == [32] * 4
-    assert m.roi_heads.box_head.fc6.in_features == 32 * 7 * 7 and m.roi_heads.box_head.fc7.out_features == 64
+    assert (
+        m.roi_heads.box_head.fc6.in_features == 32 * 7 * 7
+        and m.roi_heads.box_head.fc7.out_features == 64
+    )
     assert m.roi_heads.box_predictor.cls_score.in_features == 64
     assert m.roi_heads.mask_predictor.conv5_mask.in_channels == 32
     x, y = toy_batch(2)
     losses = net.train()(x, [targets_from_mask(t) for t in y])
     assert set(losses) == LOSS_KEYS and all(torch.isfinite(v) for v in losses.values())
     assert net.eval()(x).shape == (2, 2, SIZE, SIZE)
-    slim, default = (sum(q.numel() for q in n.parameters()) for n in (net, MaskRCNNSegmenter(**FAST)))
+    slim, default = (
+        sum(q.numel() for q in n.parameters()) for n in (net, MaskRCNNSegmenter(**FAST))
+    )
     assert slim < default / 2
     with pytest.raises(ValueError, match="fpn_channels"):
         MaskRCNNSegmenter(fpn_channels=0)
@@ -236,18 +245,26 @@ def test_supervised_trainer_and_evaluator():
         optimizer=torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9),
         loss_function=nn.Identity(),  # unused: the network computes its losses
         iteration_update=train_iteration,
-        train_handlers=[StatsHandler(tag_name="train_loss", output_transform=from_engine(["loss"], first=True))],
+        train_handlers=[
+            StatsHandler(tag_name="train_loss", output_transform=from_engine(["loss"], first=True))
+        ],
     )
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _record(engine):
-        seen.append({"loss": from_engine(["loss"], first=True)(engine.state.output),
-                     "mask": from_engine(["loss_mask"], first=True)(engine.state.output)})
+        seen.append(
+            {
+                "loss": from_engine(["loss"], first=True)(engine.state.output),
+                "mask": from_engine(["loss_mask"], first=True)(engine.state.output),
+            }
+        )
 
     trainer.run()
     assert trainer.state.iteration == 2 and len(seen) == 2
     assert all(np.isfinite(float(s["loss"])) and isinstance(s["mask"], float) for s in seen)
-    assert not torch.equal(before, net.model.backbone.body.layer4[0].conv1.weight)  # optimizer stepped
+    assert not torch.equal(
+        before, net.model.backbone.body.layer4[0].conv1.weight
+    )  # optimizer stepped
     assert net.training
 
     evaluator = SupervisedEvaluator(
@@ -255,7 +272,11 @@ def test_supervised_trainer_and_evaluator():
         val_data_loader=loader,
         network=net,
         postprocessing=AsDiscreted(keys=["pred", "label"], argmax=(True, False), to_onehot=2),
-        key_val_metric={"dice": MeanDice(include_background=False, output_transform=from_engine(["pred", "label"]))},
+        key_val_metric={
+            "dice": MeanDice(
+                include_background=False, output_transform=from_engine(["pred", "label"])
+            )
+        },
     )
     evaluator.run()  # in train mode forward(x) would raise: the evaluator switched to eval
     dice = evaluator.state.metrics["dice"]
@@ -284,9 +305,13 @@ def test_pretrained_backbone_from_saved_segmenter(tmp_path):
     path = tmp_path / "segmenter.pt"
     torch.save({"state_dict": src.state_dict()}, path)
     net = MaskRCNNSegmenter(pretrained_backbone=path, norm="batch", **FAST)
-    for (name, a), b in zip(src.model.backbone.state_dict().items(), net.model.backbone.state_dict().values()):
+    for (name, a), b in zip(
+        src.model.backbone.state_dict().items(), net.model.backbone.state_dict().values()
+    ):
         torch.testing.assert_close(a, b, msg=name)
-    assert not torch.equal(src.model.rpn.head.conv[0][0].weight, net.model.rpn.head.conv[0][0].weight)
+    assert not torch.equal(
+        src.model.rpn.head.conv[0][0].weight, net.model.rpn.head.conv[0][0].weight
+    )
 
 
 def test_pretrained_backbone_errors(tmp_path):

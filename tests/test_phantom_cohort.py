@@ -39,7 +39,13 @@ def small(tmp_path_factory):
 
 def test_cohort_composition():
     c40 = cohort_classes(40, seed=0)
-    assert {k: c40.count(k) for k in set(c40)} == {"LR1": 4, "LR2": 9, "LR3": 9, "LR4A": 9, "LR4B": 9}
+    assert {k: c40.count(k) for k in set(c40)} == {
+        "LR1": 4,
+        "LR2": 9,
+        "LR3": 9,
+        "LR4A": 9,
+        "LR4B": 9,
+    }
     assert cohort_classes(40, seed=0) == c40 and cohort_classes(40, seed=1) != c40
     c20 = cohort_classes(20, seed=0)
     assert c20.count("LR1") == 2 and sorted(set(c20)) == ["LR1", "LR2", "LR3", "LR4A", "LR4B"]
@@ -57,7 +63,9 @@ def test_layout_and_datalist(cohort):
     test_ids = {e["patient_id"] for e in test}
     assert not train_ids & test_ids
     # patient-level hold-out: 2 per class LR2..LR4B (3 patients each here), healthy stay in training
-    per_class = {c: sum(e["lung_rads"] == c for e in test) for c in ("LR1", "LR2", "LR3", "LR4A", "LR4B")}
+    per_class = {
+        c: sum(e["lung_rads"] == c for e in test) for c in ("LR1", "LR2", "LR3", "LR4A", "LR4B")
+    }
     assert per_class == {"LR1": 0, "LR2": 2, "LR3": 2, "LR4A": 2, "LR4B": 2}
     assert all(0 <= e["fold"] < 5 for e in train) and all(e["fold"] is None for e in test)
     for e in datalist_entries(path, ("training", "test")):
@@ -130,7 +138,9 @@ def test_workers_give_identical_files(small, tmp_path):
         assert names == sorted(p.name for p in (tmp_path / sub).iterdir()) and len(names) == 4
         for n in names:
             assert np.array_equal(_arr(small / sub / n), _arr(tmp_path / sub / n))
-    assert json.loads((small / "datalist.json").read_text()) == json.loads((tmp_path / "datalist.json").read_text())
+    assert json.loads((small / "datalist.json").read_text()) == json.loads(
+        (tmp_path / "datalist.json").read_text()
+    )
 
 
 def test_resume_regenerates_only_missing(small, tmp_path):
@@ -163,7 +173,9 @@ def test_mismatching_parameters_refused(small, tmp_path):
     generate_cohort(out, n_patients=3, seed=3, figure=False, overwrite=True, **SMALL)
     man = json.loads((out / MANIFEST_NAME).read_text())
     assert man["params"]["seed"] == 3 and sorted(man["patients"]) == ["P0001", "P0002", "P0003"]
-    assert sorted(p.name for p in (out / "images").iterdir()) == [f"P000{i}.nii.gz" for i in (1, 2, 3)]
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        f"P000{i}.nii.gz" for i in (1, 2, 3)
+    ]
 
 
 def test_foreign_folder_refused(tmp_path):
@@ -178,16 +190,49 @@ def test_cli(tmp_path, capsys):
     from metalung_monai.cli import main
 
     out = tmp_path / "cli"
-    rc = main(["phantom", "--out", str(out), "--patients", "4", "--size", "128", "--slice-thickness", "5", "5",
-               "--seed", "2", "--no-progress"])
+    rc = main(
+        [
+            "phantom",
+            "--out",
+            str(out),
+            "--patients",
+            "4",
+            "--size",
+            "128",
+            "--slice-thickness",
+            "5",
+            "5",
+            "--seed",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "4 patients" in text and "tumour slices" in text and "LR2" in text
     assert (out / "overview.png").is_file() and (out / "cohort.csv").is_file()
-    rc = main(["phantom", "--out", str(out), "--patients", "4", "--size", "128", "--slice-thickness", "0.5", "5",
-               "--no-progress"])
+    rc = main(
+        [
+            "phantom",
+            "--out",
+            str(out),
+            "--patients",
+            "4",
+            "--size",
+            "128",
+            "--slice-thickness",
+            "0.5",
+            "5",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
-    assert rc == 1 and "error" in err and "--slice-thickness" in err and len(err.strip().splitlines()) == 1
+    assert (
+        rc == 1
+        and "error" in err
+        and "--slice-thickness" in err
+        and len(err.strip().splitlines()) == 1
+    )
 
 
 def test_dicom_round_trip(tmp_path):
@@ -207,5 +252,7 @@ def test_dicom_round_trip(tmp_path):
         sc = entry["summary"]["scanner"]
         assert ct.meta["manufacturer"] == sc["manufacturer"]
         assert float(ct.meta["rescale_intercept"]) == sc["rescale_intercept"]
-        assert ct.meta["padding_mapped"] > 0  # the circular field of view was padded and mapped back
+        assert (
+            ct.meta["padding_mapped"] > 0
+        )  # the circular field of view was padded and mapped back
     assert os.path.isfile(tmp_path / "datalist.json")

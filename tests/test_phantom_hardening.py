@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from killing import sigkill_when
+
 from metalung_monai.errors import InputError
 from metalung_monai.phantom.cohort import (
     MANIFEST_NAME,
@@ -34,7 +34,13 @@ from metalung_monai.phantom.cohort import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = {"size": 128, "slice_thickness": 5.0, "progress": False, "figure": False, "lung_masks": False}
+FAST = {
+    "size": 128,
+    "slice_thickness": 5.0,
+    "progress": False,
+    "figure": False,
+    "lung_masks": False,
+}
 
 
 def _phantom(argv, capsys):
@@ -63,9 +69,27 @@ def test_huge_patient_count_is_refused_in_seconds(tmp_path, capsys):
         assert elapsed < 5, elapsed
     assert not out.exists()
     # below the cap, the disk decides: 10000 patients of 1024 x 1024 x 1 mm with DICOM need about 9.6 TB
-    rc, err, elapsed = _phantom(["--out", str(out), "--patients", "10000", "--size", "1024", "--slice-thickness", "1",
-                                 "1", "--dicom"], capsys)
-    assert rc == 1 and len(err) == 1 and err[0].startswith("metalung phantom: error: --patients: ") and "free" in err[0]
+    rc, err, elapsed = _phantom(
+        [
+            "--out",
+            str(out),
+            "--patients",
+            "10000",
+            "--size",
+            "1024",
+            "--slice-thickness",
+            "1",
+            "1",
+            "--dicom",
+        ],
+        capsys,
+    )
+    assert (
+        rc == 1
+        and len(err) == 1
+        and err[0].startswith("metalung phantom: error: --patients: ")
+        and "free" in err[0]
+    )
     assert elapsed < 10, elapsed  # planning 10000 patients without holding their parameters
     assert not out.exists()
 
@@ -77,7 +101,9 @@ def test_request_larger_than_the_free_disk_space_is_refused(tmp_path, monkeypatc
 
     def small_disk(p):
         u = real(p)
-        return type(u)(total=u.total, used=u.total - 50_000_000, free=50_000_000 + int(0.05 * u.total))
+        return type(u)(
+            total=u.total, used=u.total - 50_000_000, free=50_000_000 + int(0.05 * u.total)
+        )
 
     monkeypatch.setattr(paths.shutil, "disk_usage", small_disk)
     out = tmp_path / "cohort"
@@ -121,7 +147,9 @@ BAD_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("extra,option,text", BAD_OPTIONS, ids=[" ".join(b[0]) for b in BAD_OPTIONS])
+@pytest.mark.parametrize(
+    "extra,option,text", BAD_OPTIONS, ids=[" ".join(b[0]) for b in BAD_OPTIONS]
+)
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, capsys, extra, option, text):
     out = tmp_path / "cohort"
     argv = ["--out", str(out), "--patients", "10", "--size", "128", "--slice-thickness", "5", "5"]
@@ -142,9 +170,14 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
 
 def test_library_names_its_arguments(tmp_path):
     out = tmp_path / "c"
-    for kwargs, name in (({"size": 100}, "size"), ({"n_test_per_class": -2}, "n_test_per_class"),
-                         ({"n_folds": 0}, "n_folds"), ({"seed": -5}, "seed"), ({"n_patients": 10**9}, "n_patients"),
-                         ({"fov_range": (330.0, 600.0)}, "fov_range")):
+    for kwargs, name in (
+        ({"size": 100}, "size"),
+        ({"n_test_per_class": -2}, "n_test_per_class"),
+        ({"n_folds": 0}, "n_folds"),
+        ({"seed": -5}, "seed"),
+        ({"n_patients": 10**9}, "n_patients"),
+        ({"fov_range": (330.0, 600.0)}, "fov_range"),
+    ):
         args = {**FAST, **kwargs}
         with pytest.raises(InputError) as e:
             generate_cohort(out, **{"n_patients": 3, **args})
@@ -157,14 +190,40 @@ def _tiny_volume(pid: str) -> PatientVolume:
     shape = (6, 24, 24)
     hu = np.full(shape, -1000, np.int16)
     truth = np.zeros(shape, np.uint8)
-    prm = PatientParams(patient_id=pid, seed=0, index=0, lung_rads="LR1", size=24, slice_thickness=5.0,
-                        fov_mm=330.0, lung_height_mm=200.0, body_offset_mm=(0.0, 0.0), contrast=False,
-                        scanner={"manufacturer": "SIEMENS", "kernel": "B30f", "rescale_intercept": -1024,
-                                 "padding_value": -2000},
-                        tumours=[], calcification_diameters_mm=[])
-    return PatientVolume(patient_id=pid, hu=hu, mask=np.zeros(shape, np.uint8), truth=truth,
-                         spacing=(5.0, 13.75, 13.75), origin=(0.0, 0.0, 0.0), fov=np.ones(shape[1:], bool),
-                         scanner=prm.scanner, lung_rads="LR1", tumours=[], calcifications=[], params=prm)
+    prm = PatientParams(
+        patient_id=pid,
+        seed=0,
+        index=0,
+        lung_rads="LR1",
+        size=24,
+        slice_thickness=5.0,
+        fov_mm=330.0,
+        lung_height_mm=200.0,
+        body_offset_mm=(0.0, 0.0),
+        contrast=False,
+        scanner={
+            "manufacturer": "SIEMENS",
+            "kernel": "B30f",
+            "rescale_intercept": -1024,
+            "padding_value": -2000,
+        },
+        tumours=[],
+        calcification_diameters_mm=[],
+    )
+    return PatientVolume(
+        patient_id=pid,
+        hu=hu,
+        mask=np.zeros(shape, np.uint8),
+        truth=truth,
+        spacing=(5.0, 13.75, 13.75),
+        origin=(0.0, 0.0, 0.0),
+        fov=np.ones(shape[1:], bool),
+        scanner=prm.scanner,
+        lung_rads="LR1",
+        tumours=[],
+        calcifications=[],
+        params=prm,
+    )
 
 
 @pytest.mark.parametrize("pid", ["../../evil", "/abs/evil", "a/b", "..", "x" * 300, "P 001\n"])
@@ -203,15 +262,22 @@ def test_overwrite_deletes_only_what_phantom_wrote(tmp_path):
     victim_dir.mkdir()
     (victim_dir / "a.dcm").write_bytes(b"outside too")
     man = json.loads((out / MANIFEST_NAME).read_text())
-    man["patients"]["P0099"] = {"hash": "x", "summary": {"patient_id": "P0099", "files": {
-        "image": "../victim.txt", "mask": str(victim), "dicom": "../victim_dir"}}}
+    man["patients"]["P0099"] = {
+        "hash": "x",
+        "summary": {
+            "patient_id": "P0099",
+            "files": {"image": "../victim.txt", "mask": str(victim), "dicom": "../victim_dir"},
+        },
+    }
     (out / MANIFEST_NAME).write_text(json.dumps(man))
     with pytest.raises(InputError, match="overwrite"):
         generate_cohort(out, n_patients=1, seed=2, **FAST)
     generate_cohort(out, n_patients=1, seed=2, overwrite=True, **FAST)
     for rel, data in foreign.items():
         assert (out / rel).read_bytes() == data, rel
-    assert victim.read_bytes() == b"outside" and (victim_dir / "a.dcm").read_bytes() == b"outside too"
+    assert (
+        victim.read_bytes() == b"outside" and (victim_dir / "a.dcm").read_bytes() == b"outside too"
+    )
     assert json.loads((out / MANIFEST_NAME).read_text())["params"]["seed"] == 2
     assert sorted(p.name for p in (out / "images").iterdir()) == ["P0001.nii.gz", "mine.nii.gz"]
 
@@ -232,7 +298,9 @@ def test_overwrite_of_a_dicom_cohort_keeps_foreign_files_in_its_folders(tmp_path
     generate_cohort(out, n_patients=1, seed=1, dicom=True, **FAST)
     n_slices = len(list((out / "dicom" / "P0001").glob("*.dcm")))
     (out / "dicom" / "P0001" / "my_notes.txt").write_text("mine")
-    with pytest.raises(InputError, match="my_notes.txt"):  # would be replaced with the folder: refused
+    with pytest.raises(
+        InputError, match="my_notes.txt"
+    ):  # would be replaced with the folder: refused
         generate_cohort(out, n_patients=1, seed=2, dicom=True, overwrite=True, **FAST)
     (out / "dicom" / "P0001" / "my_notes.txt").unlink()
     (out / "dicom" / "mine").mkdir()
@@ -246,9 +314,22 @@ def test_overwrite_of_a_dicom_cohort_keeps_foreign_files_in_its_folders(tmp_path
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, capsys):
     from metalung_monai.cli import main
 
-    argv = ["--patients", "3", "--size", "128", "--slice-thickness", "5", "5", "--seed", "7", "--no-progress"]
+    argv = [
+        "--patients",
+        "3",
+        "--size",
+        "128",
+        "--slice-thickness",
+        "5",
+        "5",
+        "--seed",
+        "7",
+        "--no-progress",
+    ]
     killed = tmp_path / "killed"
-    pid = sigkill_when(["phantom", "--out", killed, *argv], (killed / "images" / "P0001.nii.gz").exists, timeout=60)
+    pid = sigkill_when(
+        ["phantom", "--out", killed, *argv], (killed / "images" / "P0001.nii.gz").exists, timeout=60
+    )
     assert not (killed / "datalist.json").exists()  # killed before the end
     # what a kill during a write leaves (the atomic writer's temporary name, the dead process's id)
     (killed / "truth").mkdir(exist_ok=True)
@@ -262,5 +343,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, capsys):
         for n in names:
             assert np.array_equal(_arr(whole / sub / n), _arr(killed / sub / n)), (sub, n)
     assert (whole / "datalist.json").read_bytes() == (killed / "datalist.json").read_bytes()
-    assert (whole / "cohort.csv").read_text().count("\n") == (killed / "cohort.csv").read_text().count("\n")
+    assert (whole / "cohort.csv").read_text().count("\n") == (
+        killed / "cohort.csv"
+    ).read_text().count("\n")
     assert not [p for p in killed.rglob("*") if ".partial" in p.name]

@@ -15,13 +15,33 @@ from metalung_monai.phantom.cohort import PatientParams, generate_patient, sampl
 from metalung_monai.phantom.vessels import PlanningMap, grow_vessel_trees
 
 TUMOURS = [
-    {"kind": "solid", "shape": "lobulated", "diameter_mm": 22.0, "mode": "interior", "lung": "right"},
-    {"kind": "ggo", "shape": "lobulated", "diameter_mm": 13.0, "mode": "juxtapleural", "lung": "left"},
-    {"kind": "part-solid", "shape": "spiculated", "diameter_mm": 11.0, "mode": "juxtavascular", "lung": "left"},
+    {
+        "kind": "solid",
+        "shape": "lobulated",
+        "diameter_mm": 22.0,
+        "mode": "interior",
+        "lung": "right",
+    },
+    {
+        "kind": "ggo",
+        "shape": "lobulated",
+        "diameter_mm": 13.0,
+        "mode": "juxtapleural",
+        "lung": "left",
+    },
+    {
+        "kind": "part-solid",
+        "shape": "spiculated",
+        "diameter_mm": 11.0,
+        "mode": "juxtavascular",
+        "lung": "left",
+    },
 ]
 
 
-def _params(seed=3, index=2, cls="LR4B", size=192, thickness=2.5, tumours=TUMOURS, calcs=(8.0, 5.0)):
+def _params(
+    seed=3, index=2, cls="LR4B", size=192, thickness=2.5, tumours=TUMOURS, calcs=(8.0, 5.0)
+):
     prm = sample_patient_params(seed, index, cls, size=size, slice_thickness=thickness)
     if tumours is not None:
         prm.tumours = [dict(t) for t in tumours]
@@ -45,7 +65,11 @@ def class_patients():
 
 def test_array_types_and_geometry(patient):
     prm = patient.params
-    assert patient.hu.dtype == np.int16 and patient.mask.dtype == np.uint8 and patient.truth.dtype == np.uint8
+    assert (
+        patient.hu.dtype == np.int16
+        and patient.mask.dtype == np.uint8
+        and patient.truth.dtype == np.uint8
+    )
     assert patient.hu.shape == patient.mask.shape == patient.truth.shape
     assert patient.hu.shape[1:] == (192, 192)
     assert patient.hu.min() >= -1024 and patient.hu.max() <= 3071
@@ -157,7 +181,10 @@ def test_tumours_inside_the_lung(patient, class_patients):
             idx = np.argwhere(vol.mask)
             j = np.argmin(((idx - np.asarray(t["centre_index"])) ** 2).sum(1))
             comp = lab == lab[tuple(idx[j])]
-            ring = ndimage.binary_dilation(comp, structure=ndimage.generate_binary_structure(3, 1)) & ~comp
+            ring = (
+                ndimage.binary_dilation(comp, structure=ndimage.generate_binary_structure(3, 1))
+                & ~comp
+            )
             labels = set(np.unique(vol.truth[ring]).tolist())
             own = 1 if t["lung"] == "right" else 2
             assert {0, 9}.isdisjoint(labels), (vol.patient_id, t, labels)  # never outside the body

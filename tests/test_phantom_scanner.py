@@ -14,8 +14,12 @@ def _scanner(blur=0.0, noise=0.0, corr=0.0):
 
 @pytest.mark.parametrize("corr", [0.0, 0.6])
 def test_noise_sigma_and_correlation(corr):
-    out = apply_scanner(np.zeros((6, 96, 96), np.float32), (2.5, 0.7, 0.7), _scanner(noise=25.0, corr=corr),
-                        np.random.default_rng(0))
+    out = apply_scanner(
+        np.zeros((6, 96, 96), np.float32),
+        (2.5, 0.7, 0.7),
+        _scanner(noise=25.0, corr=corr),
+        np.random.default_rng(0),
+    )
     assert out.dtype == np.int16
     assert out.std() == pytest.approx(25.0, rel=0.05)
     a = out[:, :, :-1].astype(float).ravel()
@@ -32,7 +36,9 @@ def test_kernel_blur_width():
     hu = np.full((1, 64, 200), -1000.0, np.float32)
     hu[..., 100:] = 0.0
     s_mm, px = 1.0, 0.25
-    out = apply_scanner(hu, (1.0, px, px), _scanner(blur=s_mm), np.random.default_rng(0)).astype(float)
+    out = apply_scanner(hu, (1.0, px, px), _scanner(blur=s_mm), np.random.default_rng(0)).astype(
+        float
+    )
     prof = out[0, 32]
     x10 = np.argmax(prof > -900)
     x90 = np.argmax(prof > -100)
@@ -43,7 +49,9 @@ def test_field_of_view_and_clipping():
     hu = np.full((2, 64, 64), -1000.0, np.float32)
     hu[:, 30:34, 30:34] = 5000.0
     fov = fov_disc(64, 64)
-    out = apply_scanner(hu, (1.0, 1.0, 1.0), _scanner(noise=30.0), np.random.default_rng(1), fov=fov)
+    out = apply_scanner(
+        hu, (1.0, 1.0, 1.0), _scanner(noise=30.0), np.random.default_rng(1), fov=fov
+    )
     assert fov[32, 32] and not fov[0, 0] and fov.sum() == pytest.approx(np.pi * 32**2, rel=0.03)
     assert np.all(out[:, ~fov] == -1024)
     assert out.min() >= -1024 and out.max() == 3071
@@ -63,4 +71,7 @@ def test_vendor_sampling():
             assert 8 <= d["noise_sigma_hu"] <= 22
         else:
             assert 15 <= d["noise_sigma_hu"] <= 40
-    assert sample_scanner(np.random.default_rng(1), vendor="GE")["manufacturer"] == "GE MEDICAL SYSTEMS"
+    assert (
+        sample_scanner(np.random.default_rng(1), vendor="GE")["manufacturer"]
+        == "GE MEDICAL SYSTEMS"
+    )

@@ -24,8 +24,16 @@ from metalung_monai.training import (
 from metalung_monai.transforms import metalung_records
 from metalung_monai.utils.orientation import canonical_axes
 
-TINY = {"epochs": 1, "epoch_length": 2, "val_interval": 1, "batch_size": 2, "num_workers": 0, "crop": 64,
-        "eval_roi": 128, "sw_batch_size": 4}
+TINY = {
+    "epochs": 1,
+    "epoch_length": 2,
+    "val_interval": 1,
+    "batch_size": 2,
+    "num_workers": 0,
+    "crop": 64,
+    "eval_roi": 128,
+    "sw_batch_size": 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +43,9 @@ def cohort(small_cohort):
 
 def test_slices_are_canonical_whatever_the_file_orientation(tmp_path):
     rng = np.random.default_rng(0)
-    canon = rng.integers(-1000, 200, size=(5, 12, 16)).astype(np.int16)   # (z, y, x), LPS
+    canon = rng.integers(-1000, 200, size=(5, 12, 16)).astype(np.int16)  # (z, y, x), LPS
     mask = np.zeros_like(canon, dtype=np.uint8)
-    mask[2, 3:5, 10:12] = 1                                               # patient's left
+    mask[2, 3:5, 10:12] = 1  # patient's left
     # store x reversed (index towards patient right, direction -x): the same patient, another layout
     paths = {}
     for key, arr in (("image", canon), ("mask", mask)):
@@ -47,13 +55,20 @@ def test_slices_are_canonical_whatever_the_file_orientation(tmp_path):
         im.SetOrigin(((arr.shape[2] - 1) * 0.7, 0.0, 0.0))
         paths[key] = tmp_path / f"{key}.nii.gz"
         sitk.WriteImage(im, str(paths[key]))
-    entry = {"image": str(paths["image"]), "mask": str(paths["mask"]), "patient_id": "P", "lung_rads": "LR3"}
+    entry = {
+        "image": str(paths["image"]),
+        "mask": str(paths["mask"]),
+        "patient_id": "P",
+        "lung_rads": "LR3",
+    }
     case = load_case(entry, lungs=False)
     assert np.array_equal(case.hu, canon) and np.allclose(case.spacing, (2.0, 0.8, 0.7))
     samples = slice_samples([entry])
     assert [s["slice_index"] for s in samples] == [2]
     s = samples[0]
-    assert np.array_equal(s["image"][0].numpy(), canon[2]) and s["label"][0].numpy()[3:5, 10:12].all()
+    assert (
+        np.array_equal(s["image"][0].numpy(), canon[2]) and s["label"][0].numpy()[3:5, 10:12].all()
+    )
     # the slice's affine tells MetaLung where left is: the tumour is in the patient's left half
     ax = canonical_axes(s["image"].affine.numpy(), 2, "RAS")
     assert ax.perm == (0, 1) and ax.flip == (False, False)
@@ -66,14 +81,23 @@ def test_metalung_arm_expands_offline_and_reproducibly(cohort):
     b = prepare(cohort / "datalist.json", "metalung", settings, seed=3)
     none = prepare(cohort / "datalist.json", "none", settings, seed=3)
     assert none.n_train == none.n_original == a.n_original
-    assert a.n_train >= 5 * a.n_original            # thesis: 708 -> 4,865 (x6.9)
-    ops = {metalung_records(s["image"])[-1]["op"] for s in a.train[a.n_original:]}
-    assert ops == {"mirror", "relocate", "rotate_image", "rotate_tumor", "noise_image", "noise_tumor"}
+    assert a.n_train >= 5 * a.n_original  # thesis: 708 -> 4,865 (x6.9)
+    ops = {metalung_records(s["image"])[-1]["op"] for s in a.train[a.n_original :]}
+    assert ops == {
+        "mirror",
+        "relocate",
+        "rotate_image",
+        "rotate_tumor",
+        "noise_image",
+        "noise_tumor",
+    }
     for x, y in zip(a.train, b.train):
         assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
     c = prepare(cohort / "datalist.json", "metalung", settings, seed=4)
     assert any(not torch.equal(x["image"], y["image"]) for x, y in zip(a.train, c.train))
-    assert a.info["val_patients"] >= 1 and not {s["patient_id"] for s in a.train} & {s["patient_id"] for s in a.val}
+    assert a.info["val_patients"] >= 1 and not {s["patient_id"] for s in a.train} & {
+        s["patient_id"] for s in a.val
+    }
 
 
 def test_adding_an_arm_is_one_registration(cohort):
@@ -116,7 +140,9 @@ def test_load_pretrained(tmp_path):
     with pytest.raises(InputError, match="do not fit"):
         load_pretrained(net, tmp_path / "wrong.pt")
     other = torch.nn.Linear(3, 2)
-    torch.save({"network": {"module." + k: v for k, v in other.state_dict().items()}}, tmp_path / "ok.pt")
+    torch.save(
+        {"network": {"module." + k: v for k, v in other.state_dict().items()}}, tmp_path / "ok.pt"
+    )
     assert torch.equal(load_pretrained(net, tmp_path / "ok.pt").weight, other.weight)
 
 
@@ -124,35 +150,82 @@ def test_experiment_end_to_end_resume_and_refusal(cohort, tmp_path, capsys):
     from metalung_monai.cli import main
 
     out = tmp_path / "exp"
-    args = ["experiment", "--datalist", str(cohort / "datalist_small.json"), "--models", "unet", "--augment",
-            "none,metalung", "--seeds", "1", "--out", str(out), "--no-progress"]
+    args = [
+        "experiment",
+        "--datalist",
+        str(cohort / "datalist_small.json"),
+        "--models",
+        "unet",
+        "--augment",
+        "none,metalung",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     args += sum((["--set", f"{k}={v!r}"] for k, v in TINY.items()), [])
     assert main(args) == 0
     text = (out / "results.md").read_text()
-    assert "Table 7" in text and "Table 8" in text and "| unet | none |" in text and "| unet | metalung |" in text
+    assert (
+        "Table 7" in text
+        and "Table 8" in text
+        and "| unet | none |" in text
+        and "| unet | metalung |" in text
+    )
     assert "MetaLung" in text and "on dice" in text and "one seed: no spread to judge it by" in text
     assert "2 runs; compute time" in text
-    for name in ("table7_unet.csv", "table8_unet.md", "overlays_unet.png", "curves_unet.png", "all_slices.csv"):
+    for name in (
+        "table7_unet.csv",
+        "table8_unet.md",
+        "overlays_unet.png",
+        "curves_unet.png",
+        "all_slices.csv",
+    ):
         assert (out / name).is_file()
     done = out / "runs" / "unet" / "metalung" / "seed0" / "done.json"
     rec = json.loads(done.read_text())
     assert rec["train_samples"] > 5 and rec["iterations"] == 2
     stamp = done.stat().st_mtime_ns
-    assert main(args) == 0                             # finished runs are reused
+    assert main(args) == 0  # finished runs are reused
     assert done.stat().st_mtime_ns == stamp
     other_model = args + ["--set", "maskrcnn_epochs=3"]
-    assert main(other_model) == 0                      # another model's setting: U-Net runs reused
+    assert main(other_model) == 0  # another model's setting: U-Net runs reused
     assert done.stat().st_mtime_ns == stamp
     changed = [a if a != "epoch_length=2" else "epoch_length=3" for a in args]
-    assert main(changed) == 1                          # another configuration: refused
+    assert main(changed) == 1  # another configuration: refused
     assert "unet runs of another configuration" in capsys.readouterr().err
-    assert done.stat().st_mtime_ns == stamp            # and nothing deleted
+    assert done.stat().st_mtime_ns == stamp  # and nothing deleted
     # a trained checkpoint scored on any datalist
     ckpt = out / "runs" / "unet" / "none" / "seed0" / "models" / "model.pt"
-    assert main(["evaluate", str(ckpt), "--model", "unet", "--datalist", str(cohort / "datalist_small.json"),
-                 "--out", str(tmp_path / "ev")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(ckpt),
+                "--model",
+                "unet",
+                "--datalist",
+                str(cohort / "datalist_small.json"),
+                "--out",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
+    )
     assert "tumour slices" in capsys.readouterr().out
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["slices"]["n_images"] > 0
-    assert main(["evaluate", str(tmp_path / "missing.pt"), "--datalist", str(cohort / "datalist.json"),
-                 "--out", str(tmp_path / "ev2")]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "missing.pt"),
+                "--datalist",
+                str(cohort / "datalist.json"),
+                "--out",
+                str(tmp_path / "ev2"),
+            ]
+        )
+        == 1
+    )

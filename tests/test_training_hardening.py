@@ -20,14 +20,22 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from chest_factory import make_chest
+
 from metalung_monai import cli
 from metalung_monai.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"epochs": 1, "epoch_length": 2, "val_interval": 1, "batch_size": 2, "num_workers": 0, "crop": 64,
-        "eval_roi": 128, "sw_batch_size": 4}
+TINY = {
+    "epochs": 1,
+    "epoch_length": 2,
+    "val_interval": 1,
+    "batch_size": 2,
+    "num_workers": 0,
+    "crop": 64,
+    "eval_roi": 128,
+    "sw_batch_size": 4,
+}
 SETS = sum((["--set", f"{k}={v!r}"] for k, v in TINY.items()), [])
 NP = ["--no-progress"]
 
@@ -43,14 +51,22 @@ class _Shell:
 
 
 def _write(arr: np.ndarray, path: Path, spacing) -> None:
-    img = sitk.GetImageFromArray(arr)  # canonical (y, x) / (z, y, x) with the identity direction (LPS)
+    img = sitk.GetImageFromArray(
+        arr
+    )  # canonical (y, x) / (z, y, x) with the identity direction (LPS)
     img.SetSpacing(tuple(spacing))
     sitk.WriteImage(img, str(path), useCompression=True)
 
 
 def _datalist(entries_train, entries_test, **extra) -> dict:
-    dl = {"name": "t", "version": 1, "modality": "CT", "labels": {"0": "background", "1": "tumour"},
-          "training": entries_train, **extra}
+    dl = {
+        "name": "t",
+        "version": 1,
+        "modality": "CT",
+        "labels": {"0": "background", "1": "tumour"},
+        "training": entries_train,
+        **extra,
+    }
     if entries_test is not None:
         dl["test"] = entries_test
     return dl
@@ -73,19 +89,31 @@ def ws(tmp_path_factory) -> Path:
         cases.append(name)
 
     def entries(dim, names, folds=None):
-        return [{"image": f"images{dim}/{n}.nii.gz", "mask": f"masks{dim}/{n}.nii.gz", "patient_id": f"P{n}",
-                 "case_id": n, "lung_rads": "LR3", **({"fold": folds[i]} if folds else {})}
-                for i, n in enumerate(names)]
+        return [
+            {
+                "image": f"images{dim}/{n}.nii.gz",
+                "mask": f"masks{dim}/{n}.nii.gz",
+                "patient_id": f"P{n}",
+                "case_id": n,
+                "lung_rads": "LR3",
+                **({"fold": folds[i]} if folds else {}),
+            }
+            for i, n in enumerate(names)
+        ]
 
     for dim in ("2d", "3d"):
-        (root / f"dl{dim}.json").write_text(json.dumps(_datalist(entries(dim, cases[:3], [0, 1, 1]),
-                                                                 entries(dim, cases[3:]))))
+        (root / f"dl{dim}.json").write_text(
+            json.dumps(_datalist(entries(dim, cases[:3], [0, 1, 1]), entries(dim, cases[3:])))
+        )
     train = entries("2d", cases[:3], [0, 1, 1])
     (root / "no_test.json").write_text(json.dumps(_datalist(train, None)))
     (root / "empty_test.json").write_text(json.dumps(_datalist(train, [])))
-    (root / "no_folds.json").write_text(json.dumps(_datalist(entries("2d", cases[:3]), entries("2d", cases[3:]))))
-    (root / "val_fold_only.json").write_text(json.dumps(_datalist(entries("2d", cases[:3], [0, 0, 0]),
-                                                                  entries("2d", cases[3:]))))
+    (root / "no_folds.json").write_text(
+        json.dumps(_datalist(entries("2d", cases[:3]), entries("2d", cases[3:])))
+    )
+    (root / "val_fold_only.json").write_text(
+        json.dumps(_datalist(entries("2d", cases[:3], [0, 0, 0]), entries("2d", cases[3:])))
+    )
     no_tumour = [dict(e, mask=None) for e in train]
     (root / "no_tumour.json").write_text(json.dumps(_datalist(no_tumour, entries("2d", cases[3:]))))
     test_no_mask = [dict(e, mask=None) for e in entries("2d", cases[3:])]
@@ -120,8 +148,11 @@ def _one_line(err: str, cmd: str, culprit: str) -> str:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --------------------------------------------------------------------------- #7 and #10: settings
@@ -131,10 +162,27 @@ def test_every_preset_setting_is_typed_and_ranged():
     for name in PRESETS:  # the presets themselves pass, unchanged
         assert {k: v for k, v in preset(name).items() if k != "name"} == PRESETS[name]
     assert preset("quick", **TINY)["crop"] == 64
-    bad = {"foo": 1, "epochs": 0, "batch_size": 0, "lr": float("nan"), "weight_decay": -1.0, "epoch_length": 2.5,
-           "crop": 100, "eval_roi": -4, "window": (600, -1000), "pos_neg": (0, 0), "amp": 1, "num_workers": True,
-           "metalung_ops": ("mirror", "bogus"), "unet_channels": (8,), "maskrcnn_backbone": "vgg",
-           "maskrcnn_score_threshold": 1.0, "pixel_mm": 0.0, "val_fold": -1, "crop_3d": (96, 96)}
+    bad = {
+        "foo": 1,
+        "epochs": 0,
+        "batch_size": 0,
+        "lr": float("nan"),
+        "weight_decay": -1.0,
+        "epoch_length": 2.5,
+        "crop": 100,
+        "eval_roi": -4,
+        "window": (600, -1000),
+        "pos_neg": (0, 0),
+        "amp": 1,
+        "num_workers": True,
+        "metalung_ops": ("mirror", "bogus"),
+        "unet_channels": (8,),
+        "maskrcnn_backbone": "vgg",
+        "maskrcnn_score_threshold": 1.0,
+        "pixel_mm": 0.0,
+        "val_fold": -1,
+        "crop_3d": (96, 96),
+    }
     for key, value in bad.items():
         with pytest.raises(InputError, match=f"'{key}'"):
             preset("quick", **{key: value})
@@ -142,26 +190,63 @@ def test_every_preset_setting_is_typed_and_ranged():
         with pytest.raises(InputError, match="pixel_mm"):
             preset("quick", pixel_mm=value)
     assert preset("quick", pixel_mm=1.4)["pixel_mm"] == 1.4
-    with pytest.raises(InputError, match="val_interval"):   # never validated: no best checkpoint
+    with pytest.raises(InputError, match="val_interval"):  # never validated: no best checkpoint
         preset("quick", val_interval=30)
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1000"])
 def test_evaluate_refuses_a_pixel_size_that_is_not_one(ws, tmp_path, capsys, value):
     out = tmp_path / "ev"
-    rc, err = _cli(["evaluate", ws / "unet.pt", "--datalist", ws / "dl3d.json", f"--pixel-mm={value}", "--out", out],
-                   capsys)
+    rc, err = _cli(
+        [
+            "evaluate",
+            ws / "unet.pt",
+            "--datalist",
+            ws / "dl3d.json",
+            f"--pixel-mm={value}",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert rc == 1
     _one_line(err, "evaluate", "--pixel-mm")
     assert not out.exists()
 
 
-@pytest.mark.parametrize("setting", ["foo=1", "epochs=0", "batch_size=0", "lr=nan", "window=(1,)", "val_interval=2",
-                                     "crop=-4", "epochs=1e12"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "foo=1",
+        "epochs=0",
+        "batch_size=0",
+        "lr=nan",
+        "window=(1,)",
+        "val_interval=2",
+        "crop=-4",
+        "epochs=1e12",
+    ],
+)
 def test_experiment_refuses_a_bad_setting_before_any_work(ws, tmp_path, capsys, setting):
     out = tmp_path / "exp"
-    rc, err = _cli(["experiment", "--datalist", ws / "dl2d.json", "--augment", "none", "--seeds", "1", "--out", out,
-                    *SETS, "--set", setting, *NP], capsys)
+    rc, err = _cli(
+        [
+            "experiment",
+            "--datalist",
+            ws / "dl2d.json",
+            "--augment",
+            "none",
+            "--seeds",
+            "1",
+            "--out",
+            out,
+            *SETS,
+            "--set",
+            setting,
+            *NP,
+        ],
+        capsys,
+    )
     assert rc == 1
     _one_line(err, "experiment", f"--set {setting.split('=')[0]}")
     assert not out.exists()
@@ -183,8 +268,20 @@ def _bad_checkpoints(ws: Path, d: Path) -> dict[str, Path]:
     return {p.stem: p for p in d.glob("*.pt")}
 
 
-@pytest.mark.parametrize("name", ["garbage", "empty", "malicious_pickle", "malicious_zip", "truncated", "tensor",
-                                  "nan_weights", "unet_for_deeplabv3", "unet_for_maskrcnn"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "garbage",
+        "empty",
+        "malicious_pickle",
+        "malicious_zip",
+        "truncated",
+        "tensor",
+        "nan_weights",
+        "unet_for_deeplabv3",
+        "unet_for_maskrcnn",
+    ],
+)
 def test_evaluate_refuses_a_checkpoint_that_cannot_be_loaded(ws, tmp_path, capsys, name):
     files = _bad_checkpoints(ws, tmp_path)
     model = "unet"
@@ -192,7 +289,9 @@ def test_evaluate_refuses_a_checkpoint_that_cannot_be_loaded(ws, tmp_path, capsy
     if name.startswith("unet_for_"):
         model, ckpt = name.split("_for_")[1], ws / "unet.pt"
     out = tmp_path / "ev"
-    rc, err = _cli(["evaluate", ckpt, "--model", model, "--datalist", ws / "dl3d.json", "--out", out], capsys)
+    rc, err = _cli(
+        ["evaluate", ckpt, "--model", model, "--datalist", ws / "dl3d.json", "--out", out], capsys
+    )
     assert rc == 1
     line = _one_line(err, "evaluate", ckpt.name)
     assert "weights_only" not in err and "weights_only=False" not in line
@@ -202,27 +301,59 @@ def test_evaluate_refuses_a_checkpoint_that_cannot_be_loaded(ws, tmp_path, capsy
 
 
 # --------------------------------------------------------------------------- #11: datalists
-@pytest.mark.parametrize("datalist, problem", [
-    ("no_test.json", "no 'test' section"), ("empty_test.json", "'test' section is empty"),
-    ("no_tumour.json", "none with a tumour mask"), ("no_folds.json", "have no 'fold'"),
-    ("val_fold_only.json", "every training case is in the validation fold"),
-    ("test_no_mask.json", "no case of its 'test' section has a tumour"),
-])
+@pytest.mark.parametrize(
+    "datalist, problem",
+    [
+        ("no_test.json", "no 'test' section"),
+        ("empty_test.json", "'test' section is empty"),
+        ("no_tumour.json", "none with a tumour mask"),
+        ("no_folds.json", "have no 'fold'"),
+        ("val_fold_only.json", "every training case is in the validation fold"),
+        ("test_no_mask.json", "no case of its 'test' section has a tumour"),
+    ],
+)
 def test_experiment_checks_the_datalist_before_training(ws, tmp_path, capsys, datalist, problem):
     out = tmp_path / "exp"
-    rc, err = _cli(["experiment", "--datalist", ws / datalist, "--augment", "none", "--seeds", "1", "--out", out,
-                    *SETS, *NP], capsys)
+    rc, err = _cli(
+        [
+            "experiment",
+            "--datalist",
+            ws / datalist,
+            "--augment",
+            "none",
+            "--seeds",
+            "1",
+            "--out",
+            out,
+            *SETS,
+            *NP,
+        ],
+        capsys,
+    )
     assert rc == 1
     assert problem in _one_line(err, "experiment", datalist)
     assert not out.exists()  # nothing trained, nothing marked done
 
 
-@pytest.mark.parametrize("datalist, section", [("no_test.json", "test"), ("test_no_mask.json", "test"),
-                                               ("dl2d.json", "validation")])
+@pytest.mark.parametrize(
+    "datalist, section",
+    [("no_test.json", "test"), ("test_no_mask.json", "test"), ("dl2d.json", "validation")],
+)
 def test_evaluate_checks_the_section_before_running(ws, tmp_path, capsys, datalist, section):
     out = tmp_path / "a" / "ev"
-    rc, err = _cli(["evaluate", ws / "unet.pt", "--datalist", ws / datalist, "--section", section, "--out", out],
-                   capsys)
+    rc, err = _cli(
+        [
+            "evaluate",
+            ws / "unet.pt",
+            "--datalist",
+            ws / datalist,
+            "--section",
+            section,
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert rc == 1
     _one_line(err, "evaluate", datalist)
     assert not (tmp_path / "a").exists()
@@ -232,7 +363,9 @@ def test_a_run_is_marked_done_only_when_its_outputs_exist(ws, tmp_path, monkeypa
     from metalung_monai.errors import MetaLungError
     from metalung_monai.training import experiment
 
-    def train_only(bundle, configs, workflow_type, verbose=False, **kw):  # the evaluation writes nothing
+    def train_only(
+        bundle, configs, workflow_type, verbose=False, **kw
+    ):  # the evaluation writes nothing
         if workflow_type == "train":
             Path(kw["ckpt_dir"]).mkdir(parents=True, exist_ok=True)
             torch.save({}, Path(kw["ckpt_dir"]) / "model.pt")
@@ -242,7 +375,9 @@ def test_a_run_is_marked_done_only_when_its_outputs_exist(ws, tmp_path, monkeypa
     monkeypatch.setattr(experiment, "run_bundle", train_only)
     out = tmp_path / "exp"
     with pytest.raises(MetaLungError, match="not marked done"):
-        experiment.run_experiment(ws / "dl2d.json", out, arms=["none"], seeds=1, preset_overrides=TINY, progress=False)
+        experiment.run_experiment(
+            ws / "dl2d.json", out, arms=["none"], seeds=1, preset_overrides=TINY, progress=False
+        )
     assert not (out / "runs" / "unet" / "none" / "seed0" / "done.json").exists()
 
 
@@ -253,12 +388,32 @@ def test_outputs_that_overlap_an_input_are_refused(ws, tmp_path, capsys):
     before = _digest(data)
     dl = data / "dl2d.json"
     cases = [
-        ["experiment", "--datalist", dl, "--out", data],                                   # contains the datalist
-        ["experiment", "--datalist", dl, "--out", data / "images2d" / "C0.nii.gz"],        # is a listed image
-        ["experiment", "--datalist", dl, "--out", REPO / "bundles" / "x"],                 # inside the bundles
-        ["evaluate", data / "unet.pt", "--datalist", dl, "--out", data],                   # contains the checkpoint
-        ["evaluate", data / "unet.pt", "--datalist", dl, "--out", data / "unet.pt"],       # is the checkpoint
-        ["evaluate", data / "unet.pt", "--datalist", dl, "--out", data / "masks2d"],       # contains a mask
+        ["experiment", "--datalist", dl, "--out", data],  # contains the datalist
+        [
+            "experiment",
+            "--datalist",
+            dl,
+            "--out",
+            data / "images2d" / "C0.nii.gz",
+        ],  # is a listed image
+        ["experiment", "--datalist", dl, "--out", REPO / "bundles" / "x"],  # inside the bundles
+        ["evaluate", data / "unet.pt", "--datalist", dl, "--out", data],  # contains the checkpoint
+        [
+            "evaluate",
+            data / "unet.pt",
+            "--datalist",
+            dl,
+            "--out",
+            data / "unet.pt",
+        ],  # is the checkpoint
+        [
+            "evaluate",
+            data / "unet.pt",
+            "--datalist",
+            dl,
+            "--out",
+            data / "masks2d",
+        ],  # contains a mask
     ]
     for argv in cases:
         extra = ["--augment", "none", "--seeds", "1", *SETS, *NP] if argv[0] == "experiment" else []
@@ -270,8 +425,22 @@ def test_outputs_that_overlap_an_input_are_refused(ws, tmp_path, capsys):
     # an existing folder of something else is not taken over
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
-    rc, err = _cli(["experiment", "--datalist", dl, "--augment", "none", "--seeds", "1", "--out", tmp_path / "mine",
-                    *SETS, *NP], capsys)
+    rc, err = _cli(
+        [
+            "experiment",
+            "--datalist",
+            dl,
+            "--augment",
+            "none",
+            "--seeds",
+            "1",
+            "--out",
+            tmp_path / "mine",
+            *SETS,
+            *NP,
+        ],
+        capsys,
+    )
     assert rc == 1 and "not an experiment folder" in _one_line(err, "experiment", "--out")
 
 
@@ -280,13 +449,22 @@ def test_overwrite_deletes_only_what_the_experiment_wrote(ws, tmp_path, monkeypa
 
     calls = []
 
-    def fake_bundle(bundle, configs, workflow_type, verbose=False, **kw):  # every output of a run, instantly
+    def fake_bundle(
+        bundle, configs, workflow_type, verbose=False, **kw
+    ):  # every output of a run, instantly
         calls.append(workflow_type)
         models, ev = Path(kw["ckpt_dir"]), Path(kw["output_dir"])
         models.mkdir(parents=True, exist_ok=True)
         ev.mkdir(parents=True, exist_ok=True)
-        for f in ("models/model.pt", "models/model_final.pt", "eval/history.json", "eval/slices.csv",
-                  "eval/volumes.csv", "eval/summary.json", "eval/predictions.npz"):
+        for f in (
+            "models/model.pt",
+            "models/model_final.pt",
+            "eval/history.json",
+            "eval/slices.csv",
+            "eval/volumes.csv",
+            "eval/summary.json",
+            "eval/predictions.npz",
+        ):
             (models.parent / f).write_text("{}")
 
     monkeypatch.setattr(experiment, "run_bundle", fake_bundle)
@@ -296,21 +474,28 @@ def test_overwrite_deletes_only_what_the_experiment_wrote(ws, tmp_path, monkeypa
     kw = dict(arms=["none"], seeds=1, progress=False)
     experiment.run_experiment(ws / "dl2d.json", out, preset_overrides=TINY, **kw)
     assert (run / "done.json").is_file() and calls == ["train", "infer"]
-    mine = [out / "notes.txt", out / "runs" / "notes.txt", out / "runs" / "unet" / "notes.txt", run / "notes.txt"]
+    mine = [
+        out / "notes.txt",
+        out / "runs" / "notes.txt",
+        out / "runs" / "unet" / "notes.txt",
+        run / "notes.txt",
+    ]
     for p in mine:
         p.write_text("mine")
     changed = dict(TINY, epoch_length=3)
     with pytest.raises(InputError, match="another configuration"):
         experiment.run_experiment(ws / "dl2d.json", out, preset_overrides=changed, **kw)
     experiment.run_experiment(ws / "dl2d.json", out, preset_overrides=changed, overwrite=True, **kw)
-    assert calls == ["train", "infer"] * 2                    # the run was redone
-    assert all(p.read_text() == "mine" for p in mine)         # and nothing else was deleted
+    assert calls == ["train", "infer"] * 2  # the run was redone
+    assert all(p.read_text() == "mine" for p in mine)  # and nothing else was deleted
     # a run folder the experiment did not write is refused, not deleted
     foreign = out / "runs" / "unet" / "monai" / "seed0"
     foreign.mkdir(parents=True)
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not written by this experiment"):
-        experiment.run_experiment(ws / "dl2d.json", out, preset_overrides=changed, **dict(kw, arms=["none", "monai"]))
+        experiment.run_experiment(
+            ws / "dl2d.json", out, preset_overrides=changed, **dict(kw, arms=["none", "monai"])
+        )
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
@@ -324,13 +509,18 @@ def test_a_failed_evaluation_leaves_nothing_behind(ws, tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(evaluate, "run_bundle", crash)
     out = tmp_path / "a" / "b" / "ev"
-    rc, err = _cli(["evaluate", ws / "unet.pt", "--datalist", ws / "dl3d.json", "--out", out], capsys)
+    rc, err = _cli(
+        ["evaluate", ws / "unet.pt", "--datalist", ws / "dl3d.json", "--out", out], capsys
+    )
     assert rc == 1 and "No space left on device" in err
     assert list(tmp_path.iterdir()) == []
     # into an existing folder: its files are kept as they were
     (tmp_path / "ev").mkdir()
     (tmp_path / "ev" / "summary.json").write_text("old")
-    rc, err = _cli(["evaluate", ws / "unet.pt", "--datalist", ws / "dl3d.json", "--out", tmp_path / "ev"], capsys)
+    rc, err = _cli(
+        ["evaluate", ws / "unet.pt", "--datalist", ws / "dl3d.json", "--out", tmp_path / "ev"],
+        capsys,
+    )
     assert rc == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["ev"]
     assert [p.name for p in (tmp_path / "ev").iterdir()] == ["summary.json"]
 
@@ -343,12 +533,20 @@ def test_history_writes_a_diverged_loss_as_null(tmp_path):
     from metalung_monai.training import TrainingHistory
     from metalung_monai.training.experiment import _smooth
 
-    validator = SimpleNamespace(state=SimpleNamespace(metrics={}, epoch=0, key_metric_name="val_mean_dice"))
+    validator = SimpleNamespace(
+        state=SimpleNamespace(metrics={}, epoch=0, key_metric_name="val_mean_dice")
+    )
     h = TrainingHistory(str(tmp_path / "history.json"), validator=validator, train_samples=4)
     engine = SimpleNamespace(state=SimpleNamespace(iteration=0, epoch=0, output=None))
     h._started(engine)
-    for it, (loss, dice) in enumerate([(0.9, float("nan")), (float("nan"), 0.25), (float("inf"), float("inf"))], 1):
-        engine.state.iteration, engine.state.epoch, engine.state.output = it, it, [{"loss": torch.tensor(loss)}]
+    for it, (loss, dice) in enumerate(
+        [(0.9, float("nan")), (float("nan"), 0.25), (float("inf"), float("inf"))], 1
+    ):
+        engine.state.iteration, engine.state.epoch, engine.state.output = (
+            it,
+            it,
+            [{"loss": torch.tensor(loss)}],
+        )
         validator.state.epoch, validator.state.metrics = it, {"val_mean_dice": dice}
         h._iteration(engine)
         h._epoch(engine)
@@ -358,10 +556,22 @@ def test_history_writes_a_diverged_loss_as_null(tmp_path):
         raise ValueError(c)
 
     hist = json.loads((tmp_path / "history.json").read_text(), parse_constant=strict)
-    assert hist["loss"] == [pytest.approx(0.9), None, None] and hist["val_dice"] == [None, 0.25, None]
+    assert hist["loss"] == [pytest.approx(0.9), None, None] and hist["val_dice"] == [
+        None,
+        0.25,
+        None,
+    ]
     assert hist["best_val_dice"] == 0.25
-    training_curves({"none": {"loss": [_smooth(hist["loss"])], "val_dice": [hist["val_dice"]],
-                              "val_dice_x": hist["val_iteration"]}}, tmp_path / "curves.png")
+    training_curves(
+        {
+            "none": {
+                "loss": [_smooth(hist["loss"])],
+                "val_dice": [hist["val_dice"]],
+                "val_dice_x": hist["val_iteration"],
+            }
+        },
+        tmp_path / "curves.png",
+    )
     assert (tmp_path / "curves.png").is_file()
 
 
@@ -375,8 +585,12 @@ def test_prediction_archives_are_named_safely_whatever_the_case_id(tmp_path):
     truth = np.zeros((1, 16, 16, 3), np.float32)
     truth[0, 4:8, 4:8, 1] = 1
     hostile = "../../evil/x"
-    item = {"hu": MetaTensor(torch.full((1, 16, 16, 3), -800.0)), "patient_id": "P", "case_id": hostile,
-            "lung_rads": "LR3"}
+    item = {
+        "hu": MetaTensor(torch.full((1, 16, 16, 3), -800.0)),
+        "patient_id": "P",
+        "case_id": hostile,
+        "lung_rads": "LR3",
+    }
     out = {"pred": torch.from_numpy(truth), "label": torch.from_numpy(truth)}
 
     class Engine:
@@ -389,13 +603,24 @@ def test_prediction_archives_are_named_safely_whatever_the_case_id(tmp_path):
     rep._collect(Engine)
     rep._write(Engine)
     names = zipfile.ZipFile(tmp_path / "eval" / "predictions.npz").namelist()
-    assert len(names) == 6 and all(is_safe_name(n[:-4].split("__")[0]) for n in names if n != "__case_ids__.npy")
+    assert len(names) == 6 and all(
+        is_safe_name(n[:-4].split("__")[0]) for n in names if n != "__case_ids__.npy"
+    )
     assert not any("/" in n or "\\" in n or ".." in n for n in names), names
     preds = load_predictions(tmp_path / "eval" / "predictions.npz")
     assert list(preds) == [hostile] and int(preds[hostile][1]["truth"].sum()) == 16
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
-        ["per_class.csv", "per_class.md", "predictions.npz", "slices.csv", "slices.md", "summary.json", "volumes.csv",
-         "volumes.md"])
+        [
+            "per_class.csv",
+            "per_class.md",
+            "predictions.npz",
+            "slices.csv",
+            "slices.md",
+            "summary.json",
+            "volumes.csv",
+            "volumes.md",
+        ]
+    )
 
 
 def test_arm_names_become_paths_so_they_must_be_safe():
@@ -412,8 +637,24 @@ def test_arm_names_become_paths_so_they_must_be_safe():
 def trained2d(ws, tmp_path_factory):
     """An experiment trained (2 iterations) and scored on 2D slices; its U-Net checkpoint."""
     out = tmp_path_factory.mktemp("exp2d") / "exp"
-    rc = cli.main([str(a) for a in ["experiment", "--datalist", ws / "dl2d.json", "--augment", "none", "--seeds", "1",
-                                    "--out", out, *SETS, *NP]])
+    rc = cli.main(
+        [
+            str(a)
+            for a in [
+                "experiment",
+                "--datalist",
+                ws / "dl2d.json",
+                "--augment",
+                "none",
+                "--seeds",
+                "1",
+                "--out",
+                out,
+                *SETS,
+                *NP,
+            ]
+        ]
+    )
     assert rc == 0
     return out
 
@@ -425,24 +666,39 @@ def test_2d_datalists_train_and_evaluate(ws, trained2d, tmp_path, capsys):
     hist = json.loads((ckpt.parents[1] / "eval" / "history.json").read_text())
     assert hist["iterations"] == 2
     summaries, preds = {}, {}
-    for dim in ("2d", "3d"):   # a 2D slice is evaluated exactly as the same slice stored as a volume
-        rc, err = _cli(["evaluate", ckpt, "--datalist", ws / f"dl{dim}.json", "--out", tmp_path / dim], capsys)
+    for dim in ("2d", "3d"):  # a 2D slice is evaluated exactly as the same slice stored as a volume
+        rc, err = _cli(
+            ["evaluate", ckpt, "--datalist", ws / f"dl{dim}.json", "--out", tmp_path / dim], capsys
+        )
         assert rc == 0, err
         summaries[dim] = json.loads((tmp_path / dim / "summary.json").read_text())
         from metalung_monai.training.report import load_predictions
 
         preds[dim] = load_predictions(tmp_path / dim / "predictions.npz")["C3"][0]
     assert summaries["2d"] == summaries["3d"]
-    assert summaries["2d"]["slices"]["n_images"] == 1 and summaries["2d"]["volumes"]["n_images"] == 1
+    assert (
+        summaries["2d"]["slices"]["n_images"] == 1 and summaries["2d"]["volumes"]["n_images"] == 1
+    )
     chest = make_chest(shape=(96, 128), tumours=(("left", 7.0),), seed=23)
-    assert np.array_equal(preds["2d"]["truth"], chest.mask > 0)     # scored in place, canonical display
+    assert np.array_equal(
+        preds["2d"]["truth"], chest.mask > 0
+    )  # scored in place, canonical display
     assert np.array_equal(preds["2d"]["pred"], preds["3d"]["pred"])
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temporary folder left
+    assert [
+        p.name for p in tmp_path.iterdir() if p.name.startswith(".")
+    ] == []  # no temporary folder left
     # the bundle's inference writes a 2D prediction on the 2D slice's grid
     from metalung_monai.training.experiment import run_bundle
 
-    run_bundle(REPO / "bundles" / "unet_lung_tumor", ["inference.json"], "infer", dataset_dir=str(ws),
-               datalist=str(ws / "dl2d.json"), ckpt_dir=str(ckpt.parent), output_dir=str(tmp_path / "pred"))
+    run_bundle(
+        REPO / "bundles" / "unet_lung_tumor",
+        ["inference.json"],
+        "infer",
+        dataset_dir=str(ws),
+        datalist=str(ws / "dl2d.json"),
+        ckpt_dir=str(ckpt.parent),
+        output_dir=str(tmp_path / "pred"),
+    )
     (pred,) = (tmp_path / "pred").glob("*.nii.gz")
     ref = sitk.ReadImage(str(ws / "images2d" / "C3.nii.gz"))
     img = sitk.ReadImage(str(pred))
@@ -455,11 +711,28 @@ def test_a_converted_dicom_slice_evaluates(real_data, trained2d, tmp_path, capsy
     from metalung_monai.io.convert import convert
 
     ex = real_data / "metalung_example"
-    convert([str(ex / "1-141.dcm")], tmp_path / "ds", mask=[str(ex / "IM140.png")], split="test", progress=False)
+    convert(
+        [str(ex / "1-141.dcm")],
+        tmp_path / "ds",
+        mask=[str(ex / "IM140.png")],
+        split="test",
+        progress=False,
+    )
     ckpt = trained2d / "runs" / "unet" / "none" / "seed0" / "models" / "model.pt"
     for extra in ([], ["--pixel-mm", "1.4"]):
         out = tmp_path / f"ev{len(extra)}"
-        rc, err = _cli(["evaluate", ckpt, "--datalist", tmp_path / "ds" / "datalist.json", "--out", out, *extra], capsys)
+        rc, err = _cli(
+            [
+                "evaluate",
+                ckpt,
+                "--datalist",
+                tmp_path / "ds" / "datalist.json",
+                "--out",
+                out,
+                *extra,
+            ],
+            capsys,
+        )
         assert rc == 0, err
         summary = json.loads((out / "summary.json").read_text())
         assert summary["slices"]["n_images"] == 1
@@ -468,4 +741,9 @@ def test_a_converted_dicom_slice_evaluates(real_data, trained2d, tmp_path, capsy
     (case,) = load_predictions(tmp_path / "ev0" / "predictions.npz").values()
     truth = case[0]["truth"]
     rows, cols = np.nonzero(truth)
-    assert truth.sum() == 164 and (rows.min(), rows.max(), cols.min(), cols.max()) == (189, 204, 417, 430)
+    assert truth.sum() == 164 and (rows.min(), rows.max(), cols.min(), cols.max()) == (
+        189,
+        204,
+        417,
+        430,
+    )

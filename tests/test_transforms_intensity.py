@@ -16,8 +16,12 @@ def chest_like(rng, shape=(1, 64, 64)) -> np.ndarray:
     """int16 HU: air around, soft tissue body, low-contrast lung with faint structures."""
     hu = np.full(shape, -1000, np.int16)
     yy, xx = np.mgrid[: shape[1], : shape[2]]
-    body = ((yy - shape[1] / 2) / (shape[1] * 0.45)) ** 2 + ((xx - shape[2] / 2) / (shape[2] * 0.45)) ** 2 <= 1
-    lung = ((yy - shape[1] / 2) / (shape[1] * 0.3)) ** 2 + ((xx - shape[2] / 2) / (shape[2] * 0.35)) ** 2 <= 1
+    body = ((yy - shape[1] / 2) / (shape[1] * 0.45)) ** 2 + (
+        (xx - shape[2] / 2) / (shape[2] * 0.45)
+    ) ** 2 <= 1
+    lung = ((yy - shape[1] / 2) / (shape[1] * 0.3)) ** 2 + (
+        (xx - shape[2] / 2) / (shape[2] * 0.35)
+    ) ** 2 <= 1
     base = np.where(lung, -850, np.where(body, 40, -1000)) + rng.normal(0, 15, shape[1:])
     base[lung & ((xx % 9) < 2)] += 60  # faint stripes
     hu[:] = np.round(base).astype(np.int16)
@@ -29,9 +33,14 @@ def test_window_values_and_clipping():
     assert w.hu_range == (-1350.0, 150.0)
     x = np.array([[-2000, -1350, -600, 150, 1000]], np.int16)
     np.testing.assert_allclose(w(x), [[0.0, 0.0, 0.5, 1.0, 1.0]], atol=1e-6)
-    np.testing.assert_allclose(HUWindow(-600, 1500, clip=False)(x)[0, 0], (-2000 + 1350) / 1500, atol=1e-6)
-    np.testing.assert_allclose(HUWindow(40, 400, output_range=(-1.0, 1.0))(np.array([40.0, 240.0, -160.0])),
-                               [0.0, 1.0, -1.0], atol=1e-6)
+    np.testing.assert_allclose(
+        HUWindow(-600, 1500, clip=False)(x)[0, 0], (-2000 + 1350) / 1500, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        HUWindow(40, 400, output_range=(-1.0, 1.0))(np.array([40.0, 240.0, -160.0])),
+        [0.0, 1.0, -1.0],
+        atol=1e-6,
+    )
     # same as MONAI's ScaleIntensityRange stated in window terms
     rng = np.random.default_rng(0)
     img = rng.integers(-1500, 1500, (1, 16, 16)).astype(np.int16)
@@ -40,11 +49,16 @@ def test_window_values_and_clipping():
 
 
 def test_window_presets():
-    assert WINDOW_PRESETS["lung"] == (-600.0, 1500.0) and WINDOW_PRESETS["mediastinum"] == (40.0, 400.0)
+    assert WINDOW_PRESETS["lung"] == (-600.0, 1500.0) and WINDOW_PRESETS["mediastinum"] == (
+        40.0,
+        400.0,
+    )
     for name, (c, wd) in WINDOW_PRESETS.items():
         w = HUWindow(preset=name)
         assert (w.window_center, w.window_width) == (c, wd)
-        np.testing.assert_allclose(w(np.array([c - wd / 2, c, c + wd / 2])), [0.0, 0.5, 1.0], atol=1e-6)
+        np.testing.assert_allclose(
+            w(np.array([c - wd / 2, c, c + wd / 2])), [0.0, 0.5, 1.0], atol=1e-6
+        )
     with pytest.raises(ValueError, match="preset"):
         HUWindow(preset="brain")
     with pytest.raises(ValueError, match="width"):
@@ -54,7 +68,11 @@ def test_window_presets():
 def test_window_types_dtypes_and_meta():
     hu = torch.tensor([[[-1350, -600], [150, 400]]], dtype=torch.int16)
     out_t = HUWindow()(hu)
-    assert isinstance(out_t, torch.Tensor) and not isinstance(out_t, MetaTensor) and out_t.dtype == torch.float32
+    assert (
+        isinstance(out_t, torch.Tensor)
+        and not isinstance(out_t, MetaTensor)
+        and out_t.dtype == torch.float32
+    )
     out_n = HUWindow()(hu.numpy())
     assert isinstance(out_n, np.ndarray) and out_n.dtype == np.float32
     affine = torch.diag(torch.tensor([0.7, 0.7, 1.0, 1.0], dtype=torch.float64))
@@ -64,7 +82,9 @@ def test_window_types_dtypes_and_meta():
     assert out_m.meta["filename_or_obj"] == "case.nii.gz" and torch.equal(out_m.affine, affine)
     np.testing.assert_allclose(out_m.numpy(), [[[0.0, 0.5], [1.0, 1.0]]], atol=1e-6)
     d = HUWindowd(keys=["image"], preset="mediastinum")({"image": mt, "label": torch.ones(1, 2, 2)})
-    np.testing.assert_allclose(d["image"].numpy(), [[[0.0, 0.0], [310 / 400, 1.0]]], atol=1e-6)  # -160..240 HU
+    np.testing.assert_allclose(
+        d["image"].numpy(), [[[0.0, 0.0], [310 / 400, 1.0]]], atol=1e-6
+    )  # -160..240 HU
     assert torch.equal(d["label"], torch.ones(1, 2, 2))
 
 
@@ -88,7 +108,9 @@ def test_clahe_2d_output_and_contrast():
 
 def test_clahe_volume_per_slice_follows_the_axial_axis():
     rng = np.random.default_rng(2)
-    vol = np.concatenate([chest_like(rng, (1, 48, 48))[..., None] + 10 * k for k in range(4)], axis=-1)  # (1,48,48,4)
+    vol = np.concatenate(
+        [chest_like(rng, (1, 48, 48))[..., None] + 10 * k for k in range(4)], axis=-1
+    )  # (1,48,48,4)
     vol = vol.astype(np.int16)
     out = CLAHE()(vol)  # plain array: the last axis is the axial one
     assert out.shape == vol.shape
@@ -96,10 +118,16 @@ def test_clahe_volume_per_slice_follows_the_axial_axis():
         np.testing.assert_allclose(out[..., k], CLAHE()(vol[..., k]), atol=1e-6)
     # a MetaTensor whose first spatial axis runs head-feet: sliced along that axis
     moved = np.ascontiguousarray(np.moveaxis(vol, -1, 1))  # (1, 4, 48, 48)
-    affine = torch.tensor([[0.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=torch.float64)
+    affine = torch.tensor(
+        [[0.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=torch.float64
+    )
     mt = MetaTensor(torch.from_numpy(moved), affine=affine, meta={"space": "RAS"})
     got = CLAHE()(mt)
-    assert isinstance(got, MetaTensor) and got.dtype == torch.float32 and torch.equal(got.affine, affine)
+    assert (
+        isinstance(got, MetaTensor)
+        and got.dtype == torch.float32
+        and torch.equal(got.affine, affine)
+    )
     np.testing.assert_allclose(got.numpy(), np.moveaxis(out, -1, 1), atol=1e-6)
     # explicit slice_axis and the 3D mode
     np.testing.assert_allclose(CLAHE(slice_axis=0)(moved), got.numpy(), atol=1e-6)

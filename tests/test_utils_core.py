@@ -17,7 +17,12 @@ from metalung_monai.io.datalist import (
     patient_split,
     write_datalist,
 )
-from metalung_monai.utils.atomic import atomic_path, full_suffix, write_image_atomic, write_json_atomic
+from metalung_monai.utils.atomic import (
+    atomic_path,
+    full_suffix,
+    write_image_atomic,
+    write_json_atomic,
+)
 from metalung_monai.utils.orientation import (
     canonical_axes,
     canonical_spacing,
@@ -61,10 +66,10 @@ def test_input_error_names_source_and_survives_pickle():
 
 # ---------------------------------------------------------------- orientation
 DIRECTIONS = [
-    (1, 0, 0, 0, 1, 0, 0, 0, 1),          # LPS
-    (-1, 0, 0, 0, -1, 0, 0, 0, 1),        # RAS
-    (0, 1, 0, 1, 0, 0, 0, 0, -1),         # permuted + flipped
-    (1, 0, 0, 0, 0, -1, 0, 1, 0),         # coronal-stored
+    (1, 0, 0, 0, 1, 0, 0, 0, 1),  # LPS
+    (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS
+    (0, 1, 0, 1, 0, 0, 0, 0, -1),  # permuted + flipped
+    (1, 0, 0, 0, 0, -1, 0, 1, 0),  # coronal-stored
 ]
 
 
@@ -79,8 +84,14 @@ def test_canonical_layout_agrees_between_sitk_and_monai(tmp_path, direction):
     img.SetSpacing((0.5, 0.75, 2.0))
     canon, spacing = sitk_to_canonical(img)
     # a voxel's canonical index must follow its physical LPS position
-    world = np.array([img.TransformIndexToPhysicalPoint((i, j, k))
-                      for k in range(5) for j in range(6) for i in range(7)])
+    world = np.array(
+        [
+            img.TransformIndexToPhysicalPoint((i, j, k))
+            for k in range(5)
+            for j in range(6)
+            for i in range(7)
+        ]
+    )
     order = np.lexsort((world[:, 0], world[:, 1], world[:, 2]))
     assert np.array_equal(canon.ravel(), arr.ravel()[order])
     assert sorted(spacing) == [0.5, 0.75, 2.0]
@@ -106,8 +117,13 @@ def test_lr_axis_follows_affine():
 
 # ---------------------------------------------------------------- datalist
 def _entry(pid, cls, split="train"):
-    return {"image": f"images/{pid}.nii.gz", "mask": f"masks/{pid}.nii.gz", "patient_id": pid,
-            "lung_rads": cls, "split": split}
+    return {
+        "image": f"images/{pid}.nii.gz",
+        "mask": f"masks/{pid}.nii.gz",
+        "patient_id": pid,
+        "lung_rads": cls,
+        "split": split,
+    }
 
 
 def test_datalist_round_trip_and_monai_compatibility(tmp_path):
@@ -122,8 +138,13 @@ def test_datalist_round_trip_and_monai_compatibility(tmp_path):
     path = write_datalist(dl, tmp_path / "datalist.json")
     assert load_datalist(path) == dl
     ours = datalist_entries(path, ("training", "test"))
-    assert [e["image"] for e in ours] == [str(tmp_path / "images" / "P1.nii.gz"), str(tmp_path / "images" / "P2.nii.gz")]
-    monai_train = load_decathlon_datalist(str(path), data_list_key="training", base_dir=str(tmp_path))
+    assert [e["image"] for e in ours] == [
+        str(tmp_path / "images" / "P1.nii.gz"),
+        str(tmp_path / "images" / "P2.nii.gz"),
+    ]
+    monai_train = load_decathlon_datalist(
+        str(path), data_list_key="training", base_dir=str(tmp_path)
+    )
     assert os.path.samefile(monai_train[0]["image"], ours[0]["image"])
 
 
@@ -131,9 +152,15 @@ def test_datalist_round_trip_and_monai_compatibility(tmp_path):
     "bad, message",
     [
         ({"training": [{"image": "a.nii.gz"}]}, "'patient_id' is a required property"),
-        ({"training": [{"image": "a", "patient_id": "P", "lung_rads": "LR9"}]}, "training/0/lung_rads"),
+        (
+            {"training": [{"image": "a", "patient_id": "P", "lung_rads": "LR9"}]},
+            "training/0/lung_rads",
+        ),
         ({"name": "no sections"}, "schema violation"),
-        ({"training": [_entry("P1", "LR2")], "test": [_entry("P1", "LR2", "test")]}, "both 'training' and 'test'"),
+        (
+            {"training": [_entry("P1", "LR2")], "test": [_entry("P1", "LR2", "test")]},
+            "both 'training' and 'test'",
+        ),
     ],
 )
 def test_datalist_errors_name_file_and_field(tmp_path, bad, message):
@@ -166,11 +193,20 @@ def test_patient_split_holds_out_per_class_without_leakage():
     assert set(folds) == set(train) and set(folds.values()) == set(range(5))
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b'{"training": [{"image": "a.nii.gz", "patient_id": "P1", "spacing": [NaN, 1.0]}]}', "holds NaN"),
-    (b'{"training": [{"image": "a.nii.gz", "patient_id": "P1", "spacing": [Infinity, 1.0]}]}', "holds Infinity"),
-    (b'\xff\xfe\x00garbage', "not a JSON text file"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b'{"training": [{"image": "a.nii.gz", "patient_id": "P1", "spacing": [NaN, 1.0]}]}',
+            "holds NaN",
+        ),
+        (
+            b'{"training": [{"image": "a.nii.gz", "patient_id": "P1", "spacing": [Infinity, 1.0]}]}',
+            "holds Infinity",
+        ),
+        (b"\xff\xfe\x00garbage", "not a JSON text file"),
+    ],
+)
 def test_datalist_with_nan_or_binary_content_is_refused(tmp_path, content, message):
     """Python's json reads NaN / Infinity, other readers do not; a binary file is not a datalist."""
     from metalung_monai.errors import DatalistError
@@ -191,11 +227,18 @@ def test_stale_partial_recognises_only_dead_writers(tmp_path):
     from metalung_monai.utils.atomic import atomic_path, stale_partial
 
     with atomic_path(tmp_path / "case.nii.gz") as tmp:
-        assert stale_partial(tmp.name) is None            # the writer (this process) is alive
+        assert stale_partial(tmp.name) is None  # the writer (this process) is alive
         live = tmp.name
         tmp.write_bytes(b"x")
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     m = stale_partial(live.replace(f"-{os.getpid()}-", f"-{dead_pid}-"))
     assert m is not None and m["stem"] == "case" and m["suffix"] == ".nii.gz"
-    assert stale_partial("case.nii.gz") is None and stale_partial(".case.partial-x-1234abcd.json") is None
+    assert (
+        stale_partial("case.nii.gz") is None
+        and stale_partial(".case.partial-x-1234abcd.json") is None
+    )

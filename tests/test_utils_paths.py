@@ -17,8 +17,27 @@ from metalung_monai.utils.paths import (
 
 #: names a datalist, a DICOM header or a pickle row may carry; shared with the command-line suite
 HOSTILE_NAMES = [
-    "../../x", "/abs/dir/evil", "a/b", "a\\b", "..", ".", "", "...", ".hidden", "x" * 5000, "nul\x00byte",
-    "new\nline", "CON", "con.nii", "-rf", "~", "~root", "$(touch pwned)", "P 001", "é", "..\\..\\win",
+    "../../x",
+    "/abs/dir/evil",
+    "a/b",
+    "a\\b",
+    "..",
+    ".",
+    "",
+    "...",
+    ".hidden",
+    "x" * 5000,
+    "nul\x00byte",
+    "new\nline",
+    "CON",
+    "con.nii",
+    "-rf",
+    "~",
+    "~root",
+    "$(touch pwned)",
+    "P 001",
+    "é",
+    "..\\..\\win",
 ]
 
 
@@ -73,7 +92,7 @@ def test_refuse_overlap_is_contains_and_inside(tmp_path):
         refuse_overlap(str(src) + "/./", [dl], "--out")
     assert e.value.source == "--out"
     refuse_overlap(tmp_path / "aug", [dl, img, src / "images"])  # apart: accepted
-    refuse_overlap(tmp_path / "cohort2", [src])                  # a sibling whose name starts alike
+    refuse_overlap(tmp_path / "cohort2", [src])  # a sibling whose name starts alike
 
 
 def test_remove_owned_deletes_only_listed_files_inside_the_folder(tmp_path):
@@ -87,10 +106,12 @@ def test_remove_owned_deletes_only_listed_files_inside_the_folder(tmp_path):
     notes.write_text("keep")
     outside = tmp_path / "victim.txt"
     outside.write_text("keep")
-    n = remove_owned(out, ["images/a.nii.gz", "../victim.txt", str(outside), "images/missing.nii.gz", ""])
+    n = remove_owned(
+        out, ["images/a.nii.gz", "../victim.txt", str(outside), "images/missing.nii.gz", ""]
+    )
     assert n == 1
     assert not mine.exists() and theirs.exists() and notes.exists() and outside.exists()
-    link = out / "images" / "link.nii.gz"          # a listed link goes, its target stays
+    link = out / "images" / "link.nii.gz"  # a listed link goes, its target stays
     link.symlink_to(theirs)
     assert remove_owned(out, ["images/link.nii.gz"]) == 1
     assert not link.is_symlink() and theirs.exists()

@@ -9,7 +9,12 @@ mask that is not a plausible pair of lungs (an image of noise, air or water;
 """
 
 from .analysis import LungAnatomy, analyse_lungs, analyse_lungs_image
-from .free_space import free_space_distance, free_space_distance_image, free_space_mask, free_space_mask_image
+from .free_space import (
+    free_space_distance,
+    free_space_distance_image,
+    free_space_mask,
+    free_space_mask_image,
+)
 from .lung_mask import LEFT_LUNG, RIGHT_LUNG, LungMaskSettings, lung_mask, lung_mask_image
 from .lung_rads import (
     LUNG_RADS_BOUNDARIES_MM,

@@ -21,7 +21,9 @@ def check_spacing(spacing, ndim: int, source: str) -> tuple[float, ...]:
     try:
         sp = tuple(float(s) for s in spacing)
     except TypeError as e:
-        raise InputError(source, f"spacing must be a sequence of {ndim} numbers in mm, got {spacing!r}") from e
+        raise InputError(
+            source, f"spacing must be a sequence of {ndim} numbers in mm, got {spacing!r}"
+        ) from e
     if len(sp) != ndim:
         raise InputError(source, f"spacing has {len(sp)} values but the array has {ndim} axes")
     if not all(np.isfinite(s) and s > 0 for s in sp):
@@ -46,7 +48,9 @@ def as_volume(hu, spacing, source: str) -> tuple[np.ndarray, tuple[float, float,
     """
     a = to_numpy(hu)
     if a.ndim not in (2, 3):
-        raise InputError(source, f"expected a canonical 2D (y, x) or 3D (z, y, x) array, got shape {a.shape}")
+        raise InputError(
+            source, f"expected a canonical 2D (y, x) or 3D (z, y, x) array, got shape {a.shape}"
+        )
     if a.size == 0 or min(a.shape) == 0:
         raise InputError(source, f"empty array of shape {a.shape}")
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
@@ -74,7 +78,9 @@ def check_mask(mask, shape: tuple[int, ...], source: str, labels: bool = False) 
     """
     m = to_numpy(mask)
     if m.shape != tuple(shape):
-        raise GeometryMismatchError(source, f"mask shape {m.shape} does not match the image shape {tuple(shape)}")
+        raise GeometryMismatchError(
+            source, f"mask shape {m.shape} does not match the image shape {tuple(shape)}"
+        )
     if m.dtype == bool:
         return m
     if np.issubdtype(m.dtype, np.floating) and not np.isfinite(m).all():

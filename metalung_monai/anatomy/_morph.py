@@ -66,7 +66,9 @@ def bbox_slices(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     for ax in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != ax)
         idx = np.flatnonzero(mask.any(axis=other))
-        out.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[ax])))
+        out.append(
+            slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[ax]))
+        )
     return tuple(out)
 
 

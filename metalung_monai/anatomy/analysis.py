@@ -99,7 +99,9 @@ def analyse_lungs(
         check_lung_mask(vol, labels, sp, source="analyse_lungs(hu)", settings=cfg)
     lung = labels > 0
     shared = tissue if vessel_threshold == cfg.body_threshold else None
-    dense = _dense(vol, lung, sp, was_2d, vessel_threshold, vessel_min_size, calcification_hu, tissue=shared)
+    dense = _dense(
+        vol, lung, sp, was_2d, vessel_threshold, vessel_min_size, calcification_hu, tissue=shared
+    )
     dist = _free_distance(vol, lung, dense, sp, was_2d, calcification_hu)
     if was_2d:
         return LungAnatomy(labels[0], dense[0], dist[0], (sp[1], sp[2]))

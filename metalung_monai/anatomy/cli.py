@@ -47,9 +47,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "structures inside the lungs and the free parenchyma where a tumour can be placed."
         ),
     )
-    p.add_argument("image", metavar="IMAGE", help="CT image: DICOM folder or file, .nii/.nii.gz, .nrrd, .mha")
-    p.add_argument("-o", "--out", required=True, metavar="MASK", help="output lung labels (.nii.gz)")
-    p.add_argument("--vessels", metavar="PATH", help="also write the dense-structure mask (uint8 0/1)")
+    p.add_argument(
+        "image", metavar="IMAGE", help="CT image: DICOM folder or file, .nii/.nii.gz, .nrrd, .mha"
+    )
+    p.add_argument(
+        "-o", "--out", required=True, metavar="MASK", help="output lung labels (.nii.gz)"
+    )
+    p.add_argument(
+        "--vessels", metavar="PATH", help="also write the dense-structure mask (uint8 0/1)"
+    )
     p.add_argument(
         "--free-space",
         metavar="PATH",
@@ -61,10 +67,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="MM",
         help="with --free-space: write the mask of free parenchyma at least MM from dense structures / pleura",
     )
-    p.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder with several CT series")
-    p.add_argument("--rescale", type=float, nargs=2, metavar=("SLOPE", "INTERCEPT"),
-                   help="DICOM without RescaleSlope/RescaleIntercept (refused otherwise): the rescale to assume, "
-                   "e.g. 1 -1024 for unsigned storage with air at 0, or 1 0 when the stored values are HU")
+    p.add_argument(
+        "--series",
+        metavar="UID",
+        help="SeriesInstanceUID to read from a folder with several CT series",
+    )
+    p.add_argument(
+        "--rescale",
+        type=float,
+        nargs=2,
+        metavar=("SLOPE", "INTERCEPT"),
+        help="DICOM without RescaleSlope/RescaleIntercept (refused otherwise): the rescale to assume, "
+        "e.g. 1 -1024 for unsigned storage with air at 0, or 1 0 when the stored values are HU",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -75,7 +90,9 @@ def _check_output(path: str | None, option: str) -> Path | None:
         return None
     p = Path(path)
     if full_suffix(p).lower() not in OUTPUT_SUFFIXES:
-        raise UnsupportedFormatError(p, f"{option}: output must end with one of {', '.join(OUTPUT_SUFFIXES)}")
+        raise UnsupportedFormatError(
+            p, f"{option}: output must end with one of {', '.join(OUTPUT_SUFFIXES)}"
+        )
     if p.is_dir():
         raise InputError(p, f"{option}: is a folder, expected a file name")
     return p
@@ -89,9 +106,15 @@ def _refuse_overlaps(image: str, outputs: list[tuple[str, Path | None]]) -> None
             continue
         refuse_overlap(path, [image], option)
         real = Path(os.path.realpath(path))
-        for other_option, other in seen:  # two outputs on one path: the second would replace the first
+        for (
+            other_option,
+            other,
+        ) in seen:  # two outputs on one path: the second would replace the first
             if real == other:
-                raise InputError(option, f"{path} is also the {other_option} output; give each output its own path")
+                raise InputError(
+                    option,
+                    f"{path} is also the {other_option} output; give each output its own path",
+                )
         seen.append((option, real))
 
 
@@ -111,8 +134,12 @@ def run(args: argparse.Namespace) -> int:
         if free_out is None:
             raise InputError("--min-distance", "needs --free-space PATH")
         if not np.isfinite(args.min_distance) or args.min_distance < 0:
-            raise InputError("--min-distance", f"must be a distance >= 0 in mm, got {args.min_distance}")
-    _refuse_overlaps(args.image, [("--out", out), ("--vessels", vessels_out), ("--free-space", free_out)])
+            raise InputError(
+                "--min-distance", f"must be a distance >= 0 in mm, got {args.min_distance}"
+            )
+    _refuse_overlaps(
+        args.image, [("--out", out), ("--vessels", vessels_out), ("--free-space", free_out)]
+    )
     rescale = getattr(args, "rescale", None)
     if rescale is not None:
         from ..io.dicom_slice import check_rescale_option
@@ -121,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
     progress = not getattr(args, "no_progress", False)
 
     t0 = time.perf_counter()
-    ct = read_ct(args.image, series_uid=getattr(args, "series", None), progress=progress, rescale=rescale)
+    ct = read_ct(
+        args.image, series_uid=getattr(args, "series", None), progress=progress, rescale=rescale
+    )
     image = ct.image
     arr, spacing = to_canonical_image(image)
     anatomy = analyse_lungs(arr, spacing, progress=progress)
@@ -129,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
 
     write_image_atomic(sitk.Cast(from_canonical_image(anatomy.lungs, image), sitk.sitkUInt8), out)
     if vessels_out is not None:
-        write_image_atomic(from_canonical_image(anatomy.vessels.astype(np.uint8), image), vessels_out)
+        write_image_atomic(
+            from_canonical_image(anatomy.vessels.astype(np.uint8), image), vessels_out
+        )
     if free_out is not None:
         if args.min_distance is None:
             free = anatomy.free_distance.astype(np.float32)

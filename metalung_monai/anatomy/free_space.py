@@ -117,7 +117,9 @@ def _check_min_distance(min_distance_mm) -> None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise InputError("min_distance_mm", f"must be a finite distance >= 0 in mm, got {min_distance_mm!r}")
+        raise InputError(
+            "min_distance_mm", f"must be a finite distance >= 0 in mm, got {min_distance_mm!r}"
+        )
 
 
 def free_space_distance_image(image, lungs_image=None, vessels_image=None, **kwargs):
@@ -140,7 +142,9 @@ def free_space_distance_image(image, lungs_image=None, vessels_image=None, **kwa
     return from_canonical_image(free_space_distance(arr, lungs, spacing, vessels, **kwargs), image)
 
 
-def free_space_mask_image(image, min_distance_mm: float, lungs_image=None, vessels_image=None, **kwargs):
+def free_space_mask_image(
+    image, min_distance_mm: float, lungs_image=None, vessels_image=None, **kwargs
+):
     """:func:`free_space_mask` of a ``SimpleITK.Image``; uint8 {0, 1} image on its grid."""
     import SimpleITK as sitk
 

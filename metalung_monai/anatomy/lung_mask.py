@@ -490,7 +490,9 @@ def _split_sides(lungs: np.ndarray, midline: np.ndarray, sp, cfg: LungMaskSettin
     return out
 
 
-def _split_joined(comp: np.ndarray, right_side: np.ndarray, sp, cfg: LungMaskSettings) -> np.ndarray | None:
+def _split_joined(
+    comp: np.ndarray, right_side: np.ndarray, sp, cfg: LungMaskSettings
+) -> np.ndarray | None:
     """Split one component that spans both sides into right/left parts (labels 1/2), or None."""
     box = bbox_slices(comp, margin=1)
     c = comp[box]
@@ -566,7 +568,9 @@ def _smooth_border(labels: np.ndarray, vol: np.ndarray, cfg: LungMaskSettings) -
     return out
 
 
-def _close_notches(labels: np.ndarray, vol: np.ndarray, sp, cfg: LungMaskSettings, progress: bool) -> np.ndarray:
+def _close_notches(
+    labels: np.ndarray, vol: np.ndarray, sp, cfg: LungMaskSettings, progress: bool
+) -> np.ndarray:
     """Fill small concavities of each lung that open onto the chest wall (juxtapleural tumours)."""
     out = labels.copy()
     px_area = sp[1] * sp[2]
@@ -596,7 +600,8 @@ def _close_notches(labels: np.ndarray, vol: np.ndarray, sp, cfg: LungMaskSetting
                 ok = [
                     i
                     for i, r in zip(ok, np.atleast_1d(radius))
-                    if r >= cfg.notch_min_radius_mm and r >= cfg.notch_min_compactness * np.sqrt(sizes[i] * px_area)
+                    if r >= cfg.notch_min_radius_mm
+                    and r >= cfg.notch_min_compactness * np.sqrt(sizes[i] * px_area)
                 ]
             if ok:
                 add = np.isin(lab, ok) & soft

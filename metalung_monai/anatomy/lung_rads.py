@@ -70,7 +70,9 @@ def lung_rads_from_diameter(diameter_mm: float | None) -> str:
 def _as_mask(mask, spacing, source: str) -> tuple[np.ndarray, tuple[float, ...]]:
     m = to_numpy(mask)
     if m.ndim not in (2, 3):
-        raise InputError(source, f"expected a canonical 2D (y, x) or 3D (z, y, x) mask, got shape {m.shape}")
+        raise InputError(
+            source, f"expected a canonical 2D (y, x) or 3D (z, y, x) mask, got shape {m.shape}"
+        )
     if np.issubdtype(m.dtype, np.floating) and not np.isfinite(m).all():
         raise InputError(source, "mask holds NaN or infinite values")
     return m > 0, check_spacing(spacing, m.ndim, source)

@@ -68,7 +68,9 @@ MAX_BODY_SHARE = 0.70
 def _body(vol: np.ndarray, cfg: LungMaskSettings) -> np.ndarray:
     """The body as :func:`lung_mask` finds it: largest tissue component, holes filled per slice."""
     tissue = vol > cfg.body_threshold
-    return fill_holes_per_slice(largest_component(tissue, structure=ndi.generate_binary_structure(3, 1)))
+    return fill_holes_per_slice(
+        largest_component(tissue, structure=ndi.generate_binary_structure(3, 1))
+    )
 
 
 def lung_mask_measures(hu, labels, spacing, settings: LungMaskSettings | None = None) -> dict:
@@ -138,32 +140,48 @@ def lung_mask_problems(hu, labels, spacing, settings: LungMaskSettings | None = 
         if not m["has_body"]:
             return [f"no body: no voxel above {cfg.body_threshold:g} HU (air only)"]
         if not m["air_in_body"]:
-            return [f"no air inside the body: no voxel below {cfg.air_threshold:g} HU within it (water or soft tissue "
-                    "only)"]
-        return [f"no air-filled region inside the body is large and deep enough to be a lung (at least "
-                f"{cfg.min_depth_mm:g} mm inside the body surface)"]
+            return [
+                f"no air inside the body: no voxel below {cfg.air_threshold:g} HU within it (water or soft tissue "
+                "only)"
+            ]
+        return [
+            f"no air-filled region inside the body is large and deep enough to be a lung (at least "
+            f"{cfg.min_depth_mm:g} mm inside the body surface)"
+        ]
     problems = []
     if m["largest_area_mm2"] < MIN_LUNG_AREA_MM2:
-        problems.append(f"the candidate lungs measure {m['largest_area_mm2'] / 100:.2f} cm2 on their largest slice "
-                        f"(a lung cross-section has at least {MIN_LUNG_AREA_MM2 / 100:g} cm2)")
+        problems.append(
+            f"the candidate lungs measure {m['largest_area_mm2'] / 100:.2f} cm2 on their largest slice "
+            f"(a lung cross-section has at least {MIN_LUNG_AREA_MM2 / 100:g} cm2)"
+        )
     if m["median_hu"] > MAX_MEDIAN_HU:
-        problems.append(f"the candidate lung region has a median of {m['median_hu']:.0f} HU (aerated lung: about "
-                        f"-950 to -600 HU, at most {MAX_MEDIAN_HU:g})")
+        problems.append(
+            f"the candidate lung region has a median of {m['median_hu']:.0f} HU (aerated lung: about "
+            f"-950 to -600 HU, at most {MAX_MEDIAN_HU:g})"
+        )
     if m["outline_ratio"] > MAX_OUTLINE_RATIO:
-        problems.append(f"the candidate lung region is scattered, not a compact organ: its outline is "
-                        f"{m['outline_ratio']:.1f} times that of discs of the same areas (lungs: at most "
-                        f"{MAX_OUTLINE_RATIO:g})")
+        problems.append(
+            f"the candidate lung region is scattered, not a compact organ: its outline is "
+            f"{m['outline_ratio']:.1f} times that of discs of the same areas (lungs: at most "
+            f"{MAX_OUTLINE_RATIO:g})"
+        )
     if m["surface_share"] > MAX_SURFACE_SHARE:
-        problems.append(f"the candidate lungs reach the body surface or the image edge along "
-                        f"{100 * m['surface_share']:.0f} % of their outline (lungs lie inside the chest wall: at most "
-                        f"{100 * MAX_SURFACE_SHARE:g} %)")
+        problems.append(
+            f"the candidate lungs reach the body surface or the image edge along "
+            f"{100 * m['surface_share']:.0f} % of their outline (lungs lie inside the chest wall: at most "
+            f"{100 * MAX_SURFACE_SHARE:g} %)"
+        )
     if m["body_share"] > MAX_BODY_SHARE:
-        problems.append(f"the candidate lungs fill {100 * m['body_share']:.0f} % of the body on their slices (at most "
-                        f"{100 * MAX_BODY_SHARE:g} %: the chest wall, mediastinum and heart take the rest)")
+        problems.append(
+            f"the candidate lungs fill {100 * m['body_share']:.0f} % of the body on their slices (at most "
+            f"{100 * MAX_BODY_SHARE:g} %: the chest wall, mediastinum and heart take the rest)"
+        )
     return problems
 
 
-def check_lung_mask(hu, labels, spacing, source="image", settings: LungMaskSettings | None = None) -> None:
+def check_lung_mask(
+    hu, labels, spacing, source="image", settings: LungMaskSettings | None = None
+) -> None:
     """Raise unless ``labels`` is a plausible pair of lungs of ``hu`` (see :func:`lung_mask_problems`).
 
     Args:

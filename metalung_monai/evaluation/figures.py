@@ -23,10 +23,19 @@ from .metrics import DEFAULT_CALCIFICATION_HU, _binary, components, image_scores
 
 __all__ = ["TRUTH_COLOR", "PRED_COLOR", "overlay_grid", "training_curves", "zoom_box"]
 
-TRUTH_COLOR = "#33ff33"   # green
-PRED_COLOR = "#ff2a2a"    # red
-BOX_COLOR = "#ffd400"     # yellow
-_ARM_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+TRUTH_COLOR = "#33ff33"  # green
+PRED_COLOR = "#ff2a2a"  # red
+BOX_COLOR = "#ffd400"  # yellow
+_ARM_COLORS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+)
 
 
 def zoom_box(
@@ -81,7 +90,9 @@ def _draw_outline(ax, mask: np.ndarray, color: str, lw: float, label: str | None
 
     segs = _outline_segments(mask)
     if len(segs):
-        ax.add_collection(LineCollection(segs, colors=color, linewidths=lw, label=label, capstyle="projecting"))
+        ax.add_collection(
+            LineCollection(segs, colors=color, linewidths=lw, label=label, capstyle="projecting")
+        )
 
 
 def _check_rows(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -94,12 +105,18 @@ def _check_rows(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 raise InputError(f"rows[{i}]", f"missing key '{key}'")
         img = np.asarray(r["image"])
         if img.ndim != 2:
-            raise GeometryMismatchError(f"rows[{i}].image", f"expected a 2D (y, x) slice, got shape {img.shape}")
-        masks = {"truth": r["truth"], **{f"preds[{a}]": p for a, p in dict(r.get("preds") or {}).items()}}
+            raise GeometryMismatchError(
+                f"rows[{i}].image", f"expected a 2D (y, x) slice, got shape {img.shape}"
+            )
+        masks = {
+            "truth": r["truth"],
+            **{f"preds[{a}]": p for a, p in dict(r.get("preds") or {}).items()},
+        }
         for k, m in masks.items():
             if np.shape(m) != img.shape:
-                raise GeometryMismatchError(f"rows[{i}].{k}",
-                                            f"shape {np.shape(m)} differs from the image's {img.shape}")
+                raise GeometryMismatchError(
+                    f"rows[{i}].{k}", f"shape {np.shape(m)} differs from the image's {img.shape}"
+                )
         for a in dict(r.get("preds") or {}):
             if a not in arms:
                 arms.append(a)
@@ -160,21 +177,37 @@ def overlay_grid(
     for i, r in enumerate(rows):
         img = np.asarray(r["image"], dtype=float)
         truth = _binary(r["truth"], f"rows[{i}].truth")
-        preds = {a: _binary(p, f"rows[{i}].preds[{a}]") for a, p in dict(r.get("preds") or {}).items()}
+        preds = {
+            a: _binary(p, f"rows[{i}].preds[{a}]") for a, p in dict(r.get("preds") or {}).items()
+        }
         lungs = r.get("lungs")
         focus = truth if truth.any() else np.any(np.stack([*preds.values(), truth]), axis=0)
-        y0, y1, x0, x1 = zoom_box(focus, img.shape, min_crop) if zoom else (0, img.shape[0], 0, img.shape[1])
+        y0, y1, x0, x1 = (
+            zoom_box(focus, img.shape, min_crop) if zoom else (0, img.shape[0], 0, img.shape[1])
+        )
         zoomed = (y1 - y0, x1 - x0) != img.shape
 
         ax = axes[i, 0]
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         _draw_outline(ax, truth, TRUTH_COLOR, 0.9)
         if zoomed:
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=BOX_COLOR, lw=0.9))
+            ax.add_patch(
+                Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=BOX_COLOR, lw=0.9)
+            )
         for xt, txt, ha in ((0.02, "R", "left"), (0.98, "L", "right")):
-            ax.text(xt, 0.97, txt, color="white", fontsize=7, ha=ha, va="top", transform=ax.transAxes)
-        ax.text(0.02, 0.02, f"truth {int(truth.sum())} px", color=TRUTH_COLOR, fontsize=7,
-                transform=ax.transAxes, va="bottom", bbox=dict(facecolor="black", alpha=0.55, lw=0, pad=1.5))
+            ax.text(
+                xt, 0.97, txt, color="white", fontsize=7, ha=ha, va="top", transform=ax.transAxes
+            )
+        ax.text(
+            0.02,
+            0.02,
+            f"truth {int(truth.sum())} px",
+            color=TRUTH_COLOR,
+            fontsize=7,
+            transform=ax.transAxes,
+            va="bottom",
+            bbox=dict(facecolor="black", alpha=0.55, lw=0, pad=1.5),
+        )
         ax.set_ylabel(str(r.get("title", f"slice {i}")), fontsize=8)
         if i == 0:
             ax.set_title("CT + truth", fontsize=9)
@@ -186,8 +219,16 @@ def overlay_grid(
                 ax.set_title(str(arm), fontsize=9)
             if arm not in preds:
                 ax.set_facecolor("#dddddd")
-                ax.text(0.5, 0.5, "no prediction\nfor this slice", color="#555555", ha="center", va="center",
-                        fontsize=8, transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no prediction\nfor this slice",
+                    color="#555555",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    transform=ax.transAxes,
+                )
                 continue
             ax.imshow(img[crop], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             p = preds[arm]
@@ -208,18 +249,34 @@ def overlay_grid(
                 outside = n - int(np.count_nonzero(inside))
                 if outside:
                     label += f"\n+{outside} outside"
-            ax.text(0.03, 0.03, label, color="white", fontsize=7, va="bottom", transform=ax.transAxes,
-                    bbox=dict(facecolor="black", alpha=0.55, lw=0, pad=1.5))
+            ax.text(
+                0.03,
+                0.03,
+                label,
+                color="white",
+                fontsize=7,
+                va="bottom",
+                transform=ax.transAxes,
+                bbox=dict(facecolor="black", alpha=0.55, lw=0, pad=1.5),
+            )
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [Line2D([], [], color=TRUTH_COLOR, lw=2, label="truth"),
-               Line2D([], [], color=PRED_COLOR, lw=2, label="prediction")]
+    handles = [
+        Line2D([], [], color=TRUTH_COLOR, lw=2, label="truth"),
+        Line2D([], [], color=PRED_COLOR, lw=2, label="prediction"),
+    ]
     if n_cols > 1:
         handles.append(Line2D([], [], color=BOX_COLOR, lw=2, label="zoomed region"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.3 / (panel_inches * n_rows + 0.55),
-                        bottom=0.45 / (panel_inches * n_rows + 0.55), wspace=0.04, hspace=0.04)
+    fig.subplots_adjust(
+        left=0.06,
+        right=0.99,
+        top=1 - 0.3 / (panel_inches * n_rows + 0.55),
+        bottom=0.45 / (panel_inches * n_rows + 0.55),
+        wspace=0.04,
+        hspace=0.04,
+    )
     return save_figure_atomic(fig, path, dpi=dpi, facecolor="white")
 
 
@@ -269,7 +326,7 @@ def training_curves(
     if not histories:
         raise InputError("histories", "no arm to draw")
     metrics: list[str] = []
-    for arm, h in histories.items():
+    for h in histories.values():
         for k in h:
             if not k.endswith("_x") and k not in metrics:
                 metrics.append(k)
@@ -287,7 +344,9 @@ def training_curves(
             try:
                 runs = _runs(h[metric], f"histories[{arm}][{metric}]")
             except (TypeError, ValueError) as e:
-                raise InputError(f"histories[{arm}][{metric}]", f"values are not numbers ({e})") from None
+                raise InputError(
+                    f"histories[{arm}][{metric}]", f"values are not numbers ({e})"
+                ) from None
             if not runs:
                 continue
             n = max(len(r) for r in runs)
@@ -296,16 +355,28 @@ def training_curves(
                 stack[k, : len(r)] = r
             x = np.asarray(h.get(f"{metric}_x", np.arange(1, n + 1)), dtype=float)
             if x.shape != (n,):
-                raise InputError(f"histories[{arm}][{metric}_x]", f"{x.size} x positions for {n} values")
+                raise InputError(
+                    f"histories[{arm}][{metric}_x]", f"{x.size} x positions for {n} values"
+                )
             with np.errstate(invalid="ignore"):
                 valid = (~np.isnan(stack)).sum(0)
                 mean = np.where(valid > 0, np.nansum(stack, 0) / np.maximum(valid, 1), np.nan)
-                sd = np.sqrt(np.where(valid > 1, np.nansum((stack - mean) ** 2, 0) / np.maximum(valid - 1, 1), np.nan))
+                sd = np.sqrt(
+                    np.where(
+                        valid > 1,
+                        np.nansum((stack - mean) ** 2, 0) / np.maximum(valid - 1, 1),
+                        np.nan,
+                    )
+                )
             color = _ARM_COLORS[a % len(_ARM_COLORS)]
             label = f"{arm} (n={len(runs)})" if len(runs) > 1 else str(arm)
-            ax.plot(x, mean, color=color, lw=1.6, label=label, marker="o" if n <= 15 else None, ms=3)
+            ax.plot(
+                x, mean, color=color, lw=1.6, label=label, marker="o" if n <= 15 else None, ms=3
+            )
             if len(runs) > 1:
-                ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0, where=~np.isnan(sd))
+                ax.fill_between(
+                    x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0, where=~np.isnan(sd)
+                )
         ax.set_title(metric.replace("_", " "), fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
@@ -319,7 +390,17 @@ def training_curves(
             handles.setdefault(lab, h)
     several = any(len(_runs(h[m], "")) > 1 for h in histories.values() for m in metrics if m in h)
     title = "mean over seeds (n), band ± 1 SD" if several else None
-    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=min(len(handles), 5),
-               fontsize=8, frameon=False, title=title, title_fontsize=8)
-    fig.tight_layout(rect=(0, 0.1 + 0.04 * ((len(handles) - 1) // 5) + (0.05 if several else 0), 1, 1))
+    fig.legend(
+        list(handles.values()),
+        list(handles.keys()),
+        loc="lower center",
+        ncol=min(len(handles), 5),
+        fontsize=8,
+        frameon=False,
+        title=title,
+        title_fontsize=8,
+    )
+    fig.tight_layout(
+        rect=(0, 0.1 + 0.04 * ((len(handles) - 1) // 5) + (0.05 if several else 0), 1, 1)
+    )
     return save_figure_atomic(fig, path, dpi=dpi, facecolor="white")

@@ -101,7 +101,9 @@ def _binary(x: Any, source: str) -> np.ndarray:
     if a.size and not np.isin(a, (0, 1)).all():
         vals = np.unique(a)
         shown = ", ".join(f"{v:g}" for v in vals[:6]) + (", ..." if vals.size > 6 else "")
-        raise MaskError(source, f"mask is not binary (values {shown}); threshold or argmax it first")
+        raise MaskError(
+            source, f"mask is not binary (values {shown}); threshold or argmax it first"
+        )
     return a.astype(bool)
 
 
@@ -172,9 +174,13 @@ def image_scores(
     p = _binary(pred, f"{prefix}pred")
     t = _binary(truth, f"{prefix}truth")
     if p.ndim not in (2, 3):
-        raise GeometryMismatchError(f"{prefix}pred", f"expected a 2D (y, x) or 3D (z, y, x) mask, got shape {p.shape}")
+        raise GeometryMismatchError(
+            f"{prefix}pred", f"expected a 2D (y, x) or 3D (z, y, x) mask, got shape {p.shape}"
+        )
     if p.shape != t.shape:
-        raise GeometryMismatchError(f"{prefix}pred", f"shape {p.shape} differs from the truth's {t.shape}")
+        raise GeometryMismatchError(
+            f"{prefix}pred", f"shape {p.shape} differs from the truth's {t.shape}"
+        )
 
     tp = int(np.count_nonzero(p & t))
     fp = int(np.count_nonzero(p)) - tp
@@ -186,16 +192,22 @@ def image_scores(
     if hu is not None:
         h = _as_numpy(hu)
         if h.shape != p.shape:
-            raise GeometryMismatchError(f"{prefix}hu", f"shape {h.shape} differs from the masks' {p.shape}")
+            raise GeometryMismatchError(
+                f"{prefix}hu", f"shape {h.shape} differs from the masks' {p.shape}"
+            )
         if np.issubdtype(h.dtype, np.floating) and np.isnan(h).any():
             raise MaskError(f"{prefix}hu", "CT holds NaN")
         dense = h > calcification_hu
         if lungs is not None:
             lab = _as_numpy(lungs)
             if lab.shape != p.shape:
-                raise GeometryMismatchError(f"{prefix}lungs", f"shape {lab.shape} differs from the masks' {p.shape}")
+                raise GeometryMismatchError(
+                    f"{prefix}lungs", f"shape {lab.shape} differs from the masks' {p.shape}"
+                )
             if lab.dtype != bool and lab.size and not np.isin(lab, (0, 1, 2)).all():
-                raise MaskError(f"{prefix}lungs", "lung labels must be 0 (outside), 1 (right) or 2 (left)")
+                raise MaskError(
+                    f"{prefix}lungs", "lung labels must be 0 (outside), 1 (right) or 2 (left)"
+                )
             dense &= lab > 0
 
     labels, n_pred = components(p)

@@ -49,8 +49,16 @@ LUNG_RADS_TEST_CLASSES: tuple[str, ...] = ("LR2", "LR3", "LR4A", "LR4B")
 _ID_COLUMNS = ("arm", "seed", "patient_id", "case_id", "lung_rads", "slice_index", "image")
 #: Count columns of :func:`image_scores`.
 _COUNT_COLUMNS = (
-    "tp", "fp", "fn", "pred_voxels", "truth_voxels", "pred_components", "fp_components",
-    "calcified_fp_components", "truth_components", "missed_truth_components",
+    "tp",
+    "fp",
+    "fn",
+    "pred_voxels",
+    "truth_voxels",
+    "pred_components",
+    "fp_components",
+    "calcified_fp_components",
+    "truth_components",
+    "missed_truth_components",
 )
 
 
@@ -72,10 +80,16 @@ def results_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     for i, r in enumerate(rows):
         missing = [m for m in METRICS if m not in r]
         if missing:
-            raise InputError(f"rows[{i}]", f"missing metric key(s) {', '.join(missing)} (use image_scores)")
+            raise InputError(
+                f"rows[{i}]", f"missing metric key(s) {', '.join(missing)} (use image_scores)"
+            )
     df = pd.DataFrame(rows)
     for m in METRICS:
-        df[m] = pd.to_numeric(df[m], errors="raise").astype(float) if len(df) else pd.Series(dtype=float)
+        df[m] = (
+            pd.to_numeric(df[m], errors="raise").astype(float)
+            if len(df)
+            else pd.Series(dtype=float)
+        )
     for c in _COUNT_COLUMNS:
         if c in df.columns:
             col = pd.to_numeric(df[c].astype(object).where(df[c].notna(), np.nan), errors="raise")
@@ -136,7 +150,9 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
     else:
         out["n_missed"] = out["n_false_alarm"] = out["n_empty"] = math.nan
     if {"tp", "fp", "fn"} <= set(df.columns):
-        out["dice_pooled"] = scores_from_counts(int(df["tp"].sum()), int(df["fp"].sum()), int(df["fn"].sum()))["dice"]
+        out["dice_pooled"] = scores_from_counts(
+            int(df["tp"].sum()), int(df["fp"].sum()), int(df["fn"].sum())
+        )["dice"]
     else:
         out["dice_pooled"] = math.nan
     out["fp_components"] = _total(df, "fp_components")
@@ -182,16 +198,19 @@ def per_class(
         vals = vals[~np.isnan(vals)]
         missed = (
             int(((sub["truth_voxels"] > 0) & (sub["pred_voxels"] == 0)).sum())
-            if {"truth_voxels", "pred_voxels"} <= set(sub.columns) else math.nan
+            if {"truth_voxels", "pred_voxels"} <= set(sub.columns)
+            else math.nan
         )
-        records.append({
-            "lung_rads": name,
-            "n_images": int(len(sub)),
-            "n": int(vals.size),
-            metric: float(vals.mean()) if vals.size else math.nan,
-            "sd": float(vals.std(ddof=1)) if vals.size > 1 else math.nan,
-            "n_missed": missed,
-        })
+        records.append(
+            {
+                "lung_rads": name,
+                "n_images": int(len(sub)),
+                "n": int(vals.size),
+                metric: float(vals.mean()) if vals.size else math.nan,
+                "sd": float(vals.std(ddof=1)) if vals.size > 1 else math.nan,
+                "n_missed": missed,
+            }
+        )
     return pd.DataFrame.from_records(records)
 
 
@@ -312,8 +331,11 @@ def arm_table(
     records = []
     for arm, sub in seeds.groupby(arm_col, sort=False):
         n_img = sorted(set(int(v) for v in sub["n_images"]))
-        rec: dict[str, Any] = {arm_col: arm, "n_seeds": int(len(sub)),
-                               "n_images": "/".join(str(v) for v in n_img)}
+        rec: dict[str, Any] = {
+            arm_col: arm,
+            "n_seeds": int(len(sub)),
+            "n_images": "/".join(str(v) for v in n_img),
+        }
         for m in metrics:
             rec[m] = format_mean_sd(sub[m], fmt)
         for e in extra:
@@ -391,8 +413,21 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
         if is_num and pd.api.types.is_float_dtype(s):
             v = s.to_numpy(dtype=float)
             fin = v[~np.isnan(v)]
-            whole = fin.size > 0 and bool(np.all(fin == np.round(fin))) and c in _COUNT_COLUMNS + (
-                "n_images", "n", "n_missed", "n_false_alarm", "n_empty", "fp_components", "calcified_fp_components")
+            whole = (
+                fin.size > 0
+                and bool(np.all(fin == np.round(fin)))
+                and c
+                in _COUNT_COLUMNS
+                + (
+                    "n_images",
+                    "n",
+                    "n_missed",
+                    "n_false_alarm",
+                    "n_empty",
+                    "fp_components",
+                    "calcified_fp_components",
+                )
+            )
         cells = []
         for v in s.tolist():
             if whole and v is not None and not (isinstance(v, float) and math.isnan(v)):
@@ -400,8 +435,10 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
             cells.append(_cell(v, floatfmt))
         cols.append(cells)
         numeric.append(is_num)
-    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in headers) + " |",
-             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines = [
+        "| " + " | ".join(h.replace("|", "\\|") for h in headers) + " |",
+        "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
+    ]
     for i in range(len(df)):
         lines.append("| " + " | ".join(col[i] for col in cols) + " |")
     return "\n".join(lines) + "\n"
@@ -414,7 +451,9 @@ def _stem(path_stem: str | os.PathLike) -> Path:
     return p
 
 
-def write_table(df: pd.DataFrame, path_stem: str | os.PathLike, floatfmt: str = ".3f") -> tuple[Path, Path]:
+def write_table(
+    df: pd.DataFrame, path_stem: str | os.PathLike, floatfmt: str = ".3f"
+) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` (full precision) and ``<stem>.md`` (:func:`markdown_table`) atomically.
 
     Args:

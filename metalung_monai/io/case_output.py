@@ -124,7 +124,9 @@ class DatasetFolder:
                 :func:`~metalung_monai.utils.paths.safe_name`).
         """
         if not is_safe_name(case_id):
-            raise InputError(f"case id {case_id!r}", "not a safe file name (make it with utils.paths.safe_name)")
+            raise InputError(
+                f"case id {case_id!r}", "not a safe file name (make it with utils.paths.safe_name)"
+            )
         return f"images/{case_id}.nii.gz", (f"masks/{case_id}.nii.gz" if has_mask else None)
 
     def _merged(self, datalist: dict, entries: list[dict]) -> dict:
@@ -134,7 +136,9 @@ class DatasetFolder:
         for sec in SECTION_OF_SPLIT.values():
             if sec in out:
                 out[sec] = [
-                    e for e in out[sec] if e.get("case_id") not in ids and e.get("image") not in images
+                    e
+                    for e in out[sec]
+                    if e.get("case_id") not in ids and e.get("image") not in images
                 ]
         for e in entries:
             sec = SECTION_OF_SPLIT[e.get("split", "train")]
@@ -176,11 +180,15 @@ class DatasetFolder:
         mask_path = child_path(self.out_dir / "masks", cid, ".nii.gz")
         with contextlib.ExitStack() as stack:
             tmp_img = stack.enter_context(atomic_path(img_path))
-            tmp_mask = stack.enter_context(atomic_path(mask_path)) if case.mask is not None else None
+            tmp_mask = (
+                stack.enter_context(atomic_path(mask_path)) if case.mask is not None else None
+            )
             sitk.WriteImage(case.image, str(tmp_img), useCompression=True)
             if tmp_mask is not None:
                 sitk.WriteImage(case.mask, str(tmp_mask), useCompression=True)
-        if case.mask is None and mask_path.exists():  # an earlier conversion of this case had a mask
+        if (
+            case.mask is None and mask_path.exists()
+        ):  # an earlier conversion of this case had a mask
             mask_path.unlink()
         self.datalist = self._merged(self.datalist, [entry])
         self.written.append(cid)

@@ -47,7 +47,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..utils.orientation import sitk_to_canonical
 from ..utils.paths import is_safe_name, refuse_overlap, safe_name
-from .case_output import Case, DatasetFolder, SECTION_OF_SPLIT, unique_case_id
+from .case_output import SECTION_OF_SPLIT, Case, DatasetFolder, unique_case_id
 from .datalist import LUNG_RADS_CLASSES
 from .dicom_slice import check_rescale_option
 from .readers import detect_format, probe_ct, probe_mask, read_ct, read_mask
@@ -185,7 +185,9 @@ def convert(
     if split is not None and split not in SECTION_OF_SPLIT:
         raise InputError("--split", f"'{split}' is not one of {', '.join(SECTION_OF_SPLIT)}")
     if image_column not in IMAGE_COLUMNS:
-        raise InputError("--image-column", f"'{image_column}' is not one of {', '.join(IMAGE_COLUMNS)}")
+        raise InputError(
+            "--image-column", f"'{image_column}' is not one of {', '.join(IMAGE_COLUMNS)}"
+        )
     pixel_spacing = check_pixel_spacing(pixel_spacing, "--pixel-spacing")
     if rescale is not None:
         rescale = check_rescale_option(rescale, "--rescale")
@@ -195,7 +197,8 @@ def convert(
     n_images = sum(f != "thesis-pickle" for f in formats)
     if masks and len(masks) != n_images:
         raise InputError(
-            "--mask", f"{len(masks)} mask(s) for {n_images} image input(s); give one mask per image input, in order"
+            "--mask",
+            f"{len(masks)} mask(s) for {n_images} image input(s); give one mask per image input, in order",
         )
     if series_uid is not None:
         odd = [p for p, f in zip(paths, formats) if f not in ("dicom-series", "thesis-pickle")]
@@ -203,7 +206,9 @@ def convert(
             what = f"{odd[0]} is not a folder" if odd else "no input is a DICOM folder"
             raise InputError("--series", f"only applies to DICOM folders ({what})")
     if rescale is not None and not any(f.startswith("dicom") for f in formats):
-        raise InputError("--rescale", "only applies to DICOM inputs (volumes are taken to hold HU already)")
+        raise InputError(
+            "--rescale", "only applies to DICOM inputs (volumes are taken to hold HU already)"
+        )
     refuse_overlap(out_dir, [*paths, *masks], "--out")
     for p, fmt in zip(paths, formats):
         if fmt != "thesis-pickle":
@@ -215,15 +220,24 @@ def convert(
     try:
         for p, fmt in zip(paths, formats):
             if fmt == "thesis-pickle":
-                previews, cases = thesis_cases(p, image_column, pixel_spacing, split, progress,
-                                               folder.taken_ids())
+                previews, cases = thesis_cases(
+                    p, image_column, pixel_spacing, split, progress, folder.taken_ids()
+                )
                 folder.check(previews)
                 for case in cases:
                     folder.write_case(case)
                 continue
             m = next(mask_iter, None)
             case = _image_case(
-                p, m, series_uid, patient_id, lung_rads, split or "train", mask_label, folder.taken_ids(), progress,
+                p,
+                m,
+                series_uid,
+                patient_id,
+                lung_rads,
+                split or "train",
+                mask_label,
+                folder.taken_ids(),
+                progress,
                 rescale,
             )
             folder.check([case])
@@ -247,27 +261,65 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "DIR/masks/<case>.nii.gz (uint8) and DIR/datalist.json (merged with an existing one)."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="DICOM series folder, DICOM file, .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd or thesis .pkl")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="DICOM series folder, DICOM file, .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd or thesis .pkl",
+    )
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--mask", action="append", metavar="MASK",
-                   help="tumour mask of an image input (.nii.gz, .nrrd, .mha, or .png for a 2D slice); "
-                   "repeat once per image input, in order")
-    p.add_argument("--mask-label", type=int, metavar="N", help="read masks as label maps: voxels == N become 1")
-    p.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read from a folder with several CT series")
-    p.add_argument("--patient-id", metavar="ID", help="patient id (default: DICOM PatientID or the input name)")
-    p.add_argument("--lung-rads", metavar="CLASS", choices=LUNG_RADS_CLASSES + ("1", "2", "3", "4A", "4B"),
-                   help="Lung-RADS class of the inputs (default: computed from the mask when possible)")
-    p.add_argument("--split", choices=tuple(SECTION_OF_SPLIT),
-                   help="datalist split (default: train; pickles: from the file name)")
-    p.add_argument("--image-column", choices=IMAGE_COLUMNS, default="hu_array_old",
-                   help="thesis pickles: image column (default: hu_array_old, the full slice)")
-    p.add_argument("--pixel-spacing", type=float, nargs=2, default=(0.7, 0.7), metavar=("SX", "SY"),
-                   help="thesis pickles: pixel size in mm, each in (0, 50] (default: 0.7 0.7)")
-    p.add_argument("--rescale", type=float, nargs=2, metavar=("SLOPE", "INTERCEPT"),
-                   help="DICOM files without RescaleSlope/RescaleIntercept (refused otherwise): HU = stored x "
-                   "SLOPE + INTERCEPT, e.g. '1 0' when the stored values are HU, '1 -1024' for unsigned storage; "
-                   "recorded in the datalist as rescale_assumed")
+    p.add_argument(
+        "--mask",
+        action="append",
+        metavar="MASK",
+        help="tumour mask of an image input (.nii.gz, .nrrd, .mha, or .png for a 2D slice); "
+        "repeat once per image input, in order",
+    )
+    p.add_argument(
+        "--mask-label", type=int, metavar="N", help="read masks as label maps: voxels == N become 1"
+    )
+    p.add_argument(
+        "--series",
+        metavar="UID",
+        help="SeriesInstanceUID to read from a folder with several CT series",
+    )
+    p.add_argument(
+        "--patient-id", metavar="ID", help="patient id (default: DICOM PatientID or the input name)"
+    )
+    p.add_argument(
+        "--lung-rads",
+        metavar="CLASS",
+        choices=LUNG_RADS_CLASSES + ("1", "2", "3", "4A", "4B"),
+        help="Lung-RADS class of the inputs (default: computed from the mask when possible)",
+    )
+    p.add_argument(
+        "--split",
+        choices=tuple(SECTION_OF_SPLIT),
+        help="datalist split (default: train; pickles: from the file name)",
+    )
+    p.add_argument(
+        "--image-column",
+        choices=IMAGE_COLUMNS,
+        default="hu_array_old",
+        help="thesis pickles: image column (default: hu_array_old, the full slice)",
+    )
+    p.add_argument(
+        "--pixel-spacing",
+        type=float,
+        nargs=2,
+        default=(0.7, 0.7),
+        metavar=("SX", "SY"),
+        help="thesis pickles: pixel size in mm, each in (0, 50] (default: 0.7 0.7)",
+    )
+    p.add_argument(
+        "--rescale",
+        type=float,
+        nargs=2,
+        metavar=("SLOPE", "INTERCEPT"),
+        help="DICOM files without RescaleSlope/RescaleIntercept (refused otherwise): HU = stored x "
+        "SLOPE + INTERCEPT, e.g. '1 0' when the stored values are HU, '1 -1024' for unsigned storage; "
+        "recorded in the datalist as rescale_assumed",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -292,6 +344,10 @@ def run(args: argparse.Namespace) -> int:
     from .datalist import load_datalist
 
     dl = load_datalist(path)
-    counts = ", ".join(f"{sec}: {len(dl.get(sec, []))}" for sec in ("training", "validation", "test") if dl.get(sec))
+    counts = ", ".join(
+        f"{sec}: {len(dl.get(sec, []))}"
+        for sec in ("training", "validation", "test")
+        if dl.get(sec)
+    )
     print(f"metalung convert: {path} ({counts})")
     return 0

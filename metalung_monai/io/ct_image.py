@@ -82,7 +82,10 @@ def check_geometry(image, source, error=None) -> None:
     error = error or InputError
     spacing = np.asarray(image.GetSpacing(), dtype=float)
     if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
-        raise error(source, f"voxel size {[float(v) for v in spacing]} mm: every value must be a finite number > 0")
+        raise error(
+            source,
+            f"voxel size {[float(v) for v in spacing]} mm: every value must be a finite number > 0",
+        )
     if not np.all(np.isfinite(image.GetOrigin())):
         raise error(source, f"origin {list(image.GetOrigin())} is not finite")
     if not np.all(np.isfinite(image.GetDirection())):

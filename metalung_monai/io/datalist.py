@@ -60,7 +60,9 @@ def datalist_schema() -> dict:
         return json.load(fh)
 
 
-def validate_datalist(datalist: Mapping[str, Any], source: str | os.PathLike = "<datalist>") -> None:
+def validate_datalist(
+    datalist: Mapping[str, Any], source: str | os.PathLike = "<datalist>"
+) -> None:
     """Raise :class:`DatalistError` naming the entry and field when ``datalist`` breaks the schema.
 
     Also checks that a patient never appears in both ``training`` and ``test``.
@@ -77,7 +79,9 @@ def validate_datalist(datalist: Mapping[str, Any], source: str | os.PathLike = "
     test_p = {e["patient_id"] for e in datalist.get("test", [])}
     leaked = sorted(train_p & test_p)
     if leaked:
-        raise DatalistError(source, f"patients in both 'training' and 'test': {', '.join(leaked[:5])}")
+        raise DatalistError(
+            source, f"patients in both 'training' and 'test': {', '.join(leaked[:5])}"
+        )
 
 
 def load_datalist(path: str | os.PathLike) -> dict:
@@ -85,6 +89,7 @@ def load_datalist(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise DatalistError(p, "datalist file does not exist")
+
     def refuse_constant(name: str):  # NaN, Infinity, -Infinity: not JSON, and no valid value here
         raise DatalistError(p, f"not valid JSON: holds {name} (a number must be finite)")
 
@@ -115,7 +120,9 @@ def datalist_entries(
     out = []
     for section in [sections] if isinstance(sections, str) else sections:
         if section not in SECTIONS:
-            raise DatalistError(p, f"unknown section '{section}' (expected one of {', '.join(SECTIONS)})")
+            raise DatalistError(
+                p, f"unknown section '{section}' (expected one of {', '.join(SECTIONS)})"
+            )
         for i, entry in enumerate(data.get(section, [])):
             e = dict(entry)
             for key in PATH_KEYS:
@@ -124,7 +131,9 @@ def datalist_entries(
                     if check_files and not full.exists():
                         raise DatalistError(p, f"{section}[{i}].{key}: file {full} does not exist")
                     e[key] = str(full)
-            e.setdefault("split", {"training": "train", "validation": "validation", "test": "test"}[section])
+            e.setdefault(
+                "split", {"training": "train", "validation": "validation", "test": "test"}[section]
+            )
             out.append(e)
     return out
 

@@ -62,7 +62,13 @@ from .dicom_slice import (
 )
 from .hu import finalize_hu, padding_to_hu, to_hu
 
-__all__ = ["SeriesInfo", "list_dicom_series", "select_series", "check_unread_files", "read_dicom_series"]
+__all__ = [
+    "SeriesInfo",
+    "list_dicom_series",
+    "select_series",
+    "check_unread_files",
+    "read_dicom_series",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +120,8 @@ def list_dicom_series(folder: str | os.PathLike) -> list[SeriesInfo]:
             raise NoSeriesError(d, "no DICOM series found (the folder is empty)")
         shown = ", ".join(files[:5]) + (" ..." if len(files) > 5 else "")
         raise NoSeriesError(
-            d, f"no DICOM series found ({len(files)} file(s), none readable as a DICOM image: {shown})"
+            d,
+            f"no DICOM series found ({len(files)} file(s), none readable as a DICOM image: {shown})",
         )
     out = []
     for uid in ids:
@@ -168,17 +175,25 @@ def _choose(d: Path, series: list[SeriesInfo], series_uid: str | None) -> Series
     if len(ct) == 1:
         others = [s for s in series if not s.is_ct]
         if others:
-            log.info("%s: reading CT series %s; skipped: %s", d, ct[0].uid, "; ".join(o.summary() for o in others))
+            log.info(
+                "%s: reading CT series %s; skipped: %s",
+                d,
+                ct[0].uid,
+                "; ".join(o.summary() for o in others),
+            )
         return ct[0]
     if not ct:
         raise series[0].problem  # names the first file and why it is not CT
     raise NoSeriesError(
-        d, f"{len(ct)} CT series; choose one with series_uid= / --series UID: "
-        + "; ".join(s.summary() for s in ct)
+        d,
+        f"{len(ct)} CT series; choose one with series_uid= / --series UID: "
+        + "; ".join(s.summary() for s in ct),
     )
 
 
-def check_unread_files(folder: str | os.PathLike, series: list[SeriesInfo], chosen: SeriesInfo) -> None:
+def check_unread_files(
+    folder: str | os.PathLike, series: list[SeriesInfo], chosen: SeriesInfo
+) -> None:
     """Refuse a DICOM-looking file of ``folder`` that GDCM left out of every series and that may
     belong to ``chosen`` (see the module docstring).
 
@@ -197,7 +212,8 @@ def check_unread_files(folder: str | os.PathLike, series: list[SeriesInfo], chos
             ds = read_dicom_header(p, defer=True)
         except DicomError as e:
             raise DicomError(
-                p, f"unreadable DICOM file in the series folder ({e.problem}); a damaged slice would be left out "
+                p,
+                f"unreadable DICOM file in the series folder ({e.problem}); a damaged slice would be left out "
                 "of the series: repair or remove it",
             ) from e
         uid = ds.get("SeriesInstanceUID", None)
@@ -205,15 +221,21 @@ def check_unread_files(folder: str | os.PathLike, series: list[SeriesInfo], chos
         if uid == chosen.uid:
             problem = pixel_data_problem(ds, p) or "damaged or unreadable pixel data"
             raise DicomError(
-                p, f"{problem}; the series reader left this slice of series {uid} out: repair or remove the file "
+                p,
+                f"{problem}; the series reader left this slice of series {uid} out: repair or remove the file "
                 "(the series would be converted without it)",
             )
         if uid is None:
             meta = getattr(ds, "file_meta", None)
-            sop = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "") or "")
+            sop = str(
+                ds.get("SOPClassUID", "")
+                or (meta.get("MediaStorageSOPClassUID", "") if meta else "")
+                or ""
+            )
             if sop in CT_SOP_CLASSES or len(ds) == 0:
                 raise DicomError(
-                    p, "DICOM file with an incomplete header (no SeriesInstanceUID; file cut short?); a damaged "
+                    p,
+                    "DICOM file with an incomplete header (no SeriesInstanceUID; file cut short?); a damaged "
                     "slice would be left out of the series: repair or remove it",
                 )
         log.info("%s: not part of series %s (SeriesInstanceUID %s); ignored", p, chosen.uid, uid)
@@ -238,7 +260,10 @@ def _check_headers(d: Path, files: list[str], headers: list[dict]) -> np.ndarray
     iop0 = np.asarray(iops[0] if iops[0] is not None else (1, 0, 0, 0, 1, 0), dtype=float)
     for f, iop in zip(files, iops):
         if iop is not None and np.max(np.abs(np.asarray(iop) - iop0)) > 1e-4:
-            raise DicomError(f, f"orientation {list(np.round(iop, 5))} differs from the series' {list(np.round(iop0, 5))}")
+            raise DicomError(
+                f,
+                f"orientation {list(np.round(iop, 5))} differs from the series' {list(np.round(iop0, 5))}",
+            )
     normal = np.cross(iop0[:3], iop0[3:])
     ipps = [h["image_position_patient"] for h in headers]
     if len(files) > 1 and any(p is None for p in ipps):
@@ -258,12 +283,18 @@ def _series_rescale(files: list[str], headers: list[dict], rescale) -> list[floa
     if len(missing) != len(headers):
         i = missing[0]
         raise DicomError(
-            files[i], f"no RescaleSlope/RescaleIntercept ({', '.join(headers[i]['rescale_missing'])} missing) while "
+            files[i],
+            f"no RescaleSlope/RescaleIntercept ({', '.join(headers[i]['rescale_missing'])} missing) while "
             "other slices of the series have them: the series is inconsistent; repair the file or remove it",
         )
     slope, intercept, assumed = resolve_rescale(headers[0], files[0], rescale)
-    log.warning("%s: no RescaleSlope/RescaleIntercept in its %d slices; assuming slope %g, intercept %g as asked",
-                Path(files[0]).parent, len(files), slope, intercept)
+    log.warning(
+        "%s: no RescaleSlope/RescaleIntercept in its %d slices; assuming slope %g, intercept %g as asked",
+        Path(files[0]).parent,
+        len(files),
+        slope,
+        intercept,
+    )
     for h in headers:
         h["rescale_slope"], h["rescale_intercept"] = slope, intercept
     return assumed
@@ -271,14 +302,19 @@ def _series_rescale(files: list[str], headers: list[dict], rescale) -> list[floa
 
 def _check_spacing(files: list[str], pos: np.ndarray, h0: dict | None = None) -> None:
     if len(pos) < 2:
-        if h0 is not None:  # one slice: its spacing comes from SpacingBetweenSlices or SliceThickness
-            for key, name in (("spacing_between_slices", "SpacingBetweenSlices"),
-                              ("slice_thickness", "SliceThickness")):
+        if (
+            h0 is not None
+        ):  # one slice: its spacing comes from SpacingBetweenSlices or SliceThickness
+            for key, name in (
+                ("spacing_between_slices", "SpacingBetweenSlices"),
+                ("slice_thickness", "SliceThickness"),
+            ):
                 v = h0[key]
                 if v is not None:
                     if not (np.isfinite(v) and v > 0):
                         raise DicomError(
-                            files[0], f"invalid {name} {v:g} mm: the slice spacing of a one-slice series comes from "
+                            files[0],
+                            f"invalid {name} {v:g} mm: the slice spacing of a one-slice series comes from "
                             "it and must be a finite number > 0",
                         )
                     break
@@ -352,7 +388,9 @@ def read_dicom_series(
             if np.array_equal(order, np.arange(len(files))[::-1]):
                 log.info("%s: GDCM order is descending along the normal; reversed", d)
             else:
-                log.warning("%s: GDCM order is not by position; re-sorted by ImagePositionPatient", d)
+                log.warning(
+                    "%s: GDCM order is not by position; re-sorted by ImagePositionPatient", d
+                )
             files = [files[i] for i in order]
             headers = [headers[i] for i in order]
             pos = pos[order]
@@ -369,7 +407,9 @@ def read_dicom_series(
     try:
         img = reader.Execute()
     except RuntimeError as e:
-        raise DicomError(d, f"SimpleITK could not read series {s.uid}: {str(e).strip().splitlines()[-1]}") from e
+        raise DicomError(
+            d, f"SimpleITK could not read series {s.uid}: {str(e).strip().splitlines()[-1]}"
+        ) from e
     arr = sitk.GetArrayFromImage(img)  # (z, y, x), rescaled by GDCM
     if arr.shape[0] != len(files):
         raise DicomError(d, f"read {arr.shape[0]} slices from {len(files)} files")
@@ -381,9 +421,17 @@ def read_dicom_series(
     except Exception as e:  # noqa: BLE001 - no pydicom decoder for this transfer syntax
         log.debug("%s: cross-check of the rescale skipped (%s)", files[0], e)
         stored0 = None
-    if assumed is not None:  # no rescale tags: GDCM returned the stored values; apply the assumed rescale
-        if stored0 is not None and stored0.shape == arr.shape[1:] and not np.array_equal(arr[0], stored0):
-            raise DicomError(files[0], "SimpleITK and pydicom disagree on the stored values of this slice")
+    if (
+        assumed is not None
+    ):  # no rescale tags: GDCM returned the stored values; apply the assumed rescale
+        if (
+            stored0 is not None
+            and stored0.shape == arr.shape[1:]
+            and not np.array_equal(arr[0], stored0)
+        ):
+            raise DicomError(
+                files[0], "SimpleITK and pydicom disagree on the stored values of this slice"
+            )
         if assumed != [1.0, 0.0]:
             arr = to_hu(arr, assumed[0], assumed[1], source=d)
         rescale_by = "metalung"
@@ -393,9 +441,14 @@ def read_dicom_series(
         if np.array_equal(arr[0], expected):
             pass
         elif rescales != {(1.0, 0.0)} and np.array_equal(arr[0], stored0):
-            log.warning("%s: the series reader returned stored values; applying the rescale here", d)
+            log.warning(
+                "%s: the series reader returned stored values; applying the rescale here", d
+            )
             arr = np.stack(
-                [to_hu(arr[k], h["rescale_slope"], h["rescale_intercept"], source=files[k]) for k, h in enumerate(headers)]
+                [
+                    to_hu(arr[k], h["rescale_slope"], h["rescale_intercept"], source=files[k])
+                    for k, h in enumerate(headers)
+                ]
             )
             rescale_by = "metalung"
         else:
@@ -406,21 +459,36 @@ def read_dicom_series(
                 "cannot tell whether the rescale was applied",
             )
 
-    pads = {(h["pixel_padding_value"], h["pixel_padding_range_limit"], h["rescale_slope"], h["rescale_intercept"]) for h in headers}
+    pads = {
+        (
+            h["pixel_padding_value"],
+            h["pixel_padding_range_limit"],
+            h["rescale_slope"],
+            h["rescale_intercept"],
+        )
+        for h in headers
+    }
     if len(pads) == 1:
         pv, pl, sl, ic = next(iter(pads))
-        arr16, hinfo = finalize_hu(arr, padding_to_hu(pv, sl, ic), padding_to_hu(pl, sl, ic), source=d)
+        arr16, hinfo = finalize_hu(
+            arr, padding_to_hu(pv, sl, ic), padding_to_hu(pl, sl, ic), source=d
+        )
     else:  # per-slice padding definitions
         slices, hinfo = [], {"padding_mapped": 0, "clipped_high": 0, "rounded": False}
         for k, h in enumerate(headers):
             a, info = finalize_hu(
                 arr[k],
                 padding_to_hu(h["pixel_padding_value"], h["rescale_slope"], h["rescale_intercept"]),
-                padding_to_hu(h["pixel_padding_range_limit"], h["rescale_slope"], h["rescale_intercept"]),
+                padding_to_hu(
+                    h["pixel_padding_range_limit"], h["rescale_slope"], h["rescale_intercept"]
+                ),
                 source=files[k],
             )
             slices.append(a)
-            hinfo = {k2: (hinfo[k2] or info[k2]) if k2 == "rounded" else hinfo[k2] + info[k2] for k2 in hinfo}
+            hinfo = {
+                k2: (hinfo[k2] or info[k2]) if k2 == "rounded" else hinfo[k2] + info[k2]
+                for k2 in hinfo
+            }
         arr16 = np.stack(slices)
     out = sitk.GetImageFromArray(arr16)
     out.CopyInformation(img)

@@ -60,7 +60,9 @@ __all__ = [
 ]
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_DEFER_BYTES = 256  # header reads defer values longer than this (the pixel data), see pixel_data_problem
+_DEFER_BYTES = (
+    256  # header reads defer values longer than this (the pixel data), see pixel_data_problem
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +185,19 @@ def header_info(ds) -> dict[str, Any]:
     return {
         "modality": str(get("Modality")) if get("Modality") is not None else None,
         "sop_class_uid": str(get("SOPClassUID")) if get("SOPClassUID") is not None else None,
-        "manufacturer": str(get("Manufacturer")).strip() if get("Manufacturer") is not None else None,
+        "manufacturer": str(get("Manufacturer")).strip()
+        if get("Manufacturer") is not None
+        else None,
         "patient_id": str(get("PatientID")).strip() if get("PatientID") is not None else None,
-        "series_instance_uid": str(get("SeriesInstanceUID")) if get("SeriesInstanceUID") is not None else None,
-        "study_instance_uid": str(get("StudyInstanceUID")) if get("StudyInstanceUID") is not None else None,
-        "series_description": str(get("SeriesDescription")) if get("SeriesDescription") is not None else None,
+        "series_instance_uid": str(get("SeriesInstanceUID"))
+        if get("SeriesInstanceUID") is not None
+        else None,
+        "study_instance_uid": str(get("StudyInstanceUID"))
+        if get("StudyInstanceUID") is not None
+        else None,
+        "series_description": str(get("SeriesDescription"))
+        if get("SeriesDescription") is not None
+        else None,
         "rows": int(ds.Rows) if "Rows" in ds else None,
         "columns": int(ds.Columns) if "Columns" in ds else None,
         "pixel_spacing": ps,
@@ -197,13 +207,25 @@ def header_info(ds) -> dict[str, Any]:
         "spacing_between_slices": between[0] if between else None,
         "rescale_slope": float(slope) if slope is not None else 1.0,
         "rescale_intercept": float(intercept) if intercept is not None else 0.0,
-        "rescale_missing": [n for n, v in (("RescaleSlope", slope), ("RescaleIntercept", intercept)) if v is None],
-        "pixel_padding_value": int(pad) if pad is not None and not isinstance(pad, (bytes, list)) else None,
-        "pixel_padding_range_limit": int(pad_lim) if pad_lim is not None and not isinstance(pad_lim, (bytes, list)) else None,
-        "pixel_representation": int(get("PixelRepresentation")) if get("PixelRepresentation") is not None else None,
+        "rescale_missing": [
+            n for n, v in (("RescaleSlope", slope), ("RescaleIntercept", intercept)) if v is None
+        ],
+        "pixel_padding_value": int(pad)
+        if pad is not None and not isinstance(pad, (bytes, list))
+        else None,
+        "pixel_padding_range_limit": int(pad_lim)
+        if pad_lim is not None and not isinstance(pad_lim, (bytes, list))
+        else None,
+        "pixel_representation": int(get("PixelRepresentation"))
+        if get("PixelRepresentation") is not None
+        else None,
         "bits_stored": int(get("BitsStored")) if get("BitsStored") is not None else None,
-        "instance_number": int(get("InstanceNumber")) if get("InstanceNumber") is not None else None,
-        "transfer_syntax_uid": str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else None,
+        "instance_number": int(get("InstanceNumber"))
+        if get("InstanceNumber") is not None
+        else None,
+        "transfer_syntax_uid": str(ds.file_meta.get("TransferSyntaxUID", ""))
+        if hasattr(ds, "file_meta")
+        else None,
     }
 
 
@@ -232,8 +254,10 @@ def pixel_data_problem(ds, path: str | os.PathLike) -> str | None:
     if value is None and value_tell is not None and length is not None:  # deferred: still on disk
         present = os.path.getsize(path) - int(value_tell)
         if present < length:
-            return (f"pixel data truncated: {max(present, 0)} of its {length} bytes are in the file "
-                    "(file cut short?)")
+            return (
+                f"pixel data truncated: {max(present, 0)} of its {length} bytes are in the file "
+                "(file cut short?)"
+            )
         have = int(length)
     elif isinstance(value, (bytes, bytearray)):
         have = len(value)
@@ -248,8 +272,10 @@ def pixel_data_problem(ds, path: str | os.PathLike) -> str | None:
         return None
     expected = (rows * cols * spp * frames * bits + 7) // 8
     if have < expected:
-        return (f"pixel data truncated: {have} bytes where Rows x Columns x BitsAllocated/8 needs {expected} "
-                "(file cut short?)")
+        return (
+            f"pixel data truncated: {have} bytes where Rows x Columns x BitsAllocated/8 needs {expected} "
+            "(file cut short?)"
+        )
     return None
 
 
@@ -258,9 +284,13 @@ def check_slice_geometry(info: dict, path: str | os.PathLike) -> None:
     ImagePositionPatient / ImageOrientationPatient (``info`` from :func:`header_info`)."""
     ps = info["pixel_spacing"]
     if ps is not None and not all(np.isfinite(v) and v > 0 for v in ps):
-        raise DicomError(path, f"invalid PixelSpacing {list(ps)} mm: both values must be finite numbers > 0")
-    for key, name in (("image_position_patient", "ImagePositionPatient"),
-                      ("image_orientation_patient", "ImageOrientationPatient")):
+        raise DicomError(
+            path, f"invalid PixelSpacing {list(ps)} mm: both values must be finite numbers > 0"
+        )
+    for key, name in (
+        ("image_position_patient", "ImagePositionPatient"),
+        ("image_orientation_patient", "ImageOrientationPatient"),
+    ):
         v = info[key]
         if v is not None and not all(np.isfinite(x) for x in v):
             raise DicomError(path, f"{name} {list(v)} is not finite; cannot place the slice")
@@ -274,7 +304,10 @@ def check_rescale_option(rescale, source: str = "--rescale") -> tuple[float, flo
     except (TypeError, ValueError) as e:
         raise InputError(source, f"expected two numbers SLOPE INTERCEPT, got {rescale!r}") from e
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
-        raise InputError(source, f"slope {slope:g} / intercept {intercept:g}: both must be finite and the slope not 0")
+        raise InputError(
+            source,
+            f"slope {slope:g} / intercept {intercept:g}: both must be finite and the slope not 0",
+        )
     return slope, intercept
 
 
@@ -285,7 +318,9 @@ _RESCALE_HELP = (
 )
 
 
-def resolve_rescale(info: dict, path: str | os.PathLike, rescale=None) -> tuple[float, float, list[float] | None]:
+def resolve_rescale(
+    info: dict, path: str | os.PathLike, rescale=None
+) -> tuple[float, float, list[float] | None]:
     """The slope and intercept to use for one file (``info`` from :func:`header_info`).
 
     Returns:
@@ -353,7 +388,8 @@ def _gdcm_slice_hu(p: Path, pydicom_error: Exception) -> np.ndarray:
         arr = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
     except RuntimeError as e:
         raise DicomError(
-            p, f"pixel data cannot be decoded (pydicom: {pydicom_error}; SimpleITK: {str(e).strip().splitlines()[-1]})"
+            p,
+            f"pixel data cannot be decoded (pydicom: {pydicom_error}; SimpleITK: {str(e).strip().splitlines()[-1]})",
         ) from e
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
@@ -363,7 +399,9 @@ def _gdcm_slice_hu(p: Path, pydicom_error: Exception) -> np.ndarray:
     return arr
 
 
-def read_dicom_slice(path: str | os.PathLike, rescale: tuple[float, float] | None = None) -> CTImage:
+def read_dicom_slice(
+    path: str | os.PathLike, rescale: tuple[float, float] | None = None
+) -> CTImage:
     """Read one DICOM CT file into a 2D int16 HU :class:`CTImage` (pydicom, rescale applied once).
 
     Args:
@@ -386,8 +424,12 @@ def read_dicom_slice(path: str | os.PathLike, rescale: tuple[float, float] | Non
     p = Path(path)
     ds, info, slope, intercept, assumed = probe_dicom_slice(p, rescale)
     if assumed is not None:
-        log.warning("%s: no RescaleSlope/RescaleIntercept; assuming slope %g, intercept %g as asked",
-                    p, slope, intercept)
+        log.warning(
+            "%s: no RescaleSlope/RescaleIntercept; assuming slope %g, intercept %g as asked",
+            p,
+            slope,
+            intercept,
+        )
     rescale_by = "metalung"
     try:
         stored = ds.pixel_array
@@ -420,7 +462,9 @@ def read_dicom_slice(path: str | os.PathLike, rescale: tuple[float, float] | Non
     check_geometry(img, p, DicomError)
 
     meta = base_meta(p, "dicom-slice")
-    meta.update({k: info[k] for k in ("manufacturer", "series_instance_uid", "patient_id", "modality")})
+    meta.update(
+        {k: info[k] for k in ("manufacturer", "series_instance_uid", "patient_id", "modality")}
+    )
     meta.update(
         {
             "modality": info["modality"] or "CT",

@@ -132,16 +132,20 @@ def write_dicom_series(
     """
     import SimpleITK as sitk
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     if image.GetDimension() != 3:
-        raise InputError("<image>", f"write_dicom_series needs a 3D image, got {image.GetDimension()}D")
+        raise InputError(
+            "<image>", f"write_dicom_series needs a 3D image, got {image.GetDimension()}D"
+        )
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("<image>", "write_dicom_series needs a scalar image")
     hu = sitk.GetArrayFromImage(image)  # (z, y, x)
     if hu.dtype.kind == "f":
         if np.isnan(hu).any() or not np.array_equal(hu, np.rint(hu)):
-            raise InputError("<image>", "HU must be integers (got non-integral or NaN float voxels)")
+            raise InputError(
+                "<image>", "HU must be integers (got non-integral or NaN float voxels)"
+            )
     elif hu.dtype.kind not in "iu":
         raise InputError("<image>", f"pixel type {hu.dtype} is not numeric")
     spacing = np.asarray(image.GetSpacing(), dtype=float)
@@ -163,12 +167,16 @@ def write_dicom_series(
             fov_mask = circular_fov_mask(hu.shape)
         fov = np.asarray(fov_mask, dtype=bool)
         if fov.shape != hu.shape:
-            raise InputError("fov_mask", f"shape {fov.shape} differs from the image's (z, y, x) {hu.shape}")
+            raise InputError(
+                "fov_mask", f"shape {fov.shape} differs from the image's (z, y, x) {hu.shape}"
+            )
         if flipped:
             fov = fov[::-1]
         stored = np.where(fov, stored, int(padding_value))
     elif fov_mask is not None:
-        raise InputError("fov_mask", "a field-of-view mask needs a padding_value to write outside it")
+        raise InputError(
+            "fov_mask", "a field-of-view mask needs a padding_value to write outside it"
+        )
     lo, hi = int(stored.min()), int(stored.max())
     if pixel_representation is None:
         pixel_representation = 0 if lo >= 0 and hi <= 65535 else 1
@@ -181,7 +189,9 @@ def write_dicom_series(
             raise InputError("<image>", f"stored values {lo}..{hi} do not fit signed 16 bit")
         dtype = np.int16
     else:
-        raise InputError("<image>", f"pixel_representation must be 0 or 1, got {pixel_representation}")
+        raise InputError(
+            "<image>", f"pixel_representation must be 0 or 1, got {pixel_representation}"
+        )
     stored = stored.astype(dtype)
 
     final = Path(folder)
@@ -192,8 +202,19 @@ def write_dicom_series(
     tmp_dir.mkdir()
 
     nz, ny, nx = stored.shape
-    digest = hashlib.sha256(stored.tobytes() + spacing.tobytes() + origin.tobytes() + direction.tobytes()).hexdigest()
-    key = (seed, patient_id, digest, series_description, manufacturer, intercept, slope, padding_value)
+    digest = hashlib.sha256(
+        stored.tobytes() + spacing.tobytes() + origin.tobytes() + direction.tobytes()
+    ).hexdigest()
+    key = (
+        seed,
+        patient_id,
+        digest,
+        series_description,
+        manufacturer,
+        intercept,
+        slope,
+        padding_value,
+    )
     study_uid, series_uid, for_uid = _uid("study", *key), _uid("series", *key), _uid("for", *key)
     rng = np.random.default_rng(seed)
     names = rng.permutation(nz) + 1 if shuffle_names else np.arange(1, nz + 1)
@@ -249,7 +270,10 @@ def write_dicom_series(
             ds.SamplesPerPixel = 1
             ds.PhotometricInterpretation = "MONOCHROME2"
             ds.Rows, ds.Columns = ny, nx
-            ds.PixelSpacing = [_ds_str(spacing[1]), _ds_str(spacing[0])]  # row spacing (y), column spacing (x)
+            ds.PixelSpacing = [
+                _ds_str(spacing[1]),
+                _ds_str(spacing[0]),
+            ]  # row spacing (y), column spacing (x)
             ds.BitsAllocated = 16
             ds.BitsStored = 16
             ds.HighBit = 15
@@ -262,7 +286,11 @@ def write_dicom_series(
             ds.RescaleIntercept = _ds_str(intercept)
             ds.RescaleSlope = _ds_str(slope)
             ds.RescaleType = "HU"
-            ds.PixelData = np.ascontiguousarray(stored[k]).astype(f"<{'u2' if dtype == np.uint16 else 'i2'}").tobytes()
+            ds.PixelData = (
+                np.ascontiguousarray(stored[k])
+                .astype(f"<{'u2' if dtype == np.uint16 else 'i2'}")
+                .tobytes()
+            )
             name = f"IM{int(names[k]):05d}.dcm"
             with atomic_path(tmp_dir / name) as tmp:
                 ds.save_as(tmp, enforce_file_format=True)

@@ -130,7 +130,9 @@ def map_padding_to_air(
     arr = np.asarray(hu)
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise InputError(source, f"{int(np.isnan(arr).sum())} NaN pixel value(s)")
-    if arr.dtype.kind == "u":  # unsigned HU cannot be below air; nothing to map but padding equality
+    if (
+        arr.dtype.kind == "u"
+    ):  # unsigned HU cannot be below air; nothing to map but padding equality
         arr = arr.astype(np.int32)
     if not arr.flags.writeable:
         arr = arr.copy()

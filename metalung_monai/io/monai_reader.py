@@ -52,6 +52,7 @@ class ReadFailure:
     def __repr__(self) -> str:
         return f"ReadFailure({self.error!r})"
 
+
 _META_KEYS = (
     "format",
     "manufacturer",
@@ -122,8 +123,14 @@ class DicomSeriesHUReader(ImageReader):
         for name in names:
             p = Path(f"{name}")
             try:
-                out.append(read_ct(p, series_uid=series_uid if p.is_dir() else None, progress=self.progress,
-                                   rescale=self.rescale))
+                out.append(
+                    read_ct(
+                        p,
+                        series_uid=series_uid if p.is_dir() else None,
+                        progress=self.progress,
+                        rescale=self.rescale,
+                    )
+                )
             except MetaLungError as e:
                 if not self.strict:
                     raise
@@ -158,7 +165,9 @@ class DicomSeriesHUReader(ImageReader):
             header[MetaKeys.SPACE] = SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS
             header[MetaKeys.AFFINE] = header[MetaKeys.ORIGINAL_AFFINE].copy()
             header[MetaKeys.SPATIAL_SHAPE] = np.asarray(ct.image.GetSize())
-            header[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan") if self.channel_dim is None else self.channel_dim
+            header[MetaKeys.ORIGINAL_CHANNEL_DIM] = (
+                float("nan") if self.channel_dim is None else self.channel_dim
+            )
             arrays.append(np.ascontiguousarray(data))
             _copy_compatible_dict(header, compatible)
         return _stack_images(arrays, compatible), compatible

@@ -45,7 +45,13 @@ from ..errors import GeometryMismatchError, InputError, MaskError, UnsupportedFo
 from ..utils.atomic import full_suffix
 from .ct_image import CTImage, base_meta, check_geometry
 from .dicom_series import read_dicom_series, select_series
-from .dicom_slice import DICOM_SUFFIXES, check_rescale_option, has_dicm_preamble, probe_dicom_slice, read_dicom_slice
+from .dicom_slice import (
+    DICOM_SUFFIXES,
+    check_rescale_option,
+    has_dicm_preamble,
+    probe_dicom_slice,
+    read_dicom_slice,
+)
 from .hu import finalize_hu
 from .volume_file import check_volume_file, check_volume_header
 
@@ -65,7 +71,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VOLUME_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
+VOLUME_SUFFIXES = {
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "mha",
+    ".mhd": "mha",
+}
 MASK_SUFFIXES = tuple(VOLUME_SUFFIXES) + (".png", ".tif", ".tiff", ".bmp")
 
 
@@ -125,7 +138,9 @@ def read_volume(path: str | os.PathLike) -> CTImage:
     check_volume_file(p, fmt)
     img = _sitk_read(p, f"{fmt} image")
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(p, f"{img.GetNumberOfComponentsPerPixel()} components per voxel; a CT image has 1")
+        raise InputError(
+            p, f"{img.GetNumberOfComponentsPerPixel()} components per voxel; a CT image has 1"
+        )
     if img.GetDimension() == 4 and img.GetSize()[3] == 1:
         img = img[:, :, :, 0]
     if img.GetDimension() not in (2, 3):
@@ -215,12 +230,15 @@ def read_ct(
         return read_dicom_slice(p, rescale=rescale)
     if fmt == "thesis-pickle":
         raise UnsupportedFormatError(
-            p, "a thesis pickle holds many slices; convert it with `metalung convert` / convert_thesis_pickle"
+            p,
+            "a thesis pickle holds many slices; convert it with `metalung convert` / convert_thesis_pickle",
         )
     return read_volume(p)
 
 
-def binarize_mask(arr: np.ndarray, source: str | os.PathLike = "<mask>", label: int | None = None) -> np.ndarray:
+def binarize_mask(
+    arr: np.ndarray, source: str | os.PathLike = "<mask>", label: int | None = None
+) -> np.ndarray:
     """Turn a mask array into uint8 {0, 1}.
 
     Values {0, 1} and {0, 255} (or subsets) are binary; with ``label`` the voxels equal to
@@ -253,7 +271,9 @@ def binarize_mask(arr: np.ndarray, source: str | os.PathLike = "<mask>", label: 
     )
 
 
-def _grid_diff(a, b, rtol_spacing: float = 1e-3, origin_tol_voxels: float = 0.05, dir_tol: float = 1e-4) -> list[str]:
+def _grid_diff(
+    a, b, rtol_spacing: float = 1e-3, origin_tol_voxels: float = 0.05, dir_tol: float = 1e-4
+) -> list[str]:
     out = []
     if a.GetDimension() != b.GetDimension():
         return [f"dimension {a.GetDimension()}D vs {b.GetDimension()}D"]
@@ -271,14 +291,18 @@ def _grid_diff(a, b, rtol_spacing: float = 1e-3, origin_tol_voxels: float = 0.05
     return out
 
 
-def check_same_grid(image, reference, source: str | os.PathLike, reference_name: str = "the image") -> None:
+def check_same_grid(
+    image, reference, source: str | os.PathLike, reference_name: str = "the image"
+) -> None:
     """Raise :class:`GeometryMismatchError` unless ``image`` lies on ``reference``'s voxel grid.
 
     Tolerances: spacing relative 1e-3, origin 5 % of a voxel per axis, direction cosines 1e-4.
     """
     diffs = _grid_diff(image, reference)
     if diffs:
-        raise GeometryMismatchError(source, f"grid does not match {reference_name}: " + "; ".join(diffs))
+        raise GeometryMismatchError(
+            source, f"grid does not match {reference_name}: " + "; ".join(diffs)
+        )
 
 
 def _mask_suffix(p: Path) -> str:
@@ -287,7 +311,8 @@ def _mask_suffix(p: Path) -> str:
     suffix = full_suffix(p).lower()
     if suffix not in MASK_SUFFIXES:
         raise UnsupportedFormatError(
-            p, f"unsupported mask type '{suffix or p.name}'; expected .nii/.nii.gz, .nrrd, .mha or a 2D .png"
+            p,
+            f"unsupported mask type '{suffix or p.name}'; expected .nii/.nii.gz, .nrrd, .mha or a 2D .png",
         )
     return suffix
 
@@ -347,7 +372,9 @@ def read_mask(
         # greyscale saved as RGB(A): accept when all colour channels are equal
         chans = arr[..., :3] if arr.shape[-1] >= 3 else arr
         if not np.all(chans == chans[..., :1]):
-            raise MaskError(p, f"colour mask with {img.GetNumberOfComponentsPerPixel()} different channels")
+            raise MaskError(
+                p, f"colour mask with {img.GetNumberOfComponentsPerPixel()} different channels"
+            )
         arr = chans[..., 0]
     binary = binarize_mask(arr, p, label=label)
     if binary.ndim == 3 and reference.GetDimension() == 2 and binary.shape[0] == 1:

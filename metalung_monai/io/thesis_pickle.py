@@ -83,58 +83,121 @@ _NUMPY = [
 _NUMPY_SCALARS = [
     f"numpy.{t}"
     for t in (
-        "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-        "float16", "float32", "float64", "longdouble", "complex64", "complex128", "str_", "bytes_",
-        "datetime64", "timedelta64",
+        "bool_",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "longdouble",
+        "complex64",
+        "complex128",
+        "str_",
+        "bytes_",
+        "datetime64",
+        "timedelta64",
     )
 ]
 _PANDAS = [
-    "pandas.DataFrame", "pandas.core.frame.DataFrame",
-    "pandas.Series", "pandas.core.series.Series",
-    "pandas.core.internals.managers.BlockManager", "pandas.core.internals.managers.SingleBlockManager",
-    "pandas.core.internals.BlockManager", "pandas.core.internals.SingleBlockManager",
-    "pandas._libs.internals._unpickle_block", "pandas.core.internals.blocks.new_block",
+    "pandas.DataFrame",
+    "pandas.core.frame.DataFrame",
+    "pandas.Series",
+    "pandas.core.series.Series",
+    "pandas.core.internals.managers.BlockManager",
+    "pandas.core.internals.managers.SingleBlockManager",
+    "pandas.core.internals.BlockManager",
+    "pandas.core.internals.SingleBlockManager",
+    "pandas._libs.internals._unpickle_block",
+    "pandas.core.internals.blocks.new_block",
     "pandas._libs.internals.BlockPlacement",
-    "pandas.core.indexes.base._new_Index", "pandas.core.indexes.base.Index", "pandas.Index",
-    "pandas.core.indexes.range.RangeIndex", "pandas.RangeIndex",
-    "pandas.core.indexes.numeric.Int64Index", "pandas.core.indexes.numeric.UInt64Index",
+    "pandas.core.indexes.base._new_Index",
+    "pandas.core.indexes.base.Index",
+    "pandas.Index",
+    "pandas.core.indexes.range.RangeIndex",
+    "pandas.RangeIndex",
+    "pandas.core.indexes.numeric.Int64Index",
+    "pandas.core.indexes.numeric.UInt64Index",
     "pandas.core.indexes.numeric.Float64Index",
-    "pandas.core.indexes.multi.MultiIndex", "pandas.MultiIndex",
-    "pandas.core.indexes.datetimes._new_DatetimeIndex", "pandas.core.indexes.datetimes.DatetimeIndex",
-    "pandas.DatetimeIndex", "pandas.core.indexes.category.CategoricalIndex", "pandas.CategoricalIndex",
+    "pandas.core.indexes.multi.MultiIndex",
+    "pandas.MultiIndex",
+    "pandas.core.indexes.datetimes._new_DatetimeIndex",
+    "pandas.core.indexes.datetimes.DatetimeIndex",
+    "pandas.DatetimeIndex",
+    "pandas.core.indexes.category.CategoricalIndex",
+    "pandas.CategoricalIndex",
     "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked",
-    "pandas.arrays.StringArray", "pandas.core.arrays.string_.StringArray",
-    "pandas.StringDtype", "pandas.core.arrays.string_.StringDtype",
-    "pandas.arrays.DatetimeArray", "pandas.core.arrays.datetimes.DatetimeArray",
-    "pandas.arrays.TimedeltaArray", "pandas.core.arrays.timedeltas.TimedeltaArray",
-    "pandas.Categorical", "pandas.core.arrays.categorical.Categorical",
-    "pandas.CategoricalDtype", "pandas.core.dtypes.dtypes.CategoricalDtype",
-    "pandas.core.dtypes.dtypes.DatetimeTZDtype", "pandas.DatetimeTZDtype",
-    "pandas.arrays.IntegerArray", "pandas.core.arrays.integer.IntegerArray",
-    "pandas.arrays.FloatingArray", "pandas.core.arrays.floating.FloatingArray",
-    "pandas.arrays.BooleanArray", "pandas.core.arrays.boolean.BooleanArray",
-    "pandas.core.arrays.integer.Int64Dtype", "pandas.core.arrays.integer.Int32Dtype",
-    "pandas.core.arrays.floating.Float64Dtype", "pandas.core.arrays.boolean.BooleanDtype",
-    "pandas.Int64Dtype", "pandas.Float64Dtype", "pandas.BooleanDtype",
+    "pandas.arrays.StringArray",
+    "pandas.core.arrays.string_.StringArray",
+    "pandas.StringDtype",
+    "pandas.core.arrays.string_.StringDtype",
+    "pandas.arrays.DatetimeArray",
+    "pandas.core.arrays.datetimes.DatetimeArray",
+    "pandas.arrays.TimedeltaArray",
+    "pandas.core.arrays.timedeltas.TimedeltaArray",
+    "pandas.Categorical",
+    "pandas.core.arrays.categorical.Categorical",
+    "pandas.CategoricalDtype",
+    "pandas.core.dtypes.dtypes.CategoricalDtype",
+    "pandas.core.dtypes.dtypes.DatetimeTZDtype",
+    "pandas.DatetimeTZDtype",
+    "pandas.arrays.IntegerArray",
+    "pandas.core.arrays.integer.IntegerArray",
+    "pandas.arrays.FloatingArray",
+    "pandas.core.arrays.floating.FloatingArray",
+    "pandas.arrays.BooleanArray",
+    "pandas.core.arrays.boolean.BooleanArray",
+    "pandas.core.arrays.integer.Int64Dtype",
+    "pandas.core.arrays.integer.Int32Dtype",
+    "pandas.core.arrays.floating.Float64Dtype",
+    "pandas.core.arrays.boolean.BooleanDtype",
+    "pandas.Int64Dtype",
+    "pandas.Float64Dtype",
+    "pandas.BooleanDtype",
     "pandas._libs.tslibs.timestamps._unpickle_timestamp",
     "pandas._libs.tslibs.timedeltas._timedelta_unpickle",
-    "pandas._libs.tslibs.nattype.__nat_unpickle", "pandas._libs.tslibs.nattype._nat_unpickle",
-    "pandas._libs.tslibs.timestamps.Timestamp", "pandas.Timestamp",
+    "pandas._libs.tslibs.nattype.__nat_unpickle",
+    "pandas._libs.tslibs.nattype._nat_unpickle",
+    "pandas._libs.tslibs.timestamps.Timestamp",
+    "pandas.Timestamp",
     "pandas._libs.tslibs.timezones.tz_standardize",
-    "pandas._libs.missing.NAType", "pandas._libs.missing.NA",
+    "pandas._libs.missing.NAType",
+    "pandas._libs.missing.NA",
 ]
 _BUILTINS = [
     f"builtins.{n}"
     for n in (
-        "list", "dict", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes",
-        "bytearray", "slice", "bool", "range", "object",
+        "list",
+        "dict",
+        "tuple",
+        "set",
+        "frozenset",
+        "int",
+        "float",
+        "complex",
+        "str",
+        "bytes",
+        "bytearray",
+        "slice",
+        "bool",
+        "range",
+        "object",
     )
 ]
 _OTHERS = [
     "copyreg._reconstructor",
     "_codecs.encode",
     "collections.OrderedDict",
-    "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta", "datetime.timezone",
+    "datetime.datetime",
+    "datetime.date",
+    "datetime.time",
+    "datetime.timedelta",
+    "datetime.timezone",
 ]
 
 ALLOWED_GLOBALS: frozenset[str] = frozenset(_NUMPY + _NUMPY_SCALARS + _PANDAS + _BUILTINS + _OTHERS)
@@ -222,11 +285,30 @@ def safe_load_pickle(path: str | os.PathLike):
         return _make_unpickler(io.BytesIO(data), p).load()
     except UnsafePickleError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError, ImportError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        ImportError,
+    ) as e:
         raise InputError(p, f"not a readable pickle ({type(e).__name__}: {e})") from e
 
 
-PATIENT_COLUMNS = ("patient_id", "patient", "patientid", "patient_name", "name", "id", "pid", "subject", "subject_id")
+PATIENT_COLUMNS = (
+    "patient_id",
+    "patient",
+    "patientid",
+    "patient_name",
+    "name",
+    "id",
+    "pid",
+    "subject",
+    "subject_id",
+)
 IMAGE_COLUMNS = ("hu_array_old", "hu_array")
 LABEL_COLUMN = "label1"
 MASK_COLUMN = "mask"
@@ -260,7 +342,8 @@ def normalize_lung_rads(value, where: str = "<value>") -> str:
         if digit in "123" and not sub:
             return f"LR{digit}"
     raise InputError(
-        where, f"unknown Lung-RADS label {value!r} (expected 1, 2, 3, 4A or 4B, optionally as LR2 / Lung-RADS 4A)"
+        where,
+        f"unknown Lung-RADS label {value!r} (expected 1, 2, 3, 4A or 4B, optionally as LR2 / Lung-RADS 4A)",
     )
 
 
@@ -307,11 +390,15 @@ def load_thesis_pickle(path: str | os.PathLike, image_column: str = "hu_array_ol
     if len(df) == 0:
         raise InputError(p, "the pickle holds no rows (an empty table): nothing to convert")
     if image_column not in IMAGE_COLUMNS:
-        raise InputError(p, f"image_column must be one of {', '.join(IMAGE_COLUMNS)}, got '{image_column}'")
+        raise InputError(
+            p, f"image_column must be one of {', '.join(IMAGE_COLUMNS)}, got '{image_column}'"
+        )
     missing = [c for c in (image_column, MASK_COLUMN, LABEL_COLUMN) if c not in df.columns]
     if missing:
         raise InputError(
-            p, f"missing column(s) {', '.join(missing)}; columns found: " + ", ".join(str(c) for c in df.columns)
+            p,
+            f"missing column(s) {', '.join(missing)}; columns found: "
+            + ", ".join(str(c) for c in df.columns),
         )
     return df, find_patient_column(list(df.columns), p)
 
@@ -330,10 +417,14 @@ def _row_arrays(df, i: int, image_column: str, where: str) -> tuple[np.ndarray, 
     img = np.asarray(df[image_column].iloc[i])
     msk = np.asarray(df[MASK_COLUMN].iloc[i])
     if img.ndim != 2 or img.dtype.kind not in "biuf":
-        raise InputError(where, f"{image_column} is not a 2D numeric array (shape {img.shape}, {img.dtype})")
+        raise InputError(
+            where, f"{image_column} is not a 2D numeric array (shape {img.shape}, {img.dtype})"
+        )
     hu, _ = finalize_hu(img, source=where)
     if msk.shape != img.shape:
-        raise GeometryMismatchError(where, f"mask shape {msk.shape} differs from {image_column} shape {img.shape}")
+        raise GeometryMismatchError(
+            where, f"mask shape {msk.shape} differs from {image_column} shape {img.shape}"
+        )
     return hu, binarize_mask(msk, where)
 
 
@@ -388,7 +479,11 @@ def thesis_cases(
     for i in progress_iter(range(len(df)), progress, desc=f"check {p.name}", total=len(df)):
         where = f"{p}#row{i}"
         pid_raw = df[pcol].iloc[i]
-        if pid_raw is None or (isinstance(pid_raw, float) and np.isnan(pid_raw)) or str(pid_raw).strip() == "":
+        if (
+            pid_raw is None
+            or (isinstance(pid_raw, float) and np.isnan(pid_raw))
+            or str(pid_raw).strip() == ""
+        ):
             raise InputError(where, f"empty patient identifier in column '{pcol}'")
         pid = str(pid_raw).strip()
         lr = normalize_lung_rads(df[LABEL_COLUMN].iloc[i], where)
@@ -412,7 +507,9 @@ def thesis_cases(
         previews.append(Case(case_id=case_id, entry=entry, has_mask=True))
 
     def build():
-        for i, c in enumerate(progress_iter(previews, progress, desc=f"write {p.name}", total=len(previews))):
+        for i, c in enumerate(
+            progress_iter(previews, progress, desc=f"write {p.name}", total=len(previews))
+        ):
             hu, msk = _row_arrays(df, i, image_column, f"{p}#row{i}")
             img = sitk.GetImageFromArray(hu)
             img.SetSpacing(sp)
@@ -465,7 +562,8 @@ def convert_thesis_pickle(
             pid, sp = c.entry["patient_id"], c.entry["split"]
             if pid in patients and patients[pid][0] != sp:
                 raise InputError(
-                    p, f"patient '{pid}' is in {patients[pid][1].name} ({patients[pid][0]}) and here ({sp}): "
+                    p,
+                    f"patient '{pid}' is in {patients[pid][1].name} ({patients[pid][0]}) and here ({sp}): "
                     "patient-level split violated",
                 )
             patients.setdefault(pid, (sp, p))

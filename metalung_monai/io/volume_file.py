@@ -134,7 +134,9 @@ def check_voxel_size(
         raise error(source, f"{what} {values!r} is not a list of numbers") from e
     src = f" ({where})" if where else ""
     if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
-        raise error(source, f"{what} {_fmt_values(vals)} mm{src}: every value must be a finite number > 0")
+        raise error(
+            source, f"{what} {_fmt_values(vals)} mm{src}: every value must be a finite number > 0"
+        )
     if max_mm is not None and max(vals) > max_mm:
         raise error(
             source,
@@ -151,12 +153,16 @@ def _nifti_header(p: Path) -> VolumeHeader:
     from nibabel.openers import ImageOpener
 
     try:
-        with ImageOpener(str(p)) as fh:  # the header as stored (nib.load "fixes" a 0 or negative pixdim)
+        with ImageOpener(
+            str(p)
+        ) as fh:  # the header as stored (nib.load "fixes" a 0 or negative pixdim)
             head = fh.read(4)
             sizes = {int.from_bytes(head, "little"), int.from_bytes(head, "big")}
             klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header if 348 in sizes else None
             if klass is None:
-                raise InputError(p, "not a NIfTI file (the header size field is neither 348 nor 540)")
+                raise InputError(
+                    p, "not a NIfTI file (the header size field is neither 348 nor 540)"
+                )
             fh.seek(0)
             hdr = klass.from_fileobj(fh, check=False)
         shape = tuple(int(s) for s in hdr.get_data_shape())
@@ -203,13 +209,27 @@ def _text_lines(p: Path, end_marker) -> tuple[list[str], int] | None:
 _NRRD_TYPES = {
     **dict.fromkeys(("signed char", "int8", "int8_t"), "i1"),
     **dict.fromkeys(("uchar", "unsigned char", "uint8", "uint8_t"), "u1"),
-    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t"), "i2"),
+    **dict.fromkeys(
+        ("short", "short int", "signed short", "signed short int", "int16", "int16_t"), "i2"
+    ),
     **dict.fromkeys(("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"), "u2"),
     **dict.fromkeys(("int", "signed int", "int32", "int32_t"), "i4"),
     **dict.fromkeys(("uint", "unsigned int", "uint32", "uint32_t"), "u4"),
-    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int",
-                     "int64", "int64_t"), "i8"),
-    **dict.fromkeys(("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"), "u8"),
+    **dict.fromkeys(
+        (
+            "longlong",
+            "long long",
+            "long long int",
+            "signed long long",
+            "signed long long int",
+            "int64",
+            "int64_t",
+        ),
+        "i8",
+    ),
+    **dict.fromkeys(
+        ("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"), "u8"
+    ),
     "float": "f4",
     "double": "f8",
 }
@@ -252,7 +272,11 @@ def _nrrd_header(p: Path) -> VolumeHeader:
     except ValueError:
         sizes = []
     kinds = fields.get("kinds", "").lower().split()
-    spatial = [i for i in range(len(sizes)) if not kinds or i >= len(kinds) or kinds[i] in _NRRD_SPATIAL_KINDS]
+    spatial = [
+        i
+        for i in range(len(sizes))
+        if not kinds or i >= len(kinds) or kinds[i] in _NRRD_SPATIAL_KINDS
+    ]
     if "space directions" in fields:
         vecs = _nrrd_vectors(fields["space directions"])
         h.spacing = tuple(
@@ -270,7 +294,12 @@ def _nrrd_header(p: Path) -> VolumeHeader:
         h.spacing_field = "spacings"
     dtype = _NRRD_TYPES.get(fields.get("type", "").lower())
     encoding = _NRRD_ENCODINGS.get(fields.get("encoding", "").lower(), "")
-    if not sizes or dtype is None or not encoding or fields.get("line skip", fields.get("lineskip", "0")) != "0":
+    if (
+        not sizes
+        or dtype is None
+        or not encoding
+        or fields.get("line skip", fields.get("lineskip", "0")) != "0"
+    ):
         return h
     order = "<" if fields.get("endian", "little").lower() == "little" else ">"
     h.dtype = np.dtype(order + dtype) if dtype[1] != "1" else np.dtype(dtype)
@@ -302,9 +331,18 @@ def _nrrd_header(p: Path) -> VolumeHeader:
 
 
 _MET_TYPES = {
-    "MET_CHAR": "i1", "MET_UCHAR": "u1", "MET_SHORT": "i2", "MET_USHORT": "u2", "MET_INT": "i4",
-    "MET_UINT": "u4", "MET_LONG": "i4", "MET_ULONG": "u4", "MET_LONG_LONG": "i8", "MET_ULONG_LONG": "u8",
-    "MET_FLOAT": "f4", "MET_DOUBLE": "f8",
+    "MET_CHAR": "i1",
+    "MET_UCHAR": "u1",
+    "MET_SHORT": "i2",
+    "MET_USHORT": "u2",
+    "MET_INT": "i4",
+    "MET_UINT": "u4",
+    "MET_LONG": "i4",
+    "MET_ULONG": "u4",
+    "MET_LONG_LONG": "i8",
+    "MET_ULONG_LONG": "u8",
+    "MET_FLOAT": "f4",
+    "MET_DOUBLE": "f8",
 }
 
 
@@ -338,7 +376,10 @@ def _mha_header(p: Path) -> VolumeHeader:
     binary = fields.get("binarydata", "True").lower() == "true"
     if not sizes or dtype is None or not binary:
         return h
-    msb = fields.get("binarydatabyteordermsb", fields.get("elementbyteordermsb", "False")).lower() == "true"
+    msb = (
+        fields.get("binarydatabyteordermsb", fields.get("elementbyteordermsb", "False")).lower()
+        == "true"
+    )
     h.dtype = np.dtype((">" if msb else "<") + dtype) if dtype[1] != "1" else np.dtype(dtype)
     h.n_values = int(np.prod(sizes, dtype=np.int64)) * channels
     compressed = fields.get("compresseddata", "False").lower() == "true"
@@ -453,7 +494,10 @@ def _inflate_chunks(fh, source: Path, encoding: str) -> Iterator[bytes]:
                 continue
             if _rest_is_zero(rest, fh):  # zero padding after the stream is harmless
                 return
-            raise InputError(source, "corrupt compressed data: unexpected bytes after the end of the compressed stream")
+            raise InputError(
+                source,
+                "corrupt compressed data: unexpected bytes after the end of the compressed stream",
+            )
     if in_stream and not bz and not d.eof:
         try:  # output that zlib still holds when the input ended exactly at a full output piece
             out = d.flush()
@@ -463,7 +507,8 @@ def _inflate_chunks(fh, source: Path, encoding: str) -> Iterator[bytes]:
             yield out
     if in_stream and not d.eof:
         raise InputError(
-            source, "truncated: the compressed data ends before its end-of-stream marker (file cut short?)"
+            source,
+            "truncated: the compressed data ends before its end-of-stream marker (file cut short?)",
         )
 
 
@@ -536,7 +581,8 @@ def check_volume_file(
             if start < 0 or present < nbytes:
                 have = max(min(present, nbytes), 0)
                 raise InputError(
-                    src, f"truncated: {have} of the {nbytes} bytes of voxel data the header announces are present "
+                    src,
+                    f"truncated: {have} of the {nbytes} bytes of voxel data the header announces are present "
                     "(file cut short?)",
                 )
             if not scan.check:
@@ -551,7 +597,8 @@ def check_volume_file(
                 scan.feed(chunk)
             if scan.n_voxel_bytes < nbytes:
                 raise InputError(
-                    src, f"truncated: the compressed data holds {scan.n_voxel_bytes} of the {nbytes} bytes of voxel "
+                    src,
+                    f"truncated: the compressed data holds {scan.n_voxel_bytes} of the {nbytes} bytes of voxel "
                     "data the header announces (file cut short?)",
                 )
     if scan.n_nan:

@@ -114,11 +114,15 @@ class ResidualBlock(nn.Module):
     ) -> None:
         super().__init__()
         first_dilation = dilation if first_dilation is None else first_dilation
-        self.conv_a = _conv(spatial_dims, in_channels, out_channels, 3, strides, first_dilation, norm, act)
+        self.conv_a = _conv(
+            spatial_dims, in_channels, out_channels, 3, strides, first_dilation, norm, act
+        )
         self.conv_b = _conv(spatial_dims, out_channels, out_channels, 3, 1, dilation, norm, None)
         self.shortcut: nn.Module
         if strides != 1 or in_channels != out_channels:
-            self.shortcut = _conv(spatial_dims, in_channels, out_channels, 1, strides, 1, norm, None)
+            self.shortcut = _conv(
+                spatial_dims, in_channels, out_channels, 1, strides, 1, norm, None
+            )
         else:
             self.shortcut = nn.Identity()
         self.act = get_act_layer(act)
@@ -165,9 +169,13 @@ class AtrousResNetEncoder(nn.Module):
         super().__init__()
         channels, blocks = tuple(int(c) for c in channels), tuple(int(b) for b in blocks)
         if len(channels) != len(blocks) or len(channels) < 1:
-            raise ValueError(f"AtrousResNetEncoder: channels {channels} and blocks {blocks} must have the same length >= 1")
+            raise ValueError(
+                f"AtrousResNetEncoder: channels {channels} and blocks {blocks} must have the same length >= 1"
+            )
         if any(c < 1 for c in channels) or any(b < 1 for b in blocks):
-            raise ValueError(f"AtrousResNetEncoder: channels {channels} and blocks {blocks} must be positive")
+            raise ValueError(
+                f"AtrousResNetEncoder: channels {channels} and blocks {blocks} must be positive"
+            )
         allowed = [4 * 2**k for k in range(len(channels))]
         if output_stride not in allowed:
             raise ValueError(
@@ -191,7 +199,10 @@ class AtrousResNetEncoder(nn.Module):
             else:
                 s, dilation = 1, dilation * 2
             layers = [ResidualBlock(spatial_dims, prev, ch, s, dilation, first_dilation, norm, act)]
-            layers += [ResidualBlock(spatial_dims, ch, ch, 1, dilation, dilation, norm, act) for _ in range(n - 1)]
+            layers += [
+                ResidualBlock(spatial_dims, ch, ch, 1, dilation, dilation, norm, act)
+                for _ in range(n - 1)
+            ]
             stages.append(nn.Sequential(*layers))
             strides.append(s)
             dilations.append(dilation)
@@ -242,14 +253,24 @@ class ASPP(nn.Module):
         if any(r < 1 for r in rates):
             raise ValueError(f"ASPP: rates must be >= 1, got {rates}")
         branches = [_conv(spatial_dims, in_channels, out_channels, 1, 1, 1, norm, act)]
-        branches += [_conv(spatial_dims, in_channels, out_channels, 3, 1, r, norm, act) for r in rates]
+        branches += [
+            _conv(spatial_dims, in_channels, out_channels, 3, 1, r, norm, act) for r in rates
+        ]
         self.branches = nn.ModuleList(branches)
         self.pooling = nn.Sequential(
             Pool[Pool.ADAPTIVEAVG, spatial_dims](1),
             _conv(spatial_dims, in_channels, out_channels, 1, 1, 1, None, act, bias=True),
         )
         self.project = _conv(
-            spatial_dims, (len(branches) + 1) * out_channels, out_channels, 1, 1, 1, norm, act, dropout or None
+            spatial_dims,
+            (len(branches) + 1) * out_channels,
+            out_channels,
+            1,
+            1,
+            1,
+            norm,
+            act,
+            dropout or None,
         )
         self.rates: tuple[int, ...] = rates
         self.mode: str = _INTERP_MODES[spatial_dims]
@@ -315,15 +336,20 @@ class DeepLabV3(nn.Module):
         if spatial_dims not in _INTERP_MODES:
             raise ValueError(f"DeepLabV3: spatial_dims must be 2 or 3, got {spatial_dims}")
         self.spatial_dims = int(spatial_dims)
-        self.encoder = AtrousResNetEncoder(spatial_dims, in_channels, channels, blocks, output_stride, norm, act)
-        self.aspp = ASPP(spatial_dims, self.encoder.out_channels, aspp_channels, aspp_rates, dropout, norm, act)
+        self.encoder = AtrousResNetEncoder(
+            spatial_dims, in_channels, channels, blocks, output_stride, norm, act
+        )
+        self.aspp = ASPP(
+            spatial_dims, self.encoder.out_channels, aspp_channels, aspp_rates, dropout, norm, act
+        )
         self.head = nn.Sequential(
             _conv(spatial_dims, aspp_channels, aspp_channels, 3, 1, 1, norm, act),
-            Convolution(spatial_dims, aspp_channels, out_channels, kernel_size=1, conv_only=True, bias=True),
+            Convolution(
+                spatial_dims, aspp_channels, out_channels, kernel_size=1, conv_only=True, bias=True
+            ),
         )
         self.mode: str = _INTERP_MODES[spatial_dims]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.aspp(self.encoder(x)))
         return F.interpolate(logits, size=x.shape[2:], mode=self.mode, align_corners=False)
-

@@ -1,4 +1,4 @@
-"""torchvision Mask R-CNN adapted to one-channel CT slices and to MONAI's semantic-segmentation API.
+r"""torchvision Mask R-CNN adapted to one-channel CT slices and to MONAI's semantic-segmentation API.
 
 :class:`MaskRCNNSegmenter` wraps ``torchvision.models.detection.MaskRCNN`` (2D only) so that the
 tumour-segmentation bundles can train and evaluate it like the U-Net:
@@ -42,7 +42,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,8 +113,8 @@ class _NativeSizeTransform(GeneralizedRCNNTransform):
     """
 
     def resize(
-        self, image: Tensor, target: Optional[dict[str, Tensor]] = None
-    ) -> tuple[Tensor, Optional[dict[str, Tensor]]]:
+        self, image: Tensor, target: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
         return image, target
 
 
@@ -144,17 +144,23 @@ def targets_from_mask(mask: Tensor | np.ndarray, source: str = "mask") -> dict[s
         MaskError: wrong shape, NaN, or values other than 0 and 1.
     """
     device = mask.device if isinstance(mask, torch.Tensor) else torch.device("cpu")
-    arr = _plain(mask).detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    arr = (
+        _plain(mask).detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    )
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2:
-        raise MaskError(source, f"expected a (H, W) or (1, H, W) mask, got shape {tuple(arr.shape)}")
+        raise MaskError(
+            source, f"expected a (H, W) or (1, H, W) mask, got shape {tuple(arr.shape)}"
+        )
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise MaskError(source, "mask holds NaN")
     if arr.dtype != bool:
         values = np.unique(arr)
         if not np.isin(values, (0, 1)).all():
-            raise MaskError(source, f"mask is not binary: values {values[:6].tolist()} (expected 0 and 1)")
+            raise MaskError(
+                source, f"mask is not binary: values {values[:6].tolist()} (expected 0 and 1)"
+            )
     binary = arr.astype(bool)
     labelled, n = ndimage.label(binary, structure=np.ones((3, 3), dtype=bool))
     h, w = binary.shape
@@ -183,7 +189,9 @@ def _adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
     return summed.repeat(1, in_channels, 1, 1) / in_channels
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, in_channels: int) -> list[str]:
+def load_backbone_weights(
+    backbone: nn.Module, path: str | os.PathLike, in_channels: int
+) -> list[str]:
     """Load a local ``state_dict`` file into a torchvision ``BackboneWithFPN`` (never downloads).
 
     Accepted files (``torch.save``; read with ``torch.load(weights_only=True)``, optionally wrapped
@@ -214,17 +222,28 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, in_chann
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(p, "pretrained backbone weights file not found (weights are never downloaded)")
+        raise InputError(
+            p, "pretrained backbone weights file not found (weights are never downloaded)"
+        )
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated zip, unsafe globals, ...
-        raise UnsupportedFormatError(p, f"not a PyTorch state_dict readable with weights_only=True ({err})") from err
+        raise UnsupportedFormatError(
+            p, f"not a PyTorch state_dict readable with weights_only=True ({err})"
+        ) from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UnsupportedFormatError(p, "expected a state_dict (a dict of tensor names to tensors)")
 
-    prefix = next((q for q in ("model.backbone.", "backbone.", "") if any(k.startswith(q + "body.") for k in state)), None)
+    prefix = next(
+        (
+            q
+            for q in ("model.backbone.", "backbone.", "")
+            if any(k.startswith(q + "body.") for k in state)
+        ),
+        None,
+    )
     if prefix is None:  # a plain ResNet classifier
         parts = {"body": {k: v for k, v in state.items() if not k.startswith("fc.")}}
     else:
@@ -234,14 +253,18 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, in_chann
         if fpn:
             parts["fpn"] = fpn
     if "conv1.weight" in parts["body"]:
-        parts["body"]["conv1.weight"] = _adapt_first_conv(parts["body"]["conv1.weight"], in_channels)
+        parts["body"]["conv1.weight"] = _adapt_first_conv(
+            parts["body"]["conv1.weight"], in_channels
+        )
     for name, sd in parts.items():
         module = getattr(backbone, name)
         try:
             result = module.load_state_dict(sd, strict=False)
         except RuntimeError as err:  # shape mismatches
             first = str(err).split("\n\t")[1:3]
-            raise InputError(p, f"weights do not fit the {name} of this backbone: {'; '.join(first)}") from err
+            raise InputError(
+                p, f"weights do not fit the {name} of this backbone: {'; '.join(first)}"
+            ) from err
         missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
         unexpected = list(result.unexpected_keys)
         if missing or unexpected:
@@ -333,17 +356,28 @@ class MaskRCNNSegmenter(nn.Module):
     ) -> None:
         super().__init__()
         if backbone not in SUPPORTED_BACKBONES:
-            raise ValueError(f"MaskRCNNSegmenter: unknown backbone {backbone!r}; choose from {SUPPORTED_BACKBONES}")
+            raise ValueError(
+                f"MaskRCNNSegmenter: unknown backbone {backbone!r}; choose from {SUPPORTED_BACKBONES}"
+            )
         if not 0 <= trainable_layers <= 5:
-            raise ValueError(f"MaskRCNNSegmenter: trainable_layers must be in 0..5, got {trainable_layers}")
+            raise ValueError(
+                f"MaskRCNNSegmenter: trainable_layers must be in 0..5, got {trainable_layers}"
+            )
         if num_classes < 2:
-            raise ValueError(f"MaskRCNNSegmenter: num_classes counts the background and must be >= 2, got {num_classes}")
-        for name, value in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold)):
+            raise ValueError(
+                f"MaskRCNNSegmenter: num_classes counts the background and must be >= 2, got {num_classes}"
+            )
+        for name, value in (
+            ("score_threshold", score_threshold),
+            ("mask_threshold", mask_threshold),
+        ):
             if not 0.0 < value < 1.0:
                 raise ValueError(f"MaskRCNNSegmenter: {name} must be in (0, 1), got {value}")
         anchor_sizes = tuple(tuple(int(s) for s in level) for level in anchor_sizes)
         if len(anchor_sizes) != 5:
-            raise ValueError(f"MaskRCNNSegmenter: need anchor sizes for 5 FPN levels, got {len(anchor_sizes)}")
+            raise ValueError(
+                f"MaskRCNNSegmenter: need anchor sizes for 5 FPN levels, got {len(anchor_sizes)}"
+            )
         if fpn_channels < 1 or representation_size < 1:
             raise ValueError(
                 f"MaskRCNNSegmenter: fpn_channels and representation_size must be positive, got "
@@ -351,21 +385,36 @@ class MaskRCNNSegmenter(nn.Module):
             )
         norm = norm or ("frozen" if pretrained_backbone is not None else "batch")
         if norm not in _NORM_LAYERS:
-            raise ValueError(f"MaskRCNNSegmenter: unknown norm {norm!r}; choose from {sorted(_NORM_LAYERS)}")
+            raise ValueError(
+                f"MaskRCNNSegmenter: unknown norm {norm!r}; choose from {sorted(_NORM_LAYERS)}"
+            )
 
         fpn = resnet_fpn_backbone(
-            backbone_name=backbone, weights=None, norm_layer=_NORM_LAYERS[norm], trainable_layers=trainable_layers
+            backbone_name=backbone,
+            weights=None,
+            norm_layer=_NORM_LAYERS[norm],
+            trainable_layers=trainable_layers,
         )
         old = fpn.body.conv1
-        fpn.body.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
-        fpn.body.conv1.weight.requires_grad_(trainable_layers == 5)  # resnet_fpn_backbone's freezing rule
-        if fpn_channels != fpn.out_channels:  # torchvision fixes 256; the quick preset uses a slimmer FPN
+        fpn.body.conv1 = nn.Conv2d(
+            in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False
+        )
+        fpn.body.conv1.weight.requires_grad_(
+            trainable_layers == 5
+        )  # resnet_fpn_backbone's freezing rule
+        if (
+            fpn_channels != fpn.out_channels
+        ):  # torchvision fixes 256; the quick preset uses a slimmer FPN
             in_list = [blk[0].in_channels for blk in fpn.fpn.inner_blocks]
-            fpn.fpn = FeaturePyramidNetwork(in_list, int(fpn_channels), extra_blocks=LastLevelMaxPool())
+            fpn.fpn = FeaturePyramidNetwork(
+                in_list, int(fpn_channels), extra_blocks=LastLevelMaxPool()
+            )
             fpn.out_channels = int(fpn_channels)
         if pretrained_backbone is not None:
             load_backbone_weights(fpn, pretrained_backbone, in_channels)
-        anchors = AnchorGenerator(sizes=anchor_sizes, aspect_ratios=(tuple(float(a) for a in aspect_ratios),) * 5)
+        anchors = AnchorGenerator(
+            sizes=anchor_sizes, aspect_ratios=(tuple(float(a) for a in aspect_ratios),) * 5
+        )
         # torchvision's default heads, written out so that their width follows the FPN's: box head
         # TwoMLPHead(C * 7 * 7 -> representation_size), mask head 4 convs of C channels, mask
         # predictor C -> num_classes (C = fpn_channels; torchvision: 256 and 1024)
@@ -405,7 +454,9 @@ class MaskRCNNSegmenter(nn.Module):
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
 
-    def forward(self, x: Tensor, targets: list[dict[str, Tensor]] | None = None) -> Tensor | dict[str, Tensor]:
+    def forward(
+        self, x: Tensor, targets: list[dict[str, Tensor]] | None = None
+    ) -> Tensor | dict[str, Tensor]:
         """Losses (training, with targets) or the semantic probability map (eval, no targets).
 
         Args:
@@ -435,14 +486,18 @@ class MaskRCNNSegmenter(nn.Module):
                     "(targets_from_mask); call .eval() for the (B, C, H, W) prediction"
                 )
             if len(targets) != len(images):
-                raise ValueError(f"MaskRCNNSegmenter: {len(images)} images but {len(targets)} targets")
+                raise ValueError(
+                    f"MaskRCNNSegmenter: {len(images)} images but {len(targets)} targets"
+                )
             if torch.jit.is_scripting():
                 losses, _ = self.model(images, targets)
             else:
                 losses = self.model(images, targets)
             return losses
         if targets is not None:
-            raise ValueError("MaskRCNNSegmenter: losses need .train() mode; in .eval() mode call forward(x) only")
+            raise ValueError(
+                "MaskRCNNSegmenter: losses need .train() mode; in .eval() mode call forward(x) only"
+            )
         if torch.jit.is_scripting():
             _, detections = self.model(images, None)
         else:
@@ -450,7 +505,12 @@ class MaskRCNNSegmenter(nn.Module):
         return self.semantic(detections, x.shape[-2], x.shape[-1], x.dtype, x.device)
 
     def semantic(
-        self, detections: list[dict[str, Tensor]], height: int, width: int, dtype: torch.dtype, device: torch.device
+        self,
+        detections: list[dict[str, Tensor]],
+        height: int,
+        width: int,
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> Tensor:
         """torchvision detections -> ``(B, num_classes, H, W)`` probabilities (see the class doc).
 
@@ -510,8 +570,12 @@ def train_iteration(engine: Any, batchdata: dict[str, Tensor]) -> dict:
     if batchdata is None:
         raise ValueError("train_iteration: no batch data")
     if getattr(engine, "accumulation_steps", 1) > 1:
-        raise ValueError("train_iteration: gradient accumulation (accumulation_steps > 1) is not supported")
-    batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        raise ValueError(
+            "train_iteration: gradient accumulation (accumulation_steps > 1) is not supported"
+        )
+    batch = engine.prepare_batch(
+        batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs
+    )
     images, labels = batch[0], batch[1]
     targets = [targets_from_mask(lbl, source=f"{Keys.LABEL}[{i}]") for i, lbl in enumerate(labels)]
     engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels}

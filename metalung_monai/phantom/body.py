@@ -169,7 +169,13 @@ class ChestAnatomy:
 
     # ------------------------------------------------------------------ sampling
     @classmethod
-    def sample(cls, rng: np.random.Generator, fov_mm: float, contrast: bool, lung_height: float | None = None):
+    def sample(
+        cls,
+        rng: np.random.Generator,
+        fov_mm: float,
+        contrast: bool,
+        lung_height: float | None = None,
+    ):
         """Draw the anatomy of one patient.
 
         Args:
@@ -363,35 +369,92 @@ class ChestAnatomy:
         desc1 = (p.dome_z_l - 10.0, p.desc_y - 3.0, p.desc_x * 0.75)
         desc2 = (zb, p.vb_y - p.vb_ry - p.aorta_r_desc * 0.6, p.desc_x * 0.3)
         pts = np.vstack([asc0, arch, desc1, desc2])
-        radii = np.concatenate([[p.aorta_r], np.linspace(p.aorta_r, p.aorta_r_desc, len(arch)),
-                                [p.aorta_r_desc, p.aorta_r_desc * 0.95]])
+        radii = np.concatenate(
+            [
+                [p.aorta_r],
+                np.linspace(p.aorta_r, p.aorta_r_desc, len(arch)),
+                [p.aorta_r_desc, p.aorta_r_desc * 0.95],
+            ]
+        )
         T.append(Tube("aorta", pts, radii, H, blood, margin=3.0))
         # arch branches to the top of the volume
-        for frac, dx_top, r in ((0.15, -18.0, u(5.5, 7.0)), (0.35, 10.0, u(4.0, 5.0)), (0.55, 28.0, u(4.5, 5.5))):
+        for frac, dx_top, r in (
+            (0.15, -18.0, u(5.5, 7.0)),
+            (0.35, 10.0, u(4.0, 5.0)),
+            (0.55, 28.0, u(4.5, 5.5)),
+        ):
             start = arch[int(frac * (len(arch) - 1))]
             top = (zt, start[1] - 4.0, dx_top + u(-4.0, 4.0))
-            T.append(Tube("arch branch", np.vstack([start, top]), np.array([r, r]), H, blood, margin=2.5))
+            T.append(
+                Tube("arch branch", np.vstack([start, top]), np.array([r, r]), H, blood, margin=2.5)
+            )
         # superior vena cava and left brachiocephalic vein, inferior vena cava
         svc_x, svc_y = -(p.tr_r + u(18.0, 26.0)), p.asc_y + u(2.0, 10.0)
         ra = (hz + 0.4 * p.heart_c, hy + 0.1 * p.heart_b, hx - 0.75 * p.heart_a)
-        T.append(Tube("svc", np.vstack([(zt, svc_y, svc_x), (p.arch_z, svc_y, svc_x), ra]),
-                      np.full(3, u(8.0, 10.5)), H, blood, margin=2.5))
+        T.append(
+            Tube(
+                "svc",
+                np.vstack([(zt, svc_y, svc_x), (p.arch_z, svc_y, svc_x), ra]),
+                np.full(3, u(8.0, 10.5)),
+                H,
+                blood,
+                margin=2.5,
+            )
+        )
         bcv = np.vstack([(p.arch_z + 40.0, p.asc_y - 14.0, 45.0), (p.arch_z + 25.0, svc_y, svc_x)])
         T.append(Tube("brachiocephalic vein", bcv, np.full(2, u(5.0, 6.5)), H, blood, margin=2.0))
         ivc_r = u(10.0, 12.0)
-        T.append(Tube("ivc", np.vstack([(zb, p.vb_y - p.vb_ry - 16.0, -22.0), (hz - 0.55 * p.heart_c, hy + 0.2 * p.heart_b, hx - 0.6 * p.heart_a)]),
-                      np.full(2, ivc_r), H, blood, margin=3.0))
+        T.append(
+            Tube(
+                "ivc",
+                np.vstack(
+                    [
+                        (zb, p.vb_y - p.vb_ry - 16.0, -22.0),
+                        (hz - 0.55 * p.heart_c, hy + 0.2 * p.heart_b, hx - 0.6 * p.heart_a),
+                    ]
+                ),
+                np.full(2, ivc_r),
+                H,
+                blood,
+                margin=3.0,
+            )
+        )
         # pulmonary trunk and arteries to the hila
         bif = np.array([p.carina_z - 10.0, p.tr_y - 10.0, 12.0])
         pt0 = (hz + 0.35 * p.heart_c, p.asc_y - 4.0, p.asc_x + 26.0)
-        T.append(Tube("pulmonary trunk", np.vstack([pt0, bif]), np.array([u(12.0, 14.5)] * 2), H, blood, margin=3.0))
+        T.append(
+            Tube(
+                "pulmonary trunk",
+                np.vstack([pt0, bif]),
+                np.array([u(12.0, 14.5)] * 2),
+                H,
+                blood,
+                margin=3.0,
+            )
+        )
         r_pa = u(9.0, 11.0)
         hil_r = np.array([p.carina_z - 22.0, p.tr_y - 6.0, -p.hilum_x])
         hil_l = np.array([p.carina_z - 14.0, p.tr_y + 6.0, p.hilum_x])
-        T.append(Tube("right pulmonary artery", np.vstack([bif, (p.carina_z - 16.0, p.tr_y - 16.0, -p.tr_r - 8.0), hil_r]),
-                      np.array([r_pa, r_pa, 0.8 * r_pa]), H, blood, margin=2.5))
-        T.append(Tube("left pulmonary artery", np.vstack([bif, (p.carina_z - 2.0, p.tr_y - 2.0, 30.0), hil_l]),
-                      np.array([r_pa, r_pa, 0.8 * r_pa]), H, blood, margin=2.5))
+        T.append(
+            Tube(
+                "right pulmonary artery",
+                np.vstack([bif, (p.carina_z - 16.0, p.tr_y - 16.0, -p.tr_r - 8.0), hil_r]),
+                np.array([r_pa, r_pa, 0.8 * r_pa]),
+                H,
+                blood,
+                margin=2.5,
+            )
+        )
+        T.append(
+            Tube(
+                "left pulmonary artery",
+                np.vstack([bif, (p.carina_z - 2.0, p.tr_y - 2.0, 30.0), hil_l]),
+                np.array([r_pa, r_pa, 0.8 * r_pa]),
+                H,
+                blood,
+                margin=2.5,
+            )
+        )
         p.art_hilum = {"right": hil_r, "left": hil_l}
         # pulmonary veins into the left atrium (posterior-upper heart)
         la = np.array([hz + 0.25 * p.heart_c, hy + 0.55 * p.heart_b, hx - 0.15 * p.heart_a])
@@ -400,33 +463,95 @@ class ChestAnatomy:
             pts = []
             for dz in (14.0, -14.0):
                 end = np.array([la[0] + dz, la[1] + 6.0, sx * (p.hilum_x - 4.0)])
-                T.append(Tube("pulmonary vein", np.vstack([la, end]), np.array([7.0, 6.0]), H, blood, margin=2.0))
+                T.append(
+                    Tube(
+                        "pulmonary vein",
+                        np.vstack([la, end]),
+                        np.array([7.0, 6.0]),
+                        H,
+                        blood,
+                        margin=2.0,
+                    )
+                )
                 pts.append(end)
             p.vein_hila[side] = pts
         # oesophagus (oversize tube from the top down to the stomach)
-        eso = np.vstack([(zt, p.eso_y, p.eso_x), (p.dome_z_l, p.eso_y - 4.0, p.eso_x + 6.0),
-                         (p.stom_z + 0.5 * p.stom_c[0], p.stom_y + 0.6 * p.stom_c[1], p.stom_x - 0.5 * p.stom_c[2])])
-        T.append(Tube("oesophagus", eso, np.full(3, p.eso_r), LABEL_SOFT, p.hu_muscle, margin=2.0,
-                      lumen=(0.3 if p.eso_air else 0.0)))
+        eso = np.vstack(
+            [
+                (zt, p.eso_y, p.eso_x),
+                (p.dome_z_l, p.eso_y - 4.0, p.eso_x + 6.0),
+                (
+                    p.stom_z + 0.5 * p.stom_c[0],
+                    p.stom_y + 0.6 * p.stom_c[1],
+                    p.stom_x - 0.5 * p.stom_c[2],
+                ),
+            ]
+        )
+        T.append(
+            Tube(
+                "oesophagus",
+                eso,
+                np.full(3, p.eso_r),
+                LABEL_SOFT,
+                p.hu_muscle,
+                margin=2.0,
+                lumen=(0.3 if p.eso_air else 0.0),
+            )
+        )
         # trachea and main bronchi (air lumen with a soft-tissue wall)
         car = np.array([p.carina_z, p.tr_y, 0.0])
-        T.append(Tube("trachea", np.vstack([(zt, p.tr_y - 6.0, 0.0), car]), np.full(2, p.tr_r), LABEL_AIRWAY,
-                      p.hu_airway_wall, margin=2.0, lumen=1.0 - p.tr_wall / p.tr_r))
+        T.append(
+            Tube(
+                "trachea",
+                np.vstack([(zt, p.tr_y - 6.0, 0.0), car]),
+                np.full(2, p.tr_r),
+                LABEL_AIRWAY,
+                p.hu_airway_wall,
+                margin=2.0,
+                lumen=1.0 - p.tr_wall / p.tr_r,
+            )
+        )
         rb, lb = u(6.0, 7.5), u(5.2, 6.5)
         br_r = hil_r + np.array([-2.0, 12.0, 6.0])
         br_l = hil_l + np.array([-10.0, 12.0, -6.0])
-        T.append(Tube("right main bronchus", np.vstack([car, br_r]), np.array([rb, 0.9 * rb]), LABEL_AIRWAY,
-                      p.hu_airway_wall, margin=2.0, lumen=1.0 - 1.8 / rb))
-        T.append(Tube("left main bronchus", np.vstack([car, (p.carina_z - 12.0, p.tr_y + 6.0, 22.0), br_l]),
-                      np.array([lb, lb, 0.9 * lb]), LABEL_AIRWAY, p.hu_airway_wall, margin=2.0, lumen=1.0 - 1.6 / lb))
+        T.append(
+            Tube(
+                "right main bronchus",
+                np.vstack([car, br_r]),
+                np.array([rb, 0.9 * rb]),
+                LABEL_AIRWAY,
+                p.hu_airway_wall,
+                margin=2.0,
+                lumen=1.0 - 1.8 / rb,
+            )
+        )
+        T.append(
+            Tube(
+                "left main bronchus",
+                np.vstack([car, (p.carina_z - 12.0, p.tr_y + 6.0, 22.0), br_l]),
+                np.array([lb, lb, 0.9 * lb]),
+                LABEL_AIRWAY,
+                p.hu_airway_wall,
+                margin=2.0,
+                lumen=1.0 - 1.6 / lb,
+            )
+        )
         p.bronchus_hila = {"right": br_r, "left": br_l}
         p.bronchus_r = {"right": 0.9 * rb, "left": 0.9 * lb}
         # clavicles (at the thoracic inlet)
         for sx in (-1.0, 1.0):
             a = (p.st_top + 4.0, p.yc - p.b_in - 6.0, sx * 22.0)
             b = (p.st_top + 26.0, p.yc - 0.35 * p.b_in, sx * (p.a_b - 28.0))
-            T.append(Tube("clavicle", np.vstack([a, b]), np.full(2, u(5.5, 7.0)), LABEL_BONE, p.hu_cortical * 0.8,
-                          margin=None))
+            T.append(
+                Tube(
+                    "clavicle",
+                    np.vstack([a, b]),
+                    np.full(2, u(5.5, 7.0)),
+                    LABEL_BONE,
+                    p.hu_cortical * 0.8,
+                    margin=None,
+                )
+            )
         return T
 
     # ------------------------------------------------------------------ geometry queries
@@ -496,7 +621,11 @@ class ChestAnatomy:
         d_out = np.sqrt(x2 + y2) * (1.0 - 1.0 / np.maximum(rho_c, 1e-6))
         cav = (rho_c < 1.0) & muscle2
         # a thin fat plane between the ribs / intercostal muscles and the outer chest-wall muscles
-        paint((d_out > p.rib_zone + 0.5) & (d_out < p.rib_zone + 0.5 + p.wall_fat) & muscle2, LABEL_FAT, p.hu_fat)
+        paint(
+            (d_out > p.rib_zone + 0.5) & (d_out < p.rib_zone + 0.5 + p.wall_fat) & muscle2,
+            LABEL_FAT,
+            p.hu_fat,
+        )
         paint(cav, LABEL_MEDIASTINUM, p.hu_medfat)
         floor = lung_floor(p, Y2, X2)  # (ny, nx)
         self._render_abdomen(cv, cav, floor, paint)
@@ -664,7 +793,9 @@ class ChestAnatomy:
         rc = np.sqrt(x * x + (y - p.canal_y) ** 2)
         arch = (rc > p.canal_r) & (rc < p.canal_r + 5.0) & (y > p.vb_y + 0.5 * p.vb_ry)
         arch_z = (phase > p.disc_t) & (phase < 0.85 * p.vert_h)
-        trans = ((np.abs(x) - (p.canal_r + 15.0)) / 12.0) ** 2 + ((y - p.canal_y + 2.0) / 5.0) ** 2 < 1.0
+        trans = ((np.abs(x) - (p.canal_r + 15.0)) / 12.0) ** 2 + (
+            (y - p.canal_y + 2.0) / 5.0
+        ) ** 2 < 1.0
         trans_z = (phase > 0.3 * p.vert_h) & (phase < 0.75 * p.vert_h)
         spin = (x / 4.0) ** 2 + ((y - (p.canal_y + p.canal_r + 18.0)) / 15.0) ** 2 < 1.0
         spin_z = phase > 0.45 * p.vert_h
@@ -712,7 +843,10 @@ class ChestAnatomy:
         p = self.p
         # sternum (manubrium wider) just anterior to the cavity
         rx_max = p.st_rx * 1.6
-        w = cv.window((p.st_bot, p.yc - p.b_in - 2 * p.st_ry - 2.0, -rx_max), (p.st_top, p.yc - p.b_in * (1 - p.taper_b * 1.34) + 1.0, rx_max))
+        w = cv.window(
+            (p.st_bot, p.yc - p.b_in - 2 * p.st_ry - 2.0, -rx_max),
+            (p.st_top, p.yc - p.b_in * (1 - p.taper_b * 1.34) + 1.0, rx_max),
+        )
         if w is not None:
             Z, Y, X = cv.coords(w)
             _, b = self._cavity_ab(p, Z)
@@ -731,5 +865,7 @@ class ChestAnatomy:
             _, Y, X = cv.coords(w)
             phi = np.arctan2(np.abs(X), Y - p.yc) / np.pi
             dd = d_out[w]
-            sc = (phi > 0.13) & (phi < 0.34) & (dd > p.scap_d) & (dd < p.scap_d + p.scap_t) & muscle2
+            sc = (
+                (phi > 0.13) & (phi < 0.34) & (dd > p.scap_d) & (dd < p.scap_d + p.scap_t) & muscle2
+            )
             paint(sc, LABEL_BONE, 0.5 * (p.hu_cortical + p.hu_marrow), w)

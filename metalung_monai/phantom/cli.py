@@ -36,24 +36,55 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    p.add_argument("--patients", type=int, default=40, metavar="N",
-                   help="number of patients (10%% healthy LR1, the rest evenly LR2/LR3/LR4A/LR4B; at most 10000; "
-                        "refused when the estimated output does not fit on the disk)")
+    p.add_argument(
+        "--patients",
+        type=int,
+        default=40,
+        metavar="N",
+        help="number of patients (10%% healthy LR1, the rest evenly LR2/LR3/LR4A/LR4B; at most 10000; "
+        "refused when the estimated output does not fit on the disk)",
+    )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="cohort seed (>= 0)")
-    p.add_argument("--size", type=int, default=512, metavar="PX",
-                   help="axial matrix size (PX x PX), 127..1024: smaller matrices (pixels of 3 mm or more at the "
-                        "380 mm field of view) cannot draw LR2 nodules")
-    p.add_argument("--slice-thickness", type=float, nargs=2, default=(2.5, 5.0), metavar=("MIN", "MAX"),
-                   help="slice thickness range in mm (a standard thickness in the range per patient; 1.0..5.0)")
-    p.add_argument("--test-per-class", type=int, default=4, metavar="K",
-                   help="held-out test patients per class LR2..LR4B")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=512,
+        metavar="PX",
+        help="axial matrix size (PX x PX), 127..1024: smaller matrices (pixels of 3 mm or more at the "
+        "380 mm field of view) cannot draw LR2 nodules",
+    )
+    p.add_argument(
+        "--slice-thickness",
+        type=float,
+        nargs=2,
+        default=(2.5, 5.0),
+        metavar=("MIN", "MAX"),
+        help="slice thickness range in mm (a standard thickness in the range per patient; 1.0..5.0)",
+    )
+    p.add_argument(
+        "--test-per-class",
+        type=int,
+        default=4,
+        metavar="K",
+        help="held-out test patients per class LR2..LR4B",
+    )
     p.add_argument("--workers", type=int, default=1, metavar="W", help="worker processes (1..256)")
-    p.add_argument("--dicom", action="store_true", help="also write each image as a DICOM series (dicom/<pid>/)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a cohort generated in --out with other parameters (deletes only the files its "
-                        "manifest lists; other files in --out are kept)")
-    p.add_argument("--no-lung-masks", action="store_true",
-                   help="skip the HU-threshold lung masks (lungs/<pid>.nii.gz, datalist key lung_mask)")
+    p.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write each image as a DICOM series (dicom/<pid>/)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a cohort generated in --out with other parameters (deletes only the files its "
+        "manifest lists; other files in --out are kept)",
+    )
+    p.add_argument(
+        "--no-lung-masks",
+        action="store_true",
+        help="skip the HU-threshold lung masks (lungs/<pid>.nii.gz, datalist key lung_mask)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -92,8 +123,11 @@ def run(args: argparse.Namespace) -> int:
     n_sl = sum(int(s["n_tumour_slices"]) for s in summaries)
     generated = manifest.get("last_run", {}).get("generated", [])
     out = sys.stdout
-    print(f"phantom cohort in {args.out}: {len(summaries)} patients ({len(generated)} generated now, "
-          f"{len(summaries) - len(generated)} kept)", file=out)
+    print(
+        f"phantom cohort in {args.out}: {len(summaries)} patients ({len(generated)} generated now, "
+        f"{len(summaries) - len(generated)} kept)",
+        file=out,
+    )
     for cls in ("LR1", "LR2", "LR3", "LR4A", "LR4B"):
         if per_class.get(cls):
             print(f"  {cls}: {per_class[cls]} patients ({test.get(cls, 0)} test)", file=out)
@@ -102,9 +136,12 @@ def run(args: argparse.Namespace) -> int:
         dice = [c["dice"] for c in checks]
         inside = sum(c["tumour_voxels_inside"] for c in checks)
         total = sum(c["tumour_voxels"] for c in checks)
-        print(f"  HU-threshold lung masks vs phantom truth: Dice {min(dice):.3f}-{max(dice):.3f}, "
-              f"tumour voxels inside {inside}/{total}, stomach-gas voxels inside "
-              f"{sum(c['gas_voxels_inside'] for c in checks)}", file=out)
+        print(
+            f"  HU-threshold lung masks vs phantom truth: Dice {min(dice):.3f}-{max(dice):.3f}, "
+            f"tumour voxels inside {inside}/{total}, stomach-gas voxels inside "
+            f"{sum(c['gas_voxels_inside'] for c in checks)}",
+            file=out,
+        )
     print(f"  tumours: {n_tum}, tumour slices: {n_sl}", file=out)
     print(f"  datalist: {path}", file=out)
     print(f"  time: {elapsed:.1f} s", file=out)

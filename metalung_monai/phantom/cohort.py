@@ -127,14 +127,17 @@ def _thickness_values(spec) -> list[float]:
     return [float(v) for v in vals]
 
 
-def estimate_patient_bytes(size: int, slice_thickness=(2.5, 5.0), dicom: bool = False,
-                           lung_masks: bool = True) -> float:
+def estimate_patient_bytes(
+    size: int, slice_thickness=(2.5, 5.0), dicom: bool = False, lung_masks: bool = True
+) -> float:
     """Estimated bytes one patient adds to a cohort folder (mean over the possible thicknesses).
 
     About 1.2 bytes per voxel of gzip NIfTI (the image's noise does not compress) plus 2 per voxel
     with DICOM, for a scan of about 285 mm: 6.4 MB at 256 x 256 and 2.5-5 mm, 25 MB at 512.
     """
-    slices = float(np.mean([math.ceil(_MEAN_SCAN_MM / t) for t in _thickness_values(slice_thickness)]))
+    slices = float(
+        np.mean([math.ceil(_MEAN_SCAN_MM / t) for t in _thickness_values(slice_thickness)])
+    )
     voxels = float(size) * float(size) * slices
     per_voxel = _BYTES_PER_VOXEL["image"] + _BYTES_PER_VOXEL["mask"] + _BYTES_PER_VOXEL["truth"]
     if lung_masks:
@@ -152,20 +155,28 @@ def _int_arg(value, name: str) -> int:
         raise InputError(name, f"must be an integer, got {value!r}")
     if isinstance(value, (int, np.integer)):
         return int(value)
-    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+    if (
+        isinstance(value, (float, np.floating))
+        and math.isfinite(value)
+        and float(value).is_integer()
+    ):
         return int(value)
     raise InputError(name, f"must be an integer, got {value!r}")
 
 
-def _check_cohort_args(n_patients, seed, size, slice_thickness, n_test_per_class, workers, fov_range,
-                       n_folds) -> dict:
+def _check_cohort_args(
+    n_patients, seed, size, slice_thickness, n_test_per_class, workers, fov_range, n_folds
+) -> dict:
     """Check every argument of :func:`generate_cohort` that could fail later; normalised values."""
     n = _int_arg(n_patients, "n_patients")
     if n < 1:
         raise InputError("n_patients", f"must be >= 1, got {n}")
     if n > MAX_PATIENTS:
-        raise InputError("n_patients", f"at most {MAX_PATIENTS} patients per cohort, got {n}; generate several "
-                                       "cohorts with different seeds")
+        raise InputError(
+            "n_patients",
+            f"at most {MAX_PATIENTS} patients per cohort, got {n}; generate several "
+            "cohorts with different seeds",
+        )
     seed_ = _int_arg(seed, "seed")
     if seed_ < 0:
         raise InputError("seed", f"must be >= 0, got {seed_}")
@@ -178,9 +189,12 @@ def _check_cohort_args(n_patients, seed, size, slice_thickness, n_test_per_class
     size_ = _int_arg(size, "size")
     smallest = min_size_for_fov(hi_f)
     if not (smallest <= size_ <= MAX_SIZE):
-        raise InputError("size", f"must be {smallest}..{MAX_SIZE}, got {size_}: below {smallest} pixels across a "
-                                 f"field of view of up to {hi_f:g} mm the pixels reach {MAX_PIXEL_MM} mm and the "
-                                 "smallest Lung-RADS classes (LR2 nodules of 4-6 mm) cannot be drawn")
+        raise InputError(
+            "size",
+            f"must be {smallest}..{MAX_SIZE}, got {size_}: below {smallest} pixels across a "
+            f"field of view of up to {hi_f:g} mm the pixels reach {MAX_PIXEL_MM} mm and the "
+            "smallest Lung-RADS classes (LR2 nodules of 4-6 mm) cannot be drawn",
+        )
     thickness = _check_thickness_spec(slice_thickness)
     k = _int_arg(n_test_per_class, "n_test_per_class")
     if k < 0:
@@ -191,8 +205,16 @@ def _check_cohort_args(n_patients, seed, size, slice_thickness, n_test_per_class
     folds = _int_arg(n_folds, "n_folds")
     if folds < 1:
         raise InputError("n_folds", f"must be >= 1, got {folds}")
-    return {"n_patients": n, "seed": seed_, "size": size_, "thickness": thickness, "n_test_per_class": k,
-            "workers": w, "fov_range": (lo_f, hi_f), "n_folds": folds}
+    return {
+        "n_patients": n,
+        "seed": seed_,
+        "size": size_,
+        "thickness": thickness,
+        "n_test_per_class": k,
+        "workers": w,
+        "fov_range": (lo_f, hi_f),
+        "n_folds": folds,
+    }
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -254,7 +276,9 @@ def _check_thickness_spec(spec):
     except (TypeError, ValueError) as e:
         if isinstance(e, InputError):
             raise
-        raise InputError("slice_thickness", f"must be a number of mm, a (min, max) pair or a list, got {spec!r}") from e
+        raise InputError(
+            "slice_thickness", f"must be a number of mm, a (min, max) pair or a list, got {spec!r}"
+        ) from e
 
 
 def _thickness_spec(spec):
@@ -330,7 +354,9 @@ def sample_patient_params(
         InputError: unknown class, bad size, thickness or field of view.
     """
     if lung_rads not in ("LR1", *_CLASSES):
-        raise InputError("lung_rads", f"unknown Lung-RADS class {lung_rads!r} (LR1, LR2, LR3, LR4A, LR4B)")
+        raise InputError(
+            "lung_rads", f"unknown Lung-RADS class {lung_rads!r} (LR1, LR2, LR3, LR4A, LR4B)"
+        )
     if not (32 <= int(size) <= 1024):
         raise InputError("size", f"axial size must be 32..1024, got {size}")
     lo_f, hi_f = (float(v) for v in fov_range)
@@ -344,7 +370,9 @@ def sample_patient_params(
         if n_tumours is None:
             n_tumours = int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
         lo, hi = LUNG_RADS_RANGES_MM[lung_rads]
-        main_d = float(rng.uniform(lo, hi)) if lung_rads != "LR4B" else float(lo + rng.exponential(6.0))
+        main_d = (
+            float(rng.uniform(lo, hi)) if lung_rads != "LR4B" else float(lo + rng.exponential(6.0))
+        )
         main_d = float(min(main_d, hi))
         diameters = [main_d]
         for _ in range(int(n_tumours) - 1):
@@ -357,10 +385,24 @@ def sample_patient_params(
             diameters.append(float(rng.uniform(clo, chi)))
         for d in diameters:
             kind = str(rng.choice(["solid", "part-solid", "ggo"], p=[0.55, 0.25, 0.2]))
-            shape = "lobulated" if kind == "ggo" else str(rng.choice(["lobulated", "spiculated"], p=[0.6, 0.4]))
-            mode = str(rng.choice(["interior", "juxtapleural", "juxtavascular"], p=[0.45, 0.3, 0.25]))
+            shape = (
+                "lobulated"
+                if kind == "ggo"
+                else str(rng.choice(["lobulated", "spiculated"], p=[0.6, 0.4]))
+            )
+            mode = str(
+                rng.choice(["interior", "juxtapleural", "juxtavascular"], p=[0.45, 0.3, 0.25])
+            )
             lung = "right" if rng.random() < 0.55 else "left"
-            tumours.append({"kind": kind, "shape": shape, "diameter_mm": round(d, 3), "mode": mode, "lung": lung})
+            tumours.append(
+                {
+                    "kind": kind,
+                    "shape": shape,
+                    "diameter_mm": round(d, 3),
+                    "mode": mode,
+                    "lung": lung,
+                }
+            )
     n_calc = int(rng.choice([0, 1, 2, 3], p=[0.35, 0.35, 0.2, 0.1]))
     # calcified nodules at least one slice thick: thinner ones would be smeared below 200 HU
     calcs = [round(float(rng.uniform(max(3.5, thickness), 10.0)), 2) for _ in range(n_calc)]
@@ -373,7 +415,10 @@ def sample_patient_params(
         slice_thickness=float(thickness),
         fov_mm=fov,
         lung_height_mm=float(round(rng.uniform(200.0, 265.0), 1)),
-        body_offset_mm=(float(round(rng.uniform(-12.0, 12.0), 2)), float(round(rng.uniform(-15.0, 10.0), 2))),
+        body_offset_mm=(
+            float(round(rng.uniform(-12.0, 12.0), 2)),
+            float(round(rng.uniform(-15.0, 10.0), 2)),
+        ),
         contrast=bool(rng.random() < 0.3),
         scanner=sample_scanner(rng),
         tumours=tumours,
@@ -452,7 +497,7 @@ class _LabelCache:
         cv = Canvas(self.grid, big, with_hu=False)
         self.anatomy.render(cv)
         self.items.insert(0, (big, cv.label))
-        del self.items[self.keep:]
+        del self.items[self.keep :]
         return self(box)
 
 
@@ -484,22 +529,42 @@ def generate_patient(params: PatientParams, progress: bool = False) -> PatientVo
     z0, z1 = anatomy.z_extent()
     nz = int(math.ceil((z1 - z0) / dz))
     ox, oy = params.body_offset_mm
-    start = (z0 + 0.5 * dz, -0.5 * params.fov_mm + 0.5 * dxy - oy, -0.5 * params.fov_mm + 0.5 * dxy - ox)
+    start = (
+        z0 + 0.5 * dz,
+        -0.5 * params.fov_mm + 0.5 * dxy - oy,
+        -0.5 * params.fov_mm + 0.5 * dxy - ox,
+    )
     grid = Grid((nz, n, n), (dz, dxy, dxy), start)
     z_shift = -float(round(params.lung_height_mm)) - 100.0
     origin = (start[2] + ox, start[1] + oy, start[0] + z_shift)  # LPS (x, y, z) of voxel 0
 
     def to_world(c):  # anatomical (Z, Y, X) -> LPS (x, y, z)
-        return [round(float(c[2] + ox), 2), round(float(c[1] + oy), 2), round(float(c[0] + z_shift), 2)]
+        return [
+            round(float(c[2] + ox), 2),
+            round(float(c[1] + oy), 2),
+            round(float(c[0] + z_shift), 2),
+        ]
 
     pmap = PlanningMap(anatomy)
     segs = grow_vessel_trees(anatomy, pmap, rng_vessel)
     t_plan = time.perf_counter()
     n_sub = _n_sub(dz)
     labels = _LabelCache(anatomy, grid)
-    plans = [TumourPlan(t["kind"], t["shape"], float(t["diameter_mm"]), t["mode"], t["lung"]) for t in params.tumours]
-    tumours, calcs = place_lesions(anatomy, pmap, segs, grid, n_sub, labels, rng_lesion, plans,
-                                   list(params.calcification_diameters_mm))
+    plans = [
+        TumourPlan(t["kind"], t["shape"], float(t["diameter_mm"]), t["mode"], t["lung"])
+        for t in params.tumours
+    ]
+    tumours, calcs = place_lesions(
+        anatomy,
+        pmap,
+        segs,
+        grid,
+        n_sub,
+        labels,
+        rng_lesion,
+        plans,
+        list(params.calcification_diameters_mm),
+    )
     if plans and not tumours:
         raise InputError(
             params.patient_id,
@@ -508,8 +573,13 @@ def generate_patient(params: PatientParams, progress: bool = False) -> PatientVo
             f"(a size of at least {min_size_for_fov(params.fov_mm)} at this {params.fov_mm:g} mm field of view)",
         )
     t_lesion = time.perf_counter()
-    tex = ParenchymaTexture(rng_tex, (z0 - 5, p.yc - p.b_in - 5, -p.a_in - 5), (z1 + 5, p.yc + p.b_in + 5, p.a_in + 5),
-                            sigma_hu=float(rng_tex.uniform(12.0, 22.0)), corr_mm=float(rng_tex.uniform(1.8, 3.0)))
+    tex = ParenchymaTexture(
+        rng_tex,
+        (z0 - 5, p.yc - p.b_in - 5, -p.a_in - 5),
+        (z1 + 5, p.yc + p.b_in + 5, p.a_in + 5),
+        sigma_hu=float(rng_tex.uniform(12.0, 22.0)),
+        corr_mm=float(rng_tex.uniform(1.8, 3.0)),
+    )
     hu = np.empty(grid.shape, np.int16)
     truth = np.empty(grid.shape, np.uint8)
     mask = np.zeros(grid.shape, np.uint8)
@@ -544,38 +614,47 @@ def generate_patient(params: PatientParams, progress: bool = False) -> PatientVo
         m = r.mask
         cidx = np.argwhere(m).mean(axis=0) + np.array([a for a, _ in r.box])
         c_anat = [grid.start[k] + grid.spacing[k] * cidx[k] for k in range(3)]
-        tum_out.append({
-            "type": lesion.kind,
-            "shape": lesion.shape,
-            "diameter_mm": lesion.info["diameter_mm"],
-            "target_diameter_mm": lesion.info["target_diameter_mm"],
-            "lung_rads": _class_of(lesion.info["diameter_mm"]),
-            "centre_mm": to_world(c_anat),
-            "centre_index": [int(round(v)) for v in cidx],
-            "lung": lesion.lung,
-            "juxtapleural": bool(lesion.info["juxtapleural"]),
-            "juxtavascular": bool(lesion.info["juxtavascular"]),
-            "mode": lesion.info["mode"],
-            "volume_mm3": round(float(m.sum() * np.prod(spacing)), 1),
-            "n_slices": int(m.any(axis=(1, 2)).sum()),
-            "hu_median": float(np.median(hu[sl][m])) if m.any() else None,
-        })
+        tum_out.append(
+            {
+                "type": lesion.kind,
+                "shape": lesion.shape,
+                "diameter_mm": lesion.info["diameter_mm"],
+                "target_diameter_mm": lesion.info["target_diameter_mm"],
+                "lung_rads": _class_of(lesion.info["diameter_mm"]),
+                "centre_mm": to_world(c_anat),
+                "centre_index": [int(round(v)) for v in cidx],
+                "lung": lesion.lung,
+                "juxtapleural": bool(lesion.info["juxtapleural"]),
+                "juxtavascular": bool(lesion.info["juxtavascular"]),
+                "mode": lesion.info["mode"],
+                "volume_mm3": round(float(m.sum() * np.prod(spacing)), 1),
+                "n_slices": int(m.any(axis=(1, 2)).sum()),
+                "hu_median": float(np.median(hu[sl][m])) if m.any() else None,
+            }
+        )
     calc_out = []
     for lesion, r in calcs:
         cidx = np.argwhere(r.mask).mean(axis=0) + np.array([a for a, _ in r.box])
         c_anat = [grid.start[k] + grid.spacing[k] * cidx[k] for k in range(3)]
-        calc_out.append({
-            "diameter_mm": lesion.info["diameter_mm"],
-            "hu": round(lesion.hu_mean, 1),
-            "centre_mm": to_world(c_anat),
-            "centre_index": [int(round(v)) for v in cidx],
-            "lung": lesion.lung,
-        })
+        calc_out.append(
+            {
+                "diameter_mm": lesion.info["diameter_mm"],
+                "hu": round(lesion.hu_mean, 1),
+                "centre_mm": to_world(c_anat),
+                "centre_index": [int(round(v)) for v in cidx],
+                "lung": lesion.lung,
+            }
+        )
     from ..anatomy.lung_rads import lung_rads_from_mask
 
     measured = lung_rads_from_mask(mask, spacing)
     if measured != params.lung_rads:
-        log.warning("%s: measured Lung-RADS %s differs from the target %s", params.patient_id, measured, params.lung_rads)
+        log.warning(
+            "%s: measured Lung-RADS %s differs from the target %s",
+            params.patient_id,
+            measured,
+            params.lung_rads,
+        )
     stats = {
         "n_vessel_segments": int(np.count_nonzero(segs.kind < 2)),
         "n_bronchus_segments": int(np.count_nonzero(segs.kind == 2)),
@@ -606,8 +685,11 @@ def generate_patient(params: PatientParams, progress: bool = False) -> PatientVo
 def _histograms(vol: PatientVolume) -> dict:
     """HU histograms (counts on :data:`HIST_EDGES`) of tumour, calcification and lung voxels."""
     out = {}
-    for name, sel in (("tumour", vol.truth == LABEL_TUMOUR), ("calcification", vol.truth == LABEL_CALC),
-                      ("lung", (vol.truth == LABEL_LUNG_R) | (vol.truth == LABEL_LUNG_L))):
+    for name, sel in (
+        ("tumour", vol.truth == LABEL_TUMOUR),
+        ("calcification", vol.truth == LABEL_CALC),
+        ("lung", (vol.truth == LABEL_LUNG_R) | (vol.truth == LABEL_LUNG_L)),
+    ):
         vals = vol.hu[sel]
         if name == "lung" and vals.size > 400_000:
             vals = vals[:: vals.size // 400_000 + 1]
@@ -631,7 +713,9 @@ def _overview_slice(vol: PatientVolume) -> int:
     return int(np.argmax(lung))
 
 
-def write_patient(vol: PatientVolume, out_dir: str | os.PathLike, dicom: bool = False, lung_masks: bool = True) -> dict:
+def write_patient(
+    vol: PatientVolume, out_dir: str | os.PathLike, dicom: bool = False, lung_masks: bool = True
+) -> dict:
     """Write a patient's image, mask, truth (and DICOM series) atomically under ``out_dir``.
 
     With ``lung_masks`` the lung labels found *by HU thresholds* on the image
@@ -644,26 +728,36 @@ def write_patient(vol: PatientVolume, out_dir: str | os.PathLike, dicom: bool = 
     """
     out = Path(out_dir)
     pid = vol.patient_id
-    name = safe_name(pid, fallback="patient")  # "P0001" stays "P0001"; ids from elsewhere are sanitised
+    name = safe_name(
+        pid, fallback="patient"
+    )  # "P0001" stays "P0001"; ids from elsewhere are sanitised
     files = {
         "image": f"images/{name}.nii.gz",
         "mask": f"masks/{name}.nii.gz",
         "truth": f"truth/{name}_anatomy.nii.gz",
     }
     write_image_atomic(vol.to_sitk(vol.hu), child_path(out / "images", name, ".nii.gz", source=pid))
-    write_image_atomic(vol.to_sitk(vol.mask), child_path(out / "masks", name, ".nii.gz", source=pid))
-    write_image_atomic(vol.to_sitk(vol.truth), child_path(out / "truth", name, "_anatomy.nii.gz", source=pid))
+    write_image_atomic(
+        vol.to_sitk(vol.mask), child_path(out / "masks", name, ".nii.gz", source=pid)
+    )
+    write_image_atomic(
+        vol.to_sitk(vol.truth), child_path(out / "truth", name, "_anatomy.nii.gz", source=pid)
+    )
     lung_check = {}
     if lung_masks:
         from ..anatomy import lung_mask
 
         files["lung_mask"] = f"lungs/{name}.nii.gz"
         lungs = lung_mask(vol.hu, vol.spacing, progress=False)
-        write_image_atomic(vol.to_sitk(lungs), child_path(out / "lungs", name, ".nii.gz", source=pid))
+        write_image_atomic(
+            vol.to_sitk(lungs), child_path(out / "lungs", name, ".nii.gz", source=pid)
+        )
         truth_lung = np.isin(vol.truth, (1, 2, 5))
         found = lungs > 0
         lung_check = {
-            "dice": round(float(2 * (found & truth_lung).sum() / max(found.sum() + truth_lung.sum(), 1)), 4),
+            "dice": round(
+                float(2 * (found & truth_lung).sum() / max(found.sum() + truth_lung.sum(), 1)), 4
+            ),
             "tumour_voxels": int((vol.mask > 0).sum()),
             "tumour_voxels_inside": int(((vol.mask > 0) & found).sum()),
             "gas_voxels_inside": int((found & (vol.truth == 12)).sum()),
@@ -769,7 +863,9 @@ def _summary_files(entry) -> tuple[dict, dict]:
     return summary, files if isinstance(files, dict) else {}
 
 
-def _complete(out: Path, entry: dict | None, phash: str, dicom: bool, lung_masks: bool = True) -> bool:
+def _complete(
+    out: Path, entry: dict | None, phash: str, dicom: bool, lung_masks: bool = True
+) -> bool:
     if not isinstance(entry, dict) or entry.get("hash") != phash:
         return False
     summary, files = _summary_files(entry)
@@ -791,9 +887,13 @@ def _load_manifest(out: Path) -> dict | None:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"unreadable phantom manifest ({e}); move it away to start afresh") from e
+        raise InputError(
+            path, f"unreadable phantom manifest ({e}); move it away to start afresh"
+        ) from e
     if not isinstance(manifest, dict) or not isinstance(manifest.get("patients", {}), dict):
-        raise InputError(path, "not a phantom manifest (no 'patients' table); move it away to start afresh")
+        raise InputError(
+            path, "not a phantom manifest (no 'patients' table); move it away to start afresh"
+        )
     manifest.setdefault("patients", {})
     return manifest
 
@@ -802,10 +902,15 @@ def _refuse_foreign_dicom_files(folder: Path) -> None:
     """A patient's DICOM folder is replaced as a whole: refuse when it holds files phantom did not write."""
     if not folder.is_dir():
         return
-    foreign = sorted(p.name for p in folder.iterdir() if not (_DICOM_NAME.fullmatch(p.name) and p.is_file()))
+    foreign = sorted(
+        p.name for p in folder.iterdir() if not (_DICOM_NAME.fullmatch(p.name) and p.is_file())
+    )
     if foreign:
-        raise InputError(folder, f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
-                                 "phantom did not write; the patient's series replaces the whole folder: move them")
+        raise InputError(
+            folder,
+            f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
+            "phantom did not write; the patient's series replaces the whole folder: move them",
+        )
 
 
 def _owned_files(out: Path, manifest: dict) -> list[str]:
@@ -831,8 +936,13 @@ def _owned_files(out: Path, manifest: dict) -> list[str]:
         _, files = _summary_files(entry)
         rels += [rel for key, rel in files.items() if key != "dicom" and isinstance(rel, str)]
     for name in dict.fromkeys(_pid_name(p) for p in pids):
-        rels += [f"images/{name}.nii.gz", f"masks/{name}.nii.gz", f"truth/{name}_anatomy.nii.gz",
-                 f"lungs/{name}.nii.gz", f"{OVERVIEW_CACHE}/{name}_overview.npz"]
+        rels += [
+            f"images/{name}.nii.gz",
+            f"masks/{name}.nii.gz",
+            f"truth/{name}_anatomy.nii.gz",
+            f"lungs/{name}.nii.gz",
+            f"{OVERVIEW_CACHE}/{name}_overview.npz",
+        ]
         d = out / "dicom" / name
         if d.is_dir():
             rels += [f"dicom/{name}/{p.name}" for p in d.iterdir() if _DICOM_NAME.fullmatch(p.name)]
@@ -937,7 +1047,9 @@ def generate_cohort(
     from ..io.datalist import assign_folds, patient_split, write_datalist
 
     out = Path(out_dir)
-    a = _check_cohort_args(n_patients, seed, size, slice_thickness, n_test_per_class, workers, fov_range, n_folds)
+    a = _check_cohort_args(
+        n_patients, seed, size, slice_thickness, n_test_per_class, workers, fov_range, n_folds
+    )
     n_patients, seed, size, fov_range = a["n_patients"], a["seed"], a["size"], a["fov_range"]
     if out.exists() and not out.is_dir():
         raise InputError("out_dir", f"{out} exists and is not a folder")
@@ -965,13 +1077,17 @@ def generate_cohort(
     if manifest is None and replaced is None and out.is_dir():
         stale = [n for n in (*_OUTPUT_DIRS, "datalist.json") if _holds_files(out / n)]
         if stale:
-            raise InputError(out, f"holds {', '.join(stale)} but no phantom manifest: phantom did not write them "
-                                  "(or its manifest is gone) and --overwrite deletes only what a manifest lists; "
-                                  "use another folder or move them")
+            raise InputError(
+                out,
+                f"holds {', '.join(stale)} but no phantom manifest: phantom did not write them "
+                "(or its manifest is gone) and --overwrite deletes only what a manifest lists; "
+                "use another folder or move them",
+            )
 
     def plan(i: int) -> PatientParams:
-        return sample_patient_params(seed, i, classes[i], size=size, slice_thickness=slice_thickness,
-                                     fov_range=fov_range)
+        return sample_patient_params(
+            seed, i, classes[i], size=size, slice_thickness=slice_thickness, fov_range=fov_range
+        )
 
     def patient_hash(prm: PatientParams) -> str:
         return _params_hash({"cohort": chash, "patient": prm.to_dict()})
@@ -988,8 +1104,12 @@ def generate_cohort(
             _refuse_foreign_dicom_files(out / "dicom" / _pid_name(_default_pid(i)))
     owned = _owned_files(out, replaced) if replaced is not None else []
     per_patient = estimate_patient_bytes(size, slice_thickness, dicom, lung_masks)
-    check_free_space(out, len(todo) * per_patient - _owned_bytes(out, owned),
-                     f"{len(todo)} patients of {size} x {size} pixels", option="n_patients")
+    check_free_space(
+        out,
+        len(todo) * per_patient - _owned_bytes(out, owned),
+        f"{len(todo)} patients of {size} x {size} pixels",
+        option="n_patients",
+    )
 
     # from here on files are written
     if replaced is not None:
@@ -1002,7 +1122,9 @@ def generate_cohort(
         manifest = {"params": gen_params, "params_hash": chash, "patients": {}}
     manifest["params"] = gen_params
     manifest["params_hash"] = chash
-    write_json_atomic(manifest, out / MANIFEST_NAME)  # a killed run resumes even before its first patient
+    write_json_atomic(
+        manifest, out / MANIFEST_NAME
+    )  # a killed run resumes even before its first patient
     t0 = time.perf_counter()
     generated: list[str] = []
 
@@ -1030,7 +1152,9 @@ def generate_cohort(
                     running[ex.submit(_worker, prm.to_dict(), str(out), dicom, lung_masks)] = prm
 
             try:
-                for _ in range(2 * n_workers):  # a bounded window: parameters are not all held at once
+                for _ in range(
+                    2 * n_workers
+                ):  # a bounded window: parameters are not all held at once
                     submit_next()
                 while running:
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -1041,7 +1165,9 @@ def generate_cohort(
                             bar.update(1)
                         submit_next()
             except BaseException:
-                ex.shutdown(wait=True, cancel_futures=True)  # finished patients stay in the manifest
+                ex.shutdown(
+                    wait=True, cancel_futures=True
+                )  # finished patients stay in the manifest
                 raise
     else:
         for i in todo:
@@ -1055,13 +1181,17 @@ def generate_cohort(
 
     summaries = [manifest["patients"][_default_pid(i)]["summary"] for i in range(n_patients)]
     patient_classes = {s["patient_id"]: s["lung_rads"] for s in summaries}
-    train_ids, test_ids = patient_split(patient_classes, n_test_per_class=a["n_test_per_class"], seed=seed)
+    train_ids, test_ids = patient_split(
+        patient_classes, n_test_per_class=a["n_test_per_class"], seed=seed
+    )
     folds = assign_folds(train_ids, n_folds=a["n_folds"], seed=seed)
     test_set = set(test_ids)
     dl = {
         "name": "metalung-phantom",
-        "description": (f"synthetic chest CT cohort (metalung-monai phantom v{GENERATOR_VERSION}, seed {seed}, "
-                        f"{n_patients} patients, {size}x{size})"),
+        "description": (
+            f"synthetic chest CT cohort (metalung-monai phantom v{GENERATOR_VERSION}, seed {seed}, "
+            f"{n_patients} patients, {size}x{size})"
+        ),
         "version": 1,
         "modality": "CT",
         "hu_convention": "int16 HU, air -1024 after padding is mapped, water 0",
@@ -1095,7 +1225,11 @@ def generate_cohort(
 
         cohort_overview(out, summaries, out / "overview.png")
     path = write_datalist(dl, out / "datalist.json")
-    manifest["last_run"] = {"generated": sorted(generated), "time_s": round(gen_time, 2), "workers": int(workers)}
+    manifest["last_run"] = {
+        "generated": sorted(generated),
+        "time_s": round(gen_time, 2),
+        "workers": int(workers),
+    }
     write_json_atomic(manifest, out / MANIFEST_NAME)
     return path
 
@@ -1107,10 +1241,32 @@ def _describe_diff(old: dict, new: dict) -> str:
 
 
 CSV_COLUMNS = [
-    "patient_id", "lung_rads", "split", "fold", "n_tumours", "diameters_mm", "types", "shapes", "lungs",
-    "juxtapleural", "juxtavascular", "n_tumour_slices", "n_calcifications", "calcification_diameters_mm",
-    "manufacturer", "kernel", "kernel_sigma_mm", "noise_sigma_hu", "rescale_intercept", "padding_value",
-    "contrast", "slice_thickness_mm", "pixel_spacing_mm", "fov_mm", "shape_zyx", "time_s",
+    "patient_id",
+    "lung_rads",
+    "split",
+    "fold",
+    "n_tumours",
+    "diameters_mm",
+    "types",
+    "shapes",
+    "lungs",
+    "juxtapleural",
+    "juxtavascular",
+    "n_tumour_slices",
+    "n_calcifications",
+    "calcification_diameters_mm",
+    "manufacturer",
+    "kernel",
+    "kernel_sigma_mm",
+    "noise_sigma_hu",
+    "rescale_intercept",
+    "padding_value",
+    "contrast",
+    "slice_thickness_mm",
+    "pixel_spacing_mm",
+    "fov_mm",
+    "shape_zyx",
+    "time_s",
 ]
 
 
@@ -1125,33 +1281,35 @@ def _write_csv(summaries: list[dict], path: Path) -> None:
         def j(vals):
             return ";".join(str(v) for v in vals)
 
-        w.writerow({
-            "patient_id": s["patient_id"],
-            "lung_rads": s["lung_rads"],
-            "split": s.get("split", ""),
-            "fold": "" if s.get("fold") is None else s.get("fold"),
-            "n_tumours": len(t),
-            "diameters_mm": j(x["diameter_mm"] for x in t),
-            "types": j(x["type"] for x in t),
-            "shapes": j(x["shape"] for x in t),
-            "lungs": j(x["lung"] for x in t),
-            "juxtapleural": j(int(x["juxtapleural"]) for x in t),
-            "juxtavascular": j(int(x["juxtavascular"]) for x in t),
-            "n_tumour_slices": s["n_tumour_slices"],
-            "n_calcifications": len(s["calcifications"]),
-            "calcification_diameters_mm": j(c["diameter_mm"] for c in s["calcifications"]),
-            "manufacturer": sc["manufacturer"],
-            "kernel": sc["kernel"],
-            "kernel_sigma_mm": sc["kernel_sigma_mm"],
-            "noise_sigma_hu": sc["noise_sigma_hu"],
-            "rescale_intercept": sc["rescale_intercept"],
-            "padding_value": sc["padding_value"],
-            "contrast": int(bool(s["contrast"])),
-            "slice_thickness_mm": s["slice_thickness"],
-            "pixel_spacing_mm": round(s["spacing"][1], 4),
-            "fov_mm": s["fov_mm"],
-            "shape_zyx": "x".join(str(v) for v in s["shape"]),
-            "time_s": s.get("time_s", ""),
-        })
+        w.writerow(
+            {
+                "patient_id": s["patient_id"],
+                "lung_rads": s["lung_rads"],
+                "split": s.get("split", ""),
+                "fold": "" if s.get("fold") is None else s.get("fold"),
+                "n_tumours": len(t),
+                "diameters_mm": j(x["diameter_mm"] for x in t),
+                "types": j(x["type"] for x in t),
+                "shapes": j(x["shape"] for x in t),
+                "lungs": j(x["lung"] for x in t),
+                "juxtapleural": j(int(x["juxtapleural"]) for x in t),
+                "juxtavascular": j(int(x["juxtavascular"]) for x in t),
+                "n_tumour_slices": s["n_tumour_slices"],
+                "n_calcifications": len(s["calcifications"]),
+                "calcification_diameters_mm": j(c["diameter_mm"] for c in s["calcifications"]),
+                "manufacturer": sc["manufacturer"],
+                "kernel": sc["kernel"],
+                "kernel_sigma_mm": sc["kernel_sigma_mm"],
+                "noise_sigma_hu": sc["noise_sigma_hu"],
+                "rescale_intercept": sc["rescale_intercept"],
+                "padding_value": sc["padding_value"],
+                "contrast": int(bool(s["contrast"])),
+                "slice_thickness_mm": s["slice_thickness"],
+                "pixel_spacing_mm": round(s["spacing"][1], 4),
+                "fov_mm": s["fov_mm"],
+                "shape_zyx": "x".join(str(v) for v in s["shape"]),
+                "time_s": s.get("time_s", ""),
+            }
+        )
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue(), encoding="utf-8")

@@ -28,10 +28,17 @@ def save_overview_slice(out_dir, pid: str, hu2d, mask2d, truth2d, spacing_yx, k:
     from ..utils.atomic import atomic_path
     from ..utils.paths import child_path, safe_name
 
-    path = child_path(Path(out_dir) / OVERVIEW_CACHE, safe_name(pid, fallback="patient"), "_overview.npz", source=pid)
+    path = child_path(
+        Path(out_dir) / OVERVIEW_CACHE,
+        safe_name(pid, fallback="patient"),
+        "_overview.npz",
+        source=pid,
+    )
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, hu=hu2d, mask=mask2d, truth=truth2d, spacing=np.asarray(spacing_yx), k=k)
+            np.savez_compressed(
+                fh, hu=hu2d, mask=mask2d, truth=truth2d, spacing=np.asarray(spacing_yx), k=k
+            )
     return path
 
 
@@ -67,8 +74,9 @@ def _hist(summaries, key):
     return tot
 
 
-def cohort_overview(out_dir: str | os.PathLike, summaries: list[dict], path: str | os.PathLike,
-                    per_class: int = 3) -> Path:
+def cohort_overview(
+    out_dir: str | os.PathLike, summaries: list[dict], path: str | os.PathLike, per_class: int = 3
+) -> Path:
     """Draw the cohort overview PNG.
 
     Args:
@@ -98,8 +106,17 @@ def cohort_overview(out_dir: str | os.PathLike, summaries: list[dict], path: str
     ncol = per_class + 1
     nrow = len(classes) + 1
     fig = plt.figure(figsize=(3.6 * ncol, 3.0 * nrow + 0.6), facecolor="white")
-    gs = fig.add_gridspec(nrow, ncol, height_ratios=[1.0] * len(classes) + [1.1], hspace=0.3, wspace=0.05,
-                          top=1.0 - 0.85 / (3.0 * nrow + 0.6), bottom=0.04, left=0.04, right=0.99)
+    gs = fig.add_gridspec(
+        nrow,
+        ncol,
+        height_ratios=[1.0] * len(classes) + [1.1],
+        hspace=0.3,
+        wspace=0.05,
+        top=1.0 - 0.85 / (3.0 * nrow + 0.6),
+        bottom=0.04,
+        left=0.04,
+        right=0.99,
+    )
     for r, cls in enumerate(classes):
         pats = by_class[cls][:per_class]
         zoom_done = False
@@ -117,7 +134,9 @@ def cohort_overview(out_dir: str | os.PathLike, summaries: list[dict], path: str
             if not zoom_done:
                 zoom_done = _zoom(fig.add_subplot(gs[r, per_class]), hu, mask, truth, sp, s)
             hu, mask, truth = hu_c, mask_c, truth_c
-            ax.imshow(hu, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], interpolation="nearest")
+            ax.imshow(
+                hu, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], interpolation="nearest"
+            )
             if mask.any():
                 ax.contour(mask > 0, levels=[0.5], colors="red", linewidths=0.9)
             calc = truth == 4
@@ -126,7 +145,9 @@ def cohort_overview(out_dir: str | os.PathLike, summaries: list[dict], path: str
 
                 lab, n = ndimage.label(calc)
                 for cy, cx in ndimage.center_of_mass(calc, lab, range(1, n + 1)):
-                    ax.add_patch(Circle((cx, cy), radius=7.0 / sp[1] + 3, fill=False, ec="yellow", lw=1.0))
+                    ax.add_patch(
+                        Circle((cx, cy), radius=7.0 / sp[1] + 3, fill=False, ec="yellow", lw=1.0)
+                    )
             t = s["tumours"]
             if t:
                 main = max(t, key=lambda x: x["diameter_mm"])
@@ -136,15 +157,22 @@ def cohort_overview(out_dir: str | os.PathLike, summaries: list[dict], path: str
             else:
                 desc = f"no tumour, {len(s['calcifications'])} calc."
             sc = s["scanner"]
-            ax.set_title(f"{s['patient_id']} {cls}: {desc}\n{sc['manufacturer'].split()[0]} {sc['kernel']}, "
-                         f"{s['slice_thickness']} mm, noise {sc['noise_sigma_hu']:.0f} HU", fontsize=7.5)
+            ax.set_title(
+                f"{s['patient_id']} {cls}: {desc}\n{sc['manufacturer'].split()[0]} {sc['kernel']}, "
+                f"{s['slice_thickness']} mm, noise {sc['noise_sigma_hu']:.0f} HU",
+                fontsize=7.5,
+            )
         if not zoom_done:
             fig.add_subplot(gs[r, per_class]).axis("off")
     # histograms
     axh = fig.add_subplot(gs[nrow - 1, : max(2, ncol - 2)])
     axh.set_yscale("log")
     colours = {"lung": "tab:blue", "tumour": "tab:red", "calcification": "goldenrod"}
-    labels = {"lung": "lung parenchyma (incl. vessels)", "tumour": "tumour (mask)", "calcification": "calcified nodules"}
+    labels = {
+        "lung": "lung parenchyma (incl. vessels)",
+        "tumour": "tumour (mask)",
+        "calcification": "calcified nodules",
+    }
     group = 4  # plot 40 HU bins
     for key in ("lung", "tumour", "calcification"):
         h = _hist(summaries, key)
@@ -155,7 +183,9 @@ def cohort_overview(out_dir: str | os.PathLike, summaries: list[dict], path: str
         edges = HIST_EDGES[0] + step * np.arange(0, n_bins + 1, group)
         h = h[:n_bins].reshape(-1, group).sum(axis=1)
         dens = h / h.sum() / (edges[1] - edges[0])
-        axh.stairs(dens, edges, color=colours[key], lw=1.4, label=f"{labels[key]} ({int(h.sum())} voxels)")
+        axh.stairs(
+            dens, edges, color=colours[key], lw=1.4, label=f"{labels[key]} ({int(h.sum())} voxels)"
+        )
         axh.stairs(dens, edges, color=colours[key], alpha=0.15, fill=True)
     axh.axvline(200, color="k", ls="--", lw=0.8)
     axh.text(215, 0.5 * axh.get_ylim()[1], "200 HU", fontsize=8)
@@ -164,11 +194,13 @@ def cohort_overview(out_dir: str | os.PathLike, summaries: list[dict], path: str
     axh.set_ylabel("density (log)")
     axh.set_title("HU of tumour vs calcification vs lung voxels (whole cohort)", fontsize=9)
     axh.legend(fontsize=7, loc="lower center")
-    axd = fig.add_subplot(gs[nrow - 1, max(2, ncol - 2):])
+    axd = fig.add_subplot(gs[nrow - 1, max(2, ncol - 2) :])
     for i, cls in enumerate(_ORDER[1:]):
         ds = [t["diameter_mm"] for s in summaries for t in s["tumours"] if t["lung_rads"] == cls]
         if ds:
-            axd.scatter(np.full(len(ds), i) + np.linspace(-0.2, 0.2, len(ds)), ds, s=10, color="tab:red")
+            axd.scatter(
+                np.full(len(ds), i) + np.linspace(-0.2, 0.2, len(ds)), ds, s=10, color="tab:red"
+            )
     for b in (6, 8, 15):
         axd.axhline(b, color="k", ls=":", lw=0.7)
     axd.set_xticks(range(4))
@@ -177,9 +209,12 @@ def cohort_overview(out_dir: str | os.PathLike, summaries: list[dict], path: str
     axd.set_title("tumour sizes per Lung-RADS class", fontsize=9)
     n_t = sum(len(s["tumours"]) for s in summaries)
     n_sl = sum(int(s.get("n_tumour_slices", 0)) for s in summaries)
-    fig.suptitle(f"metalung phantom cohort: {len(summaries)} patients, {n_t} tumours, {n_sl} tumour slices "
-                 "(lung window; red: tumour mask; yellow: calcified nodule, not in the mask)", fontsize=11,
-                 y=1.0 - 0.12 / (3.0 * nrow + 0.6))
+    fig.suptitle(
+        f"metalung phantom cohort: {len(summaries)} patients, {n_t} tumours, {n_sl} tumour slices "
+        "(lung window; red: tumour mask; yellow: calcified nodule, not in the mask)",
+        fontsize=11,
+        y=1.0 - 0.12 / (3.0 * nrow + 0.6),
+    )
     try:
         return save_figure_atomic(fig, path, dpi=90, bbox_inches="tight")
     finally:
@@ -222,11 +257,16 @@ def _zoom(ax, hu, mask, truth, sp, summary) -> bool:
     half = int(30.0 / sp[1])
     y0, x0 = max(int(cy) - half, 0), max(int(cx) - half, 0)
     sl = (slice(y0, y0 + 2 * half), slice(x0, x0 + 2 * half))
-    ax.imshow(hu[sl], cmap="gray", vmin=WIDE_WINDOW[0], vmax=WIDE_WINDOW[1], interpolation="nearest")
+    ax.imshow(
+        hu[sl], cmap="gray", vmin=WIDE_WINDOW[0], vmax=WIDE_WINDOW[1], interpolation="nearest"
+    )
     if mask[sl].any():
         ax.contour(mask[sl] > 0, levels=[0.5], colors="red", linewidths=1.0)
     if (truth[sl] == 4).any():
         ax.contour(truth[sl] == 4, levels=[0.5], colors="yellow", linewidths=1.0)
     vals = hu[sl][target[sl]]
-    ax.set_title(f"zoom 60 mm, W {WIDE_WINDOW[0]}..{WIDE_WINDOW[1]}\nmedian {np.median(vals):.0f} HU", fontsize=7.5)
+    ax.set_title(
+        f"zoom 60 mm, W {WIDE_WINDOW[0]}..{WIDE_WINDOW[1]}\nmedian {np.median(vals):.0f} HU",
+        fontsize=7.5,
+    )
     return True

@@ -29,7 +29,14 @@ import numpy as np
 from scipy import ndimage
 
 from .body import LABEL_LUNG_L, LABEL_LUNG_R
-from .shapes import Canvas, Grid, random_rotation, random_unit_vectors, segment_depth, soft_occupancy
+from .shapes import (
+    Canvas,
+    Grid,
+    random_rotation,
+    random_unit_vectors,
+    segment_depth,
+    soft_occupancy,
+)
 
 __all__ = [
     "TUMOUR_TYPES",
@@ -48,7 +55,12 @@ TUMOUR_SHAPES = ("lobulated", "spiculated")
 
 #: target longest-diameter ranges (mm) sampled per Lung-RADS class: inside the class with a margin
 #: from its boundaries (d < 6 LR2, 6 <= d < 8 LR3, 8 <= d < 15 LR4A, d >= 15 LR4B)
-LUNG_RADS_RANGES_MM = {"LR2": (4.0, 5.2), "LR3": (6.6, 7.4), "LR4A": (9.0, 14.0), "LR4B": (16.5, 36.0)}
+LUNG_RADS_RANGES_MM = {
+    "LR2": (4.0, 5.2),
+    "LR3": (6.6, 7.4),
+    "LR4A": (9.0, 14.0),
+    "LR4B": (16.5, 36.0),
+}
 
 _LUNG_LABEL = {"right": LABEL_LUNG_R, "left": LABEL_LUNG_L}
 MIN_TUMOUR_DIAMETER_MM = 4.0
@@ -101,7 +113,9 @@ class Lesion:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def sample_tumour(cls, rng, kind: str, shape: str, diameter: float, centre, lung: str) -> Lesion:
+    def sample_tumour(
+        cls, rng, kind: str, shape: str, diameter: float, centre, lung: str
+    ) -> Lesion:
         if kind not in TUMOUR_TYPES:
             raise ValueError(f"unknown tumour type {kind!r}")
         if shape not in TUMOUR_SHAPES:
@@ -131,7 +145,8 @@ class Lesion:
             ggo_mean=float(rng.uniform(-640.0, -420.0)),
             ggo_sd=float(rng.uniform(25.0, 55.0)),
             core_frac=float(rng.uniform(0.3, 0.6)),
-            wave_k=random_unit_vectors(rng, 8) * rng.uniform(2 * np.pi / 10.0, 2 * np.pi / 4.0, (8, 1)),
+            wave_k=random_unit_vectors(rng, 8)
+            * rng.uniform(2 * np.pi / 10.0, 2 * np.pi / 4.0, (8, 1)),
             wave_phase=rng.uniform(0, 2 * np.pi, 8),
         )
         lesion.radius /= lesion._max_modulation()
@@ -288,7 +303,9 @@ class LesionRaster:
         cv.label[sl_cv][self.mask[sl_r]] = label
 
 
-def rasterise(lesion: Lesion, grid: Grid, n_sub: int, labels_fn, margin_mm: float = 2.0) -> LesionRaster | None:
+def rasterise(
+    lesion: Lesion, grid: Grid, n_sub: int, labels_fn, margin_mm: float = 2.0
+) -> LesionRaster | None:
     """Render a lesion on the box of ``grid`` around it.
 
     Args:
@@ -377,24 +394,39 @@ def _touches_vessel(raster: LesionRaster, grid: Grid, segs, min_radius: float = 
     if segs is None or len(segs) == 0 or not raster.mask.any():
         return False
     idx = np.nonzero(ndimage.binary_dilation(raster.mask) & ~raster.mask)
-    pts = np.stack([grid.start[k] + grid.spacing[k] * (idx[k] + raster.box[k][0]) for k in range(3)], axis=1)
+    pts = np.stack(
+        [grid.start[k] + grid.spacing[k] * (idx[k] + raster.box[k][0]) for k in range(3)], axis=1
+    )
     lo, hi = pts.min(0) - 8.0, pts.max(0) + 8.0
     rmax = np.maximum(segs.ra, segs.rb)
     near = np.flatnonzero(
-        (rmax >= min_radius) & (segs.kind < 2)
+        (rmax >= min_radius)
+        & (segs.kind < 2)
         & np.all(np.minimum(segs.a, segs.b) - rmax[:, None] <= hi, axis=1)
         & np.all(np.maximum(segs.a, segs.b) + rmax[:, None] >= lo, axis=1)
     )
     tol = 0.5 * float(max(grid.spacing[1], grid.spacing[2]))
     for i in near:
-        d = segment_depth(pts[:, 0], pts[:, 1], pts[:, 2], segs.a[i], segs.b[i], segs.ra[i], segs.rb[i])
+        d = segment_depth(
+            pts[:, 0], pts[:, 1], pts[:, 2], segs.a[i], segs.b[i], segs.ra[i], segs.rb[i]
+        )
         if (d > -tol).any():
             return True
     return False
 
 
-def place_lesions(anatomy, pmap, segs, grid: Grid, n_sub: int, labels_fn, rng: np.random.Generator,
-                  plans: list[TumourPlan], calc_diameters: list[float], max_tries: int = 40):
+def place_lesions(
+    anatomy,
+    pmap,
+    segs,
+    grid: Grid,
+    n_sub: int,
+    labels_fn,
+    rng: np.random.Generator,
+    plans: list[TumourPlan],
+    calc_diameters: list[float],
+    max_tries: int = 40,
+):
     """Place, calibrate and rasterise the tumours (in plan order) and calcified nodules.
 
     Tumour ``i > 0`` must measure smaller than tumour 0 (the patient's main tumour) and fall in
@@ -437,8 +469,12 @@ def place_lesions(anatomy, pmap, segs, grid: Grid, n_sub: int, labels_fn, rng: n
         for attempt in range(max_tries):
             mode = plan.mode if attempt < max_tries // 2 else "interior"
             if mode == "juxtavascular":
-                sel = np.flatnonzero((segs.lung == _LUNG_LABEL[plan.lung]) & (segs.kind < 2)
-                                     & (segs.ra >= 1.2) & (segs.ra <= 4.0))
+                sel = np.flatnonzero(
+                    (segs.lung == _LUNG_LABEL[plan.lung])
+                    & (segs.kind < 2)
+                    & (segs.ra >= 1.2)
+                    & (segs.ra <= 4.0)
+                )
                 if len(sel) == 0:
                     continue
                 i = int(rng.choice(sel))
@@ -468,7 +504,9 @@ def place_lesions(anatomy, pmap, segs, grid: Grid, n_sub: int, labels_fn, rng: n
                 cand = idx_all[ok]
                 c = world(cand[int(rng.integers(len(cand)))]) + rng.uniform(-1.5, 1.5, 3)
             c = snap_z(c)
-            lesion = Lesion.sample_tumour(rng, plan.kind, plan.shape, plan.diameter_mm, c, plan.lung)
+            lesion = Lesion.sample_tumour(
+                rng, plan.kind, plan.shape, plan.diameter_mm, c, plan.lung
+            )
             if not free(c, lesion.extent() * 1.3):
                 continue
             raster, d = _calibrate(lesion, plan.diameter_mm, grid, n_sub, labels_fn)
@@ -486,7 +524,10 @@ def place_lesions(anatomy, pmap, segs, grid: Grid, n_sub: int, labels_fn, rng: n
                         break
                 if raster is None:
                     continue
-            if lung_rads_of_diameter(d) != lung_rads_of_diameter(plan.diameter_mm) or d < MIN_TUMOUR_DIAMETER_MM:
+            if (
+                lung_rads_of_diameter(d) != lung_rads_of_diameter(plan.diameter_mm)
+                or d < MIN_TUMOUR_DIAMETER_MM
+            ):
                 continue
             if main_d is not None and d >= main_d:
                 continue
@@ -516,7 +557,10 @@ def place_lesions(anatomy, pmap, segs, grid: Grid, n_sub: int, labels_fn, rng: n
         if not ok.any():
             continue
         for _ in range(20):
-            c = snap_z(world(idx_all[ok][int(rng.integers(int(ok.sum())))]) + rng.uniform(-1.5, 1.5, 3), 0.1)
+            c = snap_z(
+                world(idx_all[ok][int(rng.integers(int(ok.sum())))]) + rng.uniform(-1.5, 1.5, 3),
+                0.1,
+            )
             lesion = Lesion.sample_calcification(rng, dia, c, side)
             if not free(c, lesion.extent()):
                 continue

@@ -78,7 +78,9 @@ class ParenchymaTexture:
         step: lattice step (mm).
     """
 
-    def __init__(self, rng, lo_zyx, hi_zyx, sigma_hu: float, corr_mm: float = 2.5, step: float = 1.6):
+    def __init__(
+        self, rng, lo_zyx, hi_zyx, sigma_hu: float, corr_mm: float = 2.5, step: float = 1.6
+    ):
         self.lo = np.asarray(lo_zyx, dtype=np.float64)
         self.step = float(step)
         n = np.ceil((np.asarray(hi_zyx, dtype=np.float64) - self.lo) / self.step).astype(int) + 2

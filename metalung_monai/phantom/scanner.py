@@ -91,8 +91,13 @@ def fov_disc(ny: int, nx: int, radius_fraction: float = 1.0) -> np.ndarray:
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
-def apply_scanner(hu: np.ndarray, spacing_zyx, scanner: dict, rng: np.random.Generator,
-                  fov: np.ndarray | None = None) -> np.ndarray:
+def apply_scanner(
+    hu: np.ndarray,
+    spacing_zyx,
+    scanner: dict,
+    rng: np.random.Generator,
+    fov: np.ndarray | None = None,
+) -> np.ndarray:
     """Blur, add noise, round and clip a chunk of slices; return int16 HU.
 
     Args:

@@ -48,7 +48,9 @@ class Grid:
 
     def index_of(self, point_zyx) -> tuple[int, int, int]:
         """Nearest voxel index of an anatomical point ``(Z, Y, X)`` in mm (not clipped)."""
-        return tuple(int(round((float(p) - s) / d)) for p, s, d in zip(point_zyx, self.start, self.spacing))
+        return tuple(
+            int(round((float(p) - s) / d)) for p, s, d in zip(point_zyx, self.start, self.spacing)
+        )
 
 
 class Canvas:
@@ -208,7 +210,9 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q
 
 
-def segment_depth_batch(Z, Y, X, a: np.ndarray, b: np.ndarray, ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
+def segment_depth_batch(
+    Z, Y, X, a: np.ndarray, b: np.ndarray, ra: np.ndarray, rb: np.ndarray
+) -> np.ndarray:
     """:func:`segment_depth` for a batch of ``B`` segments at once.
 
     Args:

@@ -148,7 +148,9 @@ def _perp_basis(d: np.ndarray):
 
 def _perp_bases(d: np.ndarray):
     """Orthonormal vectors ``(e1, e2)`` perpendicular to each unit row of ``d`` (m, 3)."""
-    h = np.where((np.abs(d[:, 0]) < 0.9)[:, None], np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))
+    h = np.where(
+        (np.abs(d[:, 0]) < 0.9)[:, None], np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    )
     e1 = np.cross(d, h)
     e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
     e2 = np.cross(d, e1)
@@ -169,7 +171,9 @@ def _murray(kappa):
     return alpha, beta, np.arccos(c1), np.arccos(c2)
 
 
-def _grow_tree(roots, points: np.ndarray, pmap: PlanningMap, rng, lung_label: int, kind: int, r_min: float):
+def _grow_tree(
+    roots, points: np.ndarray, pmap: PlanningMap, rng, lung_label: int, kind: int, r_min: float
+):
     """Grow a space-filling tree by recursive territory splitting (vectorised per generation).
 
     Each node owns a *territory*: a set of points sampled uniformly in the lung. Its segment runs
@@ -227,7 +231,9 @@ def _grow_tree(roots, points: np.ndarray, pmap: PlanningMap, rng, lung_label: in
         if out.any():  # still outside (territory wrapped around the heart): end at its point nearest the centroid
             w = np.flatnonzero(out)
             nw = E[w] - S[w]
-            idx = np.repeat(S[w] - np.concatenate([[0], np.cumsum(nw)[:-1]]), nw) + np.arange(int(nw.sum()))
+            idx = np.repeat(S[w] - np.concatenate([[0], np.cumsum(nw)[:-1]]), nw) + np.arange(
+                int(nw.sum())
+            )
             node = np.repeat(np.arange(len(w)), nw)
             d2 = ((X[idx] - C[w][node]) ** 2).sum(1)
             best = np.full(len(w), np.inf)
@@ -248,13 +254,17 @@ def _grow_tree(roots, points: np.ndarray, pmap: PlanningMap, rng, lung_label: in
             break
         # split each branching territory across its principal axis
         Sb, Eb, nb = S[br], E[br], (E[br] - S[br])
-        idx = np.repeat(Sb - np.concatenate([[0], np.cumsum(nb)[:-1]]), nb) + np.arange(int(nb.sum()))
+        idx = np.repeat(Sb - np.concatenate([[0], np.cumsum(nb)[:-1]]), nb) + np.arange(
+            int(nb.sum())
+        )
         node = np.repeat(np.arange(len(br)), nb)
         Xb = X[idx] - C[br][node]
         cov = np.empty((len(br), 3, 3))
         for i in range(3):
             for j in range(i, 3):
-                cov[:, i, j] = cov[:, j, i] = np.bincount(node, weights=Xb[:, i] * Xb[:, j], minlength=len(br))
+                cov[:, i, j] = cov[:, j, i] = np.bincount(
+                    node, weights=Xb[:, i] * Xb[:, j], minlength=len(br)
+                )
         vals, vecs = np.linalg.eigh(cov)
         axis = vecs[:, :, 2] + rng.normal(0.0, 0.15, (len(br), 3))
         axis /= np.linalg.norm(axis, axis=1, keepdims=True)
@@ -272,7 +282,14 @@ def _grow_tree(roots, points: np.ndarray, pmap: PlanningMap, rng, lung_label: in
         Nroot = np.concatenate([Nroot[br], Nroot[br]])
         parent = np.concatenate([ids[br], ids[br]])
         nonempty = E > S
-        P, S, E, Rroot, Nroot, parent = P[nonempty], S[nonempty], E[nonempty], Rroot[nonempty], Nroot[nonempty], parent[nonempty]
+        P, S, E, Rroot, Nroot, parent = (
+            P[nonempty],
+            S[nonempty],
+            E[nonempty],
+            Rroot[nonempty],
+            Nroot[nonempty],
+            parent[nonempty],
+        )
         gen += 1
     n = n_seg
     return Segments(
@@ -321,13 +338,24 @@ def _bronchi_from_arteries(art: Segments, hilum_b, r_br0: float, min_radius: flo
         PAR.append(new_index.get(par, -1))
     n = len(A)
     return Segments(
-        np.asarray(A), np.asarray(B), np.asarray(RA), np.asarray(RB),
-        np.full(n, KIND_BRONCHUS, np.int8), art.lung[keep].copy(), art.gen[keep].copy(), np.asarray(PAR, np.int64),
+        np.asarray(A),
+        np.asarray(B),
+        np.asarray(RA),
+        np.asarray(RB),
+        np.full(n, KIND_BRONCHUS, np.int8),
+        art.lung[keep].copy(),
+        art.gen[keep].copy(),
+        np.asarray(PAR, np.int64),
     )
 
 
-def grow_vessel_trees(anatomy: ChestAnatomy, pmap: PlanningMap, rng: np.random.Generator, r_min: float = 0.7,
-                      step: float = 3.0) -> Segments:
+def grow_vessel_trees(
+    anatomy: ChestAnatomy,
+    pmap: PlanningMap,
+    rng: np.random.Generator,
+    r_min: float = 0.7,
+    step: float = 3.0,
+) -> Segments:
     """Arterial, venous and bronchial trees of both lungs.
 
     Args:
@@ -365,8 +393,39 @@ def grow_vessel_trees(anatomy: ChestAnatomy, pmap: PlanningMap, rng: np.random.G
     return Segments.concat(parts)
 
 
-_BUCKETS = np.array([1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384,
-                     512, 640, 768, 1024, 2048])
+_BUCKETS = np.array(
+    [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        8,
+        10,
+        12,
+        16,
+        20,
+        24,
+        32,
+        40,
+        48,
+        64,
+        80,
+        96,
+        128,
+        160,
+        192,
+        256,
+        320,
+        384,
+        512,
+        640,
+        768,
+        1024,
+        2048,
+    ]
+)
 
 
 def _scatter_max(flat_out: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:
@@ -376,8 +435,14 @@ def _scatter_max(flat_out: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None
     flat_out[idx] = np.maximum(flat_out[idx], val)
 
 
-def occupancy_max(cv: Canvas, segs: Segments, sel: np.ndarray, out: np.ndarray, radius_scale: float = 1.0,
-                  max_elems: int = 1_500_000) -> None:
+def occupancy_max(
+    cv: Canvas,
+    segs: Segments,
+    sel: np.ndarray,
+    out: np.ndarray,
+    radius_scale: float = 1.0,
+    max_elems: int = 1_500_000,
+) -> None:
     """Max-combine the soft occupancy of segments ``sel`` into ``out`` (sub-slice grid of ``cv``).
 
     Segments are grouped by the size of their voxel bounding boxes and evaluated in vectorised
@@ -405,7 +470,9 @@ def occupancy_max(cv: Canvas, segs: Segments, sel: np.ndarray, out: np.ndarray, 
     i0, i1 = [], []
     for k in range(3):
         i0.append(np.clip(np.ceil((lo[:, k] - starts[k]) / steps[k]).astype(np.int64), 0, sizes[k]))
-        i1.append(np.clip(np.floor((hi[:, k] - starts[k]) / steps[k]).astype(np.int64) + 1, 0, sizes[k]))
+        i1.append(
+            np.clip(np.floor((hi[:, k] - starts[k]) / steps[k]).astype(np.int64) + 1, 0, sizes[k])
+        )
     dims = np.stack([i1[k] - i0[k] for k in range(3)], axis=1)
     ok = np.all(dims > 0, axis=1)
     if not ok.any():
@@ -423,7 +490,7 @@ def occupancy_max(cv: Canvas, segs: Segments, sel: np.ndarray, out: np.ndarray, 
         per = bz * by * bx
         step = max(1, max_elems // per)
         for s0 in range(0, len(members), step):
-            mm = members[s0:s0 + step]
+            mm = members[s0 : s0 + step]
             kk = np.minimum(i0[0][mm, None] + np.arange(bz), nzs - 1)
             jj = np.minimum(i0[1][mm, None] + np.arange(by), ny - 1)
             ii = np.minimum(i0[2][mm, None] + np.arange(bx), nx - 1)
@@ -437,7 +504,9 @@ def occupancy_max(cv: Canvas, segs: Segments, sel: np.ndarray, out: np.ndarray, 
             _scatter_max(flat_out, flat[pos], occ[pos])
 
 
-def render_segments(cv: Canvas, segs: Segments, blood_hu: float, wall_hu: float, air_hu: float = -1000.0) -> None:
+def render_segments(
+    cv: Canvas, segs: Segments, blood_hu: float, wall_hu: float, air_hu: float = -1000.0
+) -> None:
     """Blend vessels (blood) and bronchi (wall + air lumen) into the canvas HU, with partial volume.
 
     Occupancy is the union (max) over segments on ``cv.n_sub`` samples per slice with a soft
@@ -450,7 +519,9 @@ def render_segments(cv: Canvas, segs: Segments, blood_hu: float, wall_hu: float,
     zlo = cv.z[0] - cv.spacing[0]
     zhi = cv.z[-1] + cv.spacing[0]
     rmax = np.maximum(segs.ra, segs.rb)
-    near = (np.maximum(segs.a[:, 0], segs.b[:, 0]) + rmax >= zlo) & (np.minimum(segs.a[:, 0], segs.b[:, 0]) - rmax <= zhi)
+    near = (np.maximum(segs.a[:, 0], segs.b[:, 0]) + rmax >= zlo) & (
+        np.minimum(segs.a[:, 0], segs.b[:, 0]) - rmax <= zhi
+    )
     allowed_labels = np.zeros(256, bool)
     allowed_labels[[LABEL_LUNG_R, LABEL_LUNG_L, LABEL_MEDIASTINUM]] = True
     allowed = allowed_labels[cv.label]

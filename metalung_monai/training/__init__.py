@@ -4,7 +4,14 @@ The bundles in ``bundles/`` import this package as ``mt`` in their configs.
 """
 
 from .arms import ARMS, Arm, eval_transforms, get_arm, register_arm, train_transforms
-from .data import expand_metalung, load_case, slice_affine, slice_samples, split_entries, volume_samples
+from .data import (
+    expand_metalung,
+    load_case,
+    slice_affine,
+    slice_samples,
+    split_entries,
+    volume_samples,
+)
 from .handlers import TrainingHistory
 from .presets import PRESETS, SETTINGS, SettingError, check_setting, preset
 from .report import SegmentationReport, volume_rows
@@ -46,5 +53,6 @@ __all__ = [
     "volume_data",
     "volume_inferer",
     "volume_rows",
+    "volume_transforms",
     "volume_samples",
 ]

@@ -29,7 +29,9 @@ class Arm:
 
     name: str
     description: str
-    expand: Callable[[list, dict, int], list] = field(default=lambda samples, settings, seed: samples)
+    expand: Callable[[list, dict, int], list] = field(
+        default=lambda samples, settings, seed: samples
+    )
     on_hu: Callable[[dict, int], list] = field(default=lambda settings, spatial_dims: [])
     on_window: Callable[[dict, int], list] = field(default=lambda settings, spatial_dims: [])
 
@@ -47,8 +49,11 @@ def register_arm(arm: Arm) -> Arm:
     from ..utils.paths import is_safe_name
 
     if not is_safe_name(arm.name):
-        raise InputError("arm name", f"{arm.name!r} is not a safe file name (letters, digits, '.', '_', '-'); it "
-                                     "names the arm's run folders")
+        raise InputError(
+            "arm name",
+            f"{arm.name!r} is not a safe file name (letters, digits, '.', '_', '-'); it "
+            "names the arm's run folders",
+        )
     ARMS[arm.name] = arm
     return arm
 
@@ -57,14 +62,18 @@ def get_arm(name: str) -> Arm:
     if name not in ARMS:
         from ..errors import InputError
 
-        raise InputError("augment", f"unknown augmentation arm '{name}' (choose from {', '.join(ARMS)})")
+        raise InputError(
+            "augment", f"unknown augmentation arm '{name}' (choose from {', '.join(ARMS)})"
+        )
     return ARMS[name]
 
 
 def _metalung_expand(samples, settings, seed):
     from .data import expand_metalung
 
-    return expand_metalung(samples, seed, ops=settings["metalung_ops"], copies=settings["metalung_copies"])
+    return expand_metalung(
+        samples, seed, ops=settings["metalung_ops"], copies=settings["metalung_copies"]
+    )
 
 
 def _metalung_online_3d(settings, spatial_dims):
@@ -73,7 +82,15 @@ def _metalung_online_3d(settings, spatial_dims):
     if spatial_dims == 2:
         return []  # 2D: offline expansion (the thesis' protocol)
     ops = tuple(settings["metalung_ops"])
-    return [MetaLungd(keys=KEYS, lung_key="lung", ops=ops, prob=len(ops) / (len(ops) + 1.0), allow_missing_keys=False)]
+    return [
+        MetaLungd(
+            keys=KEYS,
+            lung_key="lung",
+            ops=ops,
+            prob=len(ops) / (len(ops) + 1.0),
+            allow_missing_keys=False,
+        )
+    ]
 
 
 def _generic_monai(settings, spatial_dims):
@@ -91,10 +108,18 @@ def _generic_monai(settings, spatial_dims):
     rot = (math.pi,) if spatial_dims == 2 else (0.0, 0.0, math.pi)  # 3D: in the axial plane
     return [
         *[RandFlipd(keys=KEYS, prob=0.5, spatial_axis=a) for a in range(spatial_dims)],
-        RandAffined(keys=KEYS, prob=0.2, rotate_range=rot, scale_range=(0.3,) * spatial_dims,
-                    mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandAffined(
+            keys=KEYS,
+            prob=0.2,
+            rotate_range=rot,
+            scale_range=(0.3,) * spatial_dims,
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
         RandGaussianNoised(keys="image", prob=0.1, std=0.05),
-        RandGaussianSmoothd(keys="image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+        RandGaussianSmoothd(
+            keys="image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)
+        ),
         RandScaleIntensityd(keys="image", factors=0.25, prob=0.15),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=0.15),
         RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.3),
@@ -102,17 +127,35 @@ def _generic_monai(settings, spatial_dims):
 
 
 register_arm(Arm("none", "baseline: no augmentation"))
-register_arm(Arm("metalung", "MetaLung: the six HU-preserving operations (offline expansion in 2D, online in 3D)",
-                 expand=_metalung_expand, on_hu=_metalung_online_3d))
-register_arm(Arm("monai", "generic MONAI pipeline with nnU-Net-style defaults (flips, rotation/zoom, noise, blur, "
-                          "intensity scale/shift, gamma)", on_window=_generic_monai))
+register_arm(
+    Arm(
+        "metalung",
+        "MetaLung: the six HU-preserving operations (offline expansion in 2D, online in 3D)",
+        expand=_metalung_expand,
+        on_hu=_metalung_online_3d,
+    )
+)
+register_arm(
+    Arm(
+        "monai",
+        "generic MONAI pipeline with nnU-Net-style defaults (flips, rotation/zoom, noise, blur, "
+        "intensity scale/shift, gamma)",
+        on_window=_generic_monai,
+    )
+)
 
 
 def _window(settings):
     from ..transforms import HUWindowd
 
     lo, hi = settings["window"]
-    return HUWindowd(keys="image", window_center=(lo + hi) / 2.0, window_width=hi - lo, output_range=(0.0, 1.0), clip=True)
+    return HUWindowd(
+        keys="image",
+        window_center=(lo + hi) / 2.0,
+        window_width=hi - lo,
+        output_range=(0.0, 1.0),
+        clip=True,
+    )
 
 
 def train_transforms(arm: str, settings: dict, spatial_dims: int = 2, load: bool = False):
@@ -138,9 +181,13 @@ def train_transforms(arm: str, settings: dict, spatial_dims: int = 2, load: bool
         from .workflow import AXCODES, ORIENTATION_LABELS
 
         vol_keys = ("image", "label", "lung")
-        ts += [LoadImaged(keys=vol_keys, allow_missing_keys=True, image_only=True),
-               EnsureChannelFirstd(keys=vol_keys, allow_missing_keys=True),
-               Orientationd(keys=vol_keys, axcodes=AXCODES, labels=ORIENTATION_LABELS, allow_missing_keys=True)]
+        ts += [
+            LoadImaged(keys=vol_keys, allow_missing_keys=True, image_only=True),
+            EnsureChannelFirstd(keys=vol_keys, allow_missing_keys=True),
+            Orientationd(
+                keys=vol_keys, axcodes=AXCODES, labels=ORIENTATION_LABELS, allow_missing_keys=True
+            ),
+        ]
     ts += a.on_hu(settings, spatial_dims)
     ts += [_window(settings), DeleteItemsd(keys="lung")]
     ts += a.on_window(settings, spatial_dims)
@@ -148,10 +195,14 @@ def train_transforms(arm: str, settings: dict, spatial_dims: int = 2, load: bool
     # window puts the tumour anywhere in the patch, so the network learns no "tumour in the middle"
     # prior (which sliding-window inference on whole slices would punish)
     outer = tuple(int(round(c * 1.5)) for c in crop)
-    ts += [SpatialPadd(keys=KEYS, spatial_size=outer),
-           RandCropByPosNegLabeld(keys=KEYS, label_key="label", spatial_size=outer, pos=pos, neg=neg, num_samples=1),
-           RandSpatialCropd(keys=KEYS, roi_size=crop, random_size=False),
-           EnsureTyped(keys=KEYS, track_meta=False)]
+    ts += [
+        SpatialPadd(keys=KEYS, spatial_size=outer),
+        RandCropByPosNegLabeld(
+            keys=KEYS, label_key="label", spatial_size=outer, pos=pos, neg=neg, num_samples=1
+        ),
+        RandSpatialCropd(keys=KEYS, roi_size=crop, random_size=False),
+        EnsureTyped(keys=KEYS, track_meta=False),
+    ]
     return Compose(ts)
 
 
@@ -161,6 +212,9 @@ def eval_transforms(settings: dict, spatial_dims: int = 2, load: bool = False):
 
     ts = []
     if load:
-        ts += [LoadImaged(keys=("image", "label"), image_only=True), EnsureChannelFirstd(keys=("image", "label"))]
+        ts += [
+            LoadImaged(keys=("image", "label"), image_only=True),
+            EnsureChannelFirstd(keys=("image", "label")),
+        ]
     ts += [_window(settings), DeleteItemsd(keys="lung"), EnsureTyped(keys=KEYS)]
     return Compose(ts)

@@ -67,7 +67,9 @@ def load_case(entry: dict, lungs: bool = True) -> CanonicalCase:
     hu, spacing = read(entry["image"])
     mask = read(entry["mask"])[0] if entry.get("mask") else np.zeros(hu.shape, np.uint8)
     if mask.shape != hu.shape:
-        raise DatalistError(entry.get("mask", "mask"), f"shape {mask.shape} does not match the image's {hu.shape}")
+        raise DatalistError(
+            entry.get("mask", "mask"), f"shape {mask.shape} does not match the image's {hu.shape}"
+        )
     if entry.get("lung_mask"):
         lung = read(entry["lung_mask"])[0].astype(np.uint8)
     elif lungs:
@@ -76,14 +78,22 @@ def load_case(entry: dict, lungs: bool = True) -> CanonicalCase:
         lung = np.zeros(hu.shape, np.uint8)
     if hu.ndim == 2:
         hu, mask, lung, spacing = hu[None], mask[None], lung[None], (1.0,) + tuple(spacing)
-    return CanonicalCase(entry, hu.astype(np.int16), (mask > 0).astype(np.uint8), lung, tuple(float(s) for s in spacing))
+    return CanonicalCase(
+        entry,
+        hu.astype(np.int16),
+        (mask > 0).astype(np.uint8),
+        lung,
+        tuple(float(s) for s in spacing),
+    )
 
 
 def slice_affine(spacing_yx: Sequence[float], z_mm: float = 0.0) -> torch.Tensor:
     """RAS affine of a canonical 2D slice: rows towards posterior, columns towards patient left."""
     sy, sx = (float(s) for s in spacing_yx)
-    return torch.tensor([[0.0, -sx, 0.0, 0.0], [-sy, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, z_mm], [0.0, 0.0, 0.0, 1.0]],
-                        dtype=torch.float64)
+    return torch.tensor(
+        [[0.0, -sx, 0.0, 0.0], [-sy, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, z_mm], [0.0, 0.0, 0.0, 1.0]],
+        dtype=torch.float64,
+    )
 
 
 def split_entries(entries: list[dict], val_fold: int | None) -> tuple[list[dict], list[dict]]:
@@ -101,7 +111,9 @@ def _slice_sample(case: CanonicalCase, z: int) -> dict:
     aff = slice_affine(case.spacing[1:], z * case.spacing[0])
 
     def mt(a, dtype):
-        return MetaTensor(torch.from_numpy(np.ascontiguousarray(a[None]).astype(dtype)), affine=aff.clone())
+        return MetaTensor(
+            torch.from_numpy(np.ascontiguousarray(a[None]).astype(dtype)), affine=aff.clone()
+        )
 
     e = case.entry
     return {
@@ -131,8 +143,13 @@ def volume_samples(entries: Iterable[dict]) -> list[dict]:
     for e in entries:
         if not e.get("mask"):
             continue
-        s = {"image": e["image"], "label": e["mask"], "patient_id": str(e["patient_id"]),
-             "case_id": str(e.get("case_id") or e["patient_id"]), "lung_rads": str(e.get("lung_rads") or "LR1")}
+        s = {
+            "image": e["image"],
+            "label": e["mask"],
+            "patient_id": str(e["patient_id"]),
+            "case_id": str(e.get("case_id") or e["patient_id"]),
+            "lung_rads": str(e.get("lung_rads") or "LR1"),
+        }
         if e.get("lung_mask"):
             s["lung"] = e["lung_mask"]
         out.append(s)
@@ -141,10 +158,16 @@ def volume_samples(entries: Iterable[dict]) -> list[dict]:
 
 def _sample_seed(seed: int, sample: dict) -> int:
     key = f"{sample.get('case_id')}:{sample.get('slice_index')}".encode()
-    return int(np.random.SeedSequence([int(seed), int(hashlib.sha1(key).hexdigest()[:8], 16)]).generate_state(1)[0])
+    return int(
+        np.random.SeedSequence(
+            [int(seed), int(hashlib.sha1(key).hexdigest()[:8], 16)]
+        ).generate_state(1)[0]
+    )
 
 
-def expand_metalung(samples: list[dict], seed: int, ops: Sequence[str] | None = None, copies: int = 1) -> list[dict]:
+def expand_metalung(
+    samples: list[dict], seed: int, ops: Sequence[str] | None = None, copies: int = 1
+) -> list[dict]:
     """The samples followed by their MetaLung variants (offline expansion in memory, as the thesis).
 
     Each sample is expanded by :class:`~metalung_monai.transforms.MetaLungd` in ``"expand"`` mode
@@ -153,8 +176,14 @@ def expand_metalung(samples: list[dict], seed: int, ops: Sequence[str] | None = 
     """
     from ..transforms import METALUNG_OPS, MetaLungd
 
-    t = MetaLungd(keys=("image", "label"), lung_key="lung", ops=tuple(ops or METALUNG_OPS), mode="expand",
-                  copies=copies, include_original=False)
+    t = MetaLungd(
+        keys=("image", "label"),
+        lung_key="lung",
+        ops=tuple(ops or METALUNG_OPS),
+        mode="expand",
+        copies=copies,
+        include_original=False,
+    )
     out = list(samples)
     for s in samples:
         t.set_random_state(_sample_seed(seed, s))

@@ -36,8 +36,11 @@ def _bundle_dir(bundle: str) -> Path:
     else:
         b = Path(bundle)
     if not (b / "configs" / "evaluate.json").is_file():
-        raise InputError("--model", f"{bundle!r} is not a model ({', '.join(MODELS)}) nor a bundle folder with "
-                                    "configs/evaluate.json")
+        raise InputError(
+            "--model",
+            f"{bundle!r} is not a model ({', '.join(MODELS)}) nor a bundle folder with "
+            "configs/evaluate.json",
+        )
     return b
 
 
@@ -47,7 +50,9 @@ def _network(bundle_dir: Path, preset: str, overrides: dict):
 
     parser = ConfigParser()
     parser.read_config(str(bundle_dir / "configs" / "train.json"))
-    parser.update({"bundle_root": str(bundle_dir), "preset": preset, "preset_overrides": dict(overrides)})
+    parser.update(
+        {"bundle_root": str(bundle_dir), "preset": preset, "preset_overrides": dict(overrides)}
+    )
     return parser.get_parsed_content("network_def")
 
 
@@ -56,8 +61,13 @@ def _first_line(e: BaseException) -> str:
     return text[0][:160] if text else ""
 
 
-def check_checkpoint(checkpoint: str | os.PathLike, bundle_dir: Path, preset: str = "quick",
-                     preset_overrides: dict | None = None, model: str | None = None) -> None:
+def check_checkpoint(
+    checkpoint: str | os.PathLike,
+    bundle_dir: Path,
+    preset: str = "quick",
+    preset_overrides: dict | None = None,
+    model: str | None = None,
+) -> None:
     """Raise :class:`InputError` naming ``checkpoint`` unless the bundle's network can load it.
 
     Read as the bundle's ``CheckpointLoader`` reads it (``weights_only=True``: nothing but tensors
@@ -85,8 +95,10 @@ def check_checkpoint(checkpoint: str | os.PathLike, bundle_dir: Path, preset: st
         import pickle
 
         if isinstance(e, pickle.UnpicklingError):
-            problem = ("is not a PyTorch checkpoint of weights: it holds Python objects other than tensors, or is not "
-                       "a torch.save file at all (refused: loading such objects could run code)")
+            problem = (
+                "is not a PyTorch checkpoint of weights: it holds Python objects other than tensors, or is not "
+                "a torch.save file at all (refused: loading such objects could run code)"
+            )
         elif is_zip:
             problem = "is a damaged or truncated PyTorch checkpoint (its archive cannot be read)"
         else:
@@ -99,31 +111,50 @@ def check_checkpoint(checkpoint: str | os.PathLike, bundle_dir: Path, preset: st
         state = state["model"]
     if not isinstance(state, dict) or not state:
         kind = "an empty dict" if isinstance(state, dict) else f"a {type(state).__name__}"
-        raise InputError(p, f"holds {kind}, not the weights of a network (a state_dict: tensor names to tensors)")
+        raise InputError(
+            p, f"holds {kind}, not the weights of a network (a state_dict: tensor names to tensors)"
+        )
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise InputError(p, f"holds {len(not_tensors)} entries that are not tensors (e.g. {str(not_tensors[0])[:80]!r}); "
-                            "not the weights of a network")
+        raise InputError(
+            p,
+            f"holds {len(not_tensors)} entries that are not tensors (e.g. {str(not_tensors[0])[:80]!r}); "
+            "not the weights of a network",
+        )
     expected = _network(bundle_dir, preset, preset_overrides or {}).state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    shapes = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} of its {len(expected)} tensors missing (e.g. {missing[0]})")
+            parts.append(
+                f"{len(missing)} of its {len(expected)} tensors missing (e.g. {missing[0]})"
+            )
         if unexpected:
             parts.append(f"{len(unexpected)} unknown tensors (e.g. {unexpected[0]})")
         if shapes:
             k = shapes[0]
-            parts.append(f"{len(shapes)} of another shape (e.g. {k}: {tuple(state[k].shape)} instead of "
-                         f"{tuple(expected[k].shape)})")
-        raise InputError(p, f"does not fit the {what} network of the '{preset}' preset: {'; '.join(parts)}. Was it "
-                            "trained with another --model or --preset?")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            parts.append(
+                f"{len(shapes)} of another shape (e.g. {k}: {tuple(state[k].shape)} instead of "
+                f"{tuple(expected[k].shape)})"
+            )
+        raise InputError(
+            p,
+            f"does not fit the {what} network of the '{preset}' preset: {'; '.join(parts)}. Was it "
+            "trained with another --model or --preset?",
+        )
+    bad = [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if bad:
-        raise InputError(p, f"holds NaN or infinite weights (in {len(bad)} of its tensors, e.g. {bad[0]}): the training "
-                            "diverged")
+        raise InputError(
+            p,
+            f"holds NaN or infinite weights (in {len(bad)} of its tensors, e.g. {bad[0]}): the training "
+            "diverged",
+        )
 
 
 def _missing_dirs(path: Path) -> list[Path]:
@@ -135,8 +166,16 @@ def _missing_dirs(path: Path) -> list[Path]:
     return out
 
 
-def evaluate_checkpoint(bundle: str, checkpoint: str, datalist: str, out_dir: str, section: str = "test",
-                        preset: str = "quick", preset_overrides: dict | None = None, verbose: bool = False) -> dict:
+def evaluate_checkpoint(
+    bundle: str,
+    checkpoint: str,
+    datalist: str,
+    out_dir: str,
+    section: str = "test",
+    preset: str = "quick",
+    preset_overrides: dict | None = None,
+    verbose: bool = False,
+) -> dict:
     """Evaluate ``checkpoint`` with ``bundle`` (a model name or a bundle folder); return the summary.
 
     Everything is checked before anything runs: the model, the settings, the datalist section (at
@@ -175,15 +214,30 @@ def evaluate_checkpoint(bundle: str, checkpoint: str, datalist: str, out_dir: st
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
-        run_bundle(b, ["train.json", "evaluate.json"], "infer", verbose=verbose, dataset_dir=str(dl.resolve().parent),
-                   datalist=str(dl.resolve()), eval_datalist=str(dl.resolve()), eval_section=section, preset=preset,
-                   preset_overrides=overrides, ckpt_dir=str(ckpt.resolve().parent), output_dir=str(tmp),
-                   **{"validate#handlers#0#load_path": str(ckpt.resolve())})
+        run_bundle(
+            b,
+            ["train.json", "evaluate.json"],
+            "infer",
+            verbose=verbose,
+            dataset_dir=str(dl.resolve().parent),
+            datalist=str(dl.resolve()),
+            eval_datalist=str(dl.resolve()),
+            eval_section=section,
+            preset=preset,
+            preset_overrides=overrides,
+            ckpt_dir=str(ckpt.resolve().parent),
+            output_dir=str(tmp),
+            **{"validate#handlers#0#load_path": str(ckpt.resolve())},
+        )
         missing = [f for f in _OUTPUTS if not (tmp / f).is_file()]
         if missing:
-            raise InputError(dl, f"the evaluation of its '{section}' section wrote no {', '.join(missing)}")
+            raise InputError(
+                dl, f"the evaluation of its '{section}' section wrote no {', '.join(missing)}"
+            )
         summary = json.loads((tmp / "summary.json").read_text())
-        if out.is_dir():  # an earlier evaluation's folder: its tables are replaced, other files kept
+        if (
+            out.is_dir()
+        ):  # an earlier evaluation's folder: its tables are replaced, other files kept
             for f in sorted(tmp.iterdir()):
                 os.replace(f, out / f.name)
             tmp.rmdir()
@@ -205,25 +259,51 @@ def add_parser(subparsers) -> None:
         "evaluate",
         help="score a trained model on a datalist (per slice, per Lung-RADS class, per patient)",
         description="Run a bundle's evaluate.json with CHECKPOINT on a datalist section and print DICE, IoU, "
-                    "Precision, Recall per tumour slice, DICE per Lung-RADS class, per-patient 3D DICE and false "
-                    "positives on calcified nodules; tables go to --out.",
+        "Precision, Recall per tumour slice, DICE per Lung-RADS class, per-patient 3D DICE and false "
+        "positives on calcified nodules; tables go to --out.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="model weights (e.g. .../models/model.pt)")
-    p.add_argument("--model", default="unet", help=f"bundle: one of {', '.join(MODELS)} or a bundle folder (default unet)")
-    p.add_argument("--datalist", required=True, metavar="JSON", help="datalist to score (e.g. from metalung convert)")
-    p.add_argument("--section", default="test", choices=("training", "validation", "test"), help="datalist section")
-    p.add_argument("--preset", default="quick", choices=("quick", "full"), help="the preset the model was trained with")
-    p.add_argument("--pixel-mm", type=float, default=None,
-                   help="resample scans in-plane to this pixel size first (the training data's, e.g. 1.4 for the "
-                        "256 x 256 phantom)")
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="model weights (e.g. .../models/model.pt)"
+    )
+    p.add_argument(
+        "--model",
+        default="unet",
+        help=f"bundle: one of {', '.join(MODELS)} or a bundle folder (default unet)",
+    )
+    p.add_argument(
+        "--datalist",
+        required=True,
+        metavar="JSON",
+        help="datalist to score (e.g. from metalung convert)",
+    )
+    p.add_argument(
+        "--section",
+        default="test",
+        choices=("training", "validation", "test"),
+        help="datalist section",
+    )
+    p.add_argument(
+        "--preset",
+        default="quick",
+        choices=("quick", "full"),
+        help="the preset the model was trained with",
+    )
+    p.add_argument(
+        "--pixel-mm",
+        type=float,
+        default=None,
+        help="resample scans in-plane to this pixel size first (the training data's, e.g. 1.4 for the "
+        "256 x 256 phantom)",
+    )
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder for the tables")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import pandas as pd
+
     from ..evaluation import markdown_table
     from .presets import SettingError, check_setting
-    import pandas as pd
 
     t0 = time.perf_counter()
     overrides = {}
@@ -231,17 +311,31 @@ def run(args) -> int:
         check_setting("pixel_mm", args.pixel_mm, source="--pixel-mm")
         overrides["pixel_mm"] = args.pixel_mm
     try:
-        summary = evaluate_checkpoint(args.model, args.checkpoint, args.datalist, args.out, section=args.section,
-                                      preset=args.preset, preset_overrides=overrides,
-                                      verbose=bool(getattr(args, "verbose", False)))
+        summary = evaluate_checkpoint(
+            args.model,
+            args.checkpoint,
+            args.datalist,
+            args.out,
+            section=args.section,
+            preset=args.preset,
+            preset_overrides=overrides,
+            verbose=bool(getattr(args, "verbose", False)),
+        )
     except SettingError as e:
         raise e.renamed("--pixel-mm" if e.setting == "pixel_mm" else f"setting {e.setting}") from e
     cols = ("n_images", "dice", "iou", "precision", "recall", "n_missed", "calcified_fp_components")
-    rows = [{"level": level, **{k: (summary.get(part) or {}).get(k) for k in cols}}
-            for level, part in (("tumour slices", "slices"), ("volumes (3D)", "volumes"))]
+    rows = [
+        {"level": level, **{k: (summary.get(part) or {}).get(k) for k in cols}}
+        for level, part in (("tumour slices", "slices"), ("volumes (3D)", "volumes"))
+    ]
     print(markdown_table(pd.DataFrame.from_records(rows)))
     if summary.get("per_class_dice"):
-        print("DICE per Lung-RADS class: " + ", ".join(f"{k} {'n/a' if val is None else f'{val:.3f}'}"
-                                                       for k, val in summary["per_class_dice"].items()))
+        print(
+            "DICE per Lung-RADS class: "
+            + ", ".join(
+                f"{k} {'n/a' if val is None else f'{val:.3f}'}"
+                for k, val in summary["per_class_dice"].items()
+            )
+        )
     print(f"metalung evaluate: tables in {args.out} ({time.perf_counter() - t0:.0f} s)")
     return 0

@@ -64,7 +64,13 @@ class TrainingHistory:
 
     def _iteration(self, engine) -> None:
         out = engine.state.output
-        loss = out[0]["loss"] if isinstance(out, list) else out.get("loss") if isinstance(out, dict) else None
+        loss = (
+            out[0]["loss"]
+            if isinstance(out, list)
+            else out.get("loss")
+            if isinstance(out, dict)
+            else None
+        )
         if loss is not None:
             self.data["iteration"].append(int(engine.state.iteration))
             self.data["loss"].append(_finite(loss))
@@ -82,14 +88,18 @@ class TrainingHistory:
     def _completed(self, engine) -> None:
         wall = time.perf_counter() - self._t0
         out = dict(self.data)
-        out.update({
-            "best_val_dice": max((d for d in self.data["val_dice"] if d is not None), default=None),
-            "data_s": round(self._data_s, 3),
-            "wall_s": round(wall, 3),
-            "data_share": round(self._data_s / wall, 4) if wall > 0 else None,
-            "iterations": int(engine.state.iteration),
-            "train_samples": self.train_samples,
-        })
+        out.update(
+            {
+                "best_val_dice": max(
+                    (d for d in self.data["val_dice"] if d is not None), default=None
+                ),
+                "data_s": round(self._data_s, 3),
+                "wall_s": round(wall, 3),
+                "data_share": round(self._data_s / wall, 4) if wall > 0 else None,
+                "iterations": int(engine.state.iteration),
+                "train_samples": self.train_samples,
+            }
+        )
         write_json_atomic(out, self.path)
 
 

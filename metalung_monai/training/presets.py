@@ -20,25 +20,32 @@ from ..errors import InputError
 __all__ = ["PRESETS", "SETTINGS", "SettingError", "preset", "check_setting"]
 
 _COMMON = {
-    "window": (-1000.0, 600.0),   # HU -> [0, 1]; keeps calcification (> 200 HU) apart from tumour
-    "val_fold": 0,                 # training patients of this fold validate (best checkpoint)
-    "pos_neg": (1, 1),             # crop centres: tumour vs elsewhere
+    "window": (-1000.0, 600.0),  # HU -> [0, 1]; keeps calcification (> 200 HU) apart from tumour
+    "val_fold": 0,  # training patients of this fold validate (best checkpoint)
+    "pos_neg": (1, 1),  # crop centres: tumour vs elsewhere
     "lr": 2e-3,
     "weight_decay": 1e-4,
-    "metalung_ops": ("mirror", "relocate", "rotate_image", "rotate_tumor", "noise_image", "noise_tumor"),
+    "metalung_ops": (
+        "mirror",
+        "relocate",
+        "rotate_image",
+        "rotate_tumor",
+        "noise_image",
+        "noise_tumor",
+    ),
     "metalung_copies": 1,
-    "eval_roi": 256,               # whole-slice inference window (larger slices are tiled)
-    "pixel_mm": None,              # evaluation/inference: resample in-plane to this pixel size (mm)
+    "eval_roi": 256,  # whole-slice inference window (larger slices are tiled)
+    "pixel_mm": None,  # evaluation/inference: resample in-plane to this pixel size (mm)
 }
 
 PRESETS: dict[str, dict] = {
     "quick": {
         **_COMMON,
-        "crop": 128,             # training patches (2D: 128 x 128; 3D: 96 x 96 x 16)
+        "crop": 128,  # training patches (2D: 128 x 128; 3D: 96 x 96 x 16)
         "crop_3d": (96, 96, 16),
         "batch_size": 16,
         "epochs": 24,
-        "epoch_length": 25,      # iterations per epoch: 600 iterations whatever the dataset size
+        "epoch_length": 25,  # iterations per epoch: 600 iterations whatever the dataset size
         "val_interval": 2,
         "num_workers": 1,
         "amp": False,
@@ -59,7 +66,7 @@ PRESETS: dict[str, dict] = {
         "maskrcnn_crop": 256,
         "maskrcnn_pos_neg": (1, 0),
         "maskrcnn_batch_size": 2,
-        "maskrcnn_epochs": 20,   # 500 iterations
+        "maskrcnn_epochs": 20,  # 500 iterations
         "maskrcnn_lr": 1e-3,
         # after 500-600 iterations from scratch the detections' scores are low (median best score on a
         # tumour of a training slice 0.26): torchvision's customary 0.5 discarded every detection
@@ -74,7 +81,7 @@ PRESETS: dict[str, dict] = {
         "eval_roi": 512,
         "batch_size": 16,
         "epochs": 200,
-        "epoch_length": 100,     # 20,000 iterations
+        "epoch_length": 100,  # 20,000 iterations
         "val_interval": 5,
         # measured on one H100 with 16 CPU cores (U-Net, 256 crops, AMP): 4 loader workers left the
         # GPU waiting 43 % of the loop's time, 12 workers 14 %
@@ -86,9 +93,9 @@ PRESETS: dict[str, dict] = {
         "deeplab_aspp_channels": 256,
         "deeplab_aspp_rates": (6, 12, 18),
         "maskrcnn_backbone": "resnet50",
-        "maskrcnn_fpn_channels": 256,      # torchvision's widths
+        "maskrcnn_fpn_channels": 256,  # torchvision's widths
         "maskrcnn_representation_size": 1024,
-        "maskrcnn_crop": 512,              # whole slices
+        "maskrcnn_crop": 512,  # whole slices
         "maskrcnn_pos_neg": (1, 0),
         "maskrcnn_batch_size": 8,
         "maskrcnn_epochs": 100,
@@ -140,10 +147,13 @@ def _int(lo: int, hi: int, multiple: int = 1) -> Callable[[object], str | None]:
         if v % multiple:
             return f"must be a multiple of {multiple} (the networks halve the size several times), got {v}"
         return None
+
     return check
 
 
-def _float(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[object], str | None]:
+def _float(
+    lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
+) -> Callable[[object], str | None]:
     def check(v):
         if not _is_number(v):
             return f"expected a number, got {v!r}"
@@ -153,6 +163,7 @@ def _float(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -
         if x < lo or x > hi or (lo_open and x == lo) or (hi_open and x == hi):
             return f"must be in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, got {v!r}"
         return None
+
     return check
 
 
@@ -160,9 +171,15 @@ def _bool(v) -> str | None:
     return None if isinstance(v, bool) else f"expected True or False, got {v!r}"
 
 
-def _seq(item: Callable[[object], str | None], n: int | None = None, min_n: int = 1, max_n: int = 16):
+def _seq(
+    item: Callable[[object], str | None], n: int | None = None, min_n: int = 1, max_n: int = 16
+):
     def check(v):
-        if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__len__") or not hasattr(v, "__iter__"):
+        if (
+            isinstance(v, (str, bytes, dict))
+            or not hasattr(v, "__len__")
+            or not hasattr(v, "__iter__")
+        ):
             return f"expected a list such as (a, b, ...), got {v!r}"
         if n is not None and len(v) != n:
             return f"expected {n} values, got {len(v)}: {v!r}"
@@ -173,6 +190,7 @@ def _seq(item: Callable[[object], str | None], n: int | None = None, min_n: int 
             if problem:
                 return f"{problem} (in {v!r})"
         return None
+
     return check
 
 
@@ -197,7 +215,9 @@ def _pos_neg(v) -> str | None:
 def _ops(v) -> str | None:
     from ..transforms import METALUNG_OPS
 
-    problem = _seq(lambda x: None if isinstance(x, str) else f"expected an operation name, got {x!r}")(v)
+    problem = _seq(
+        lambda x: None if isinstance(x, str) else f"expected an operation name, got {x!r}"
+    )(v)
     if problem:
         return problem
     bad = [x for x in v if x not in METALUNG_OPS]
@@ -211,7 +231,11 @@ def _ops(v) -> str | None:
 def _backbone(v) -> str | None:
     from ..networks.maskrcnn import SUPPORTED_BACKBONES
 
-    return None if v in SUPPORTED_BACKBONES else f"unknown backbone {v!r}; choose from {', '.join(SUPPORTED_BACKBONES)}"
+    return (
+        None
+        if v in SUPPORTED_BACKBONES
+        else f"unknown backbone {v!r}; choose from {', '.join(SUPPORTED_BACKBONES)}"
+    )
 
 
 def _pixel_mm(v) -> str | None:
@@ -272,7 +296,9 @@ def check_setting(key: str, value, source: str | None = None) -> None:
     if key not in SETTINGS:
         close = sorted(k for k in SETTINGS if key and (key in k or k in key))
         hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
-        raise SettingError(key, f"unknown setting{hint}; settings are {', '.join(SETTINGS)}", source)
+        raise SettingError(
+            key, f"unknown setting{hint}; settings are {', '.join(SETTINGS)}", source
+        )
     problem = SETTINGS[key](value)
     if problem:
         raise SettingError(key, problem, source)
@@ -280,23 +306,37 @@ def check_setting(key: str, value, source: str | None = None) -> None:
 
 def _check_together(s: dict, changed: set[str]) -> None:
     """Checks that involve two settings (named after the one the user changed)."""
+
     def culprit(*keys):
         return next((k for k in keys if k in changed), keys[0])
 
     if s["val_interval"] > s["epochs"]:
         k = culprit("val_interval", "epochs")
-        raise SettingError(k, f"val_interval {s['val_interval']} exceeds epochs {s['epochs']}: the model would never "
-                              "be validated, so no best checkpoint (model.pt) would be saved")
+        raise SettingError(
+            k,
+            f"val_interval {s['val_interval']} exceeds epochs {s['epochs']}: the model would never "
+            "be validated, so no best checkpoint (model.pt) would be saved",
+        )
     if len(s["unet_strides"]) != len(s["unet_channels"]) - 1:
         k = culprit("unet_strides", "unet_channels")
-        raise SettingError(k, f"unet_strides needs one value fewer than unet_channels, got {len(s['unet_strides'])} "
-                              f"strides for {len(s['unet_channels'])} channels")
+        raise SettingError(
+            k,
+            f"unet_strides needs one value fewer than unet_channels, got {len(s['unet_strides'])} "
+            f"strides for {len(s['unet_channels'])} channels",
+        )
     down = math.prod(int(x) for x in s["unet_strides"])
-    for key, sizes in (("crop", [s["crop"]]), ("eval_roi", [s["eval_roi"]]), ("crop_3d", list(s["crop_3d"]))):
+    for key, sizes in (
+        ("crop", [s["crop"]]),
+        ("eval_roi", [s["eval_roi"]]),
+        ("crop_3d", list(s["crop_3d"])),
+    ):
         if any(int(x) % down for x in sizes):
             k = culprit(key, "unet_strides")
-            raise SettingError(k, f"{key} {s[key]!r} must be a multiple of {down}, the U-Net's total stride "
-                                  f"(unet_strides {tuple(s['unet_strides'])})")
+            raise SettingError(
+                k,
+                f"{key} {s[key]!r} must be a multiple of {down}, the U-Net's total stride "
+                f"(unet_strides {tuple(s['unet_strides'])})",
+            )
 
 
 def preset(name: str, **overrides) -> dict:

@@ -43,7 +43,7 @@ def load_predictions(path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
             zs = z[f"{cid}__z"]
             h, w, n = (int(v) for v in z[f"{cid}__shape"])
 
-            def planes(key, packed=True):
+            def planes(key, packed=True, n=n, h=h, w=w):
                 if key not in z.files:
                     return [None] * n
                 a = z[key]
@@ -51,8 +51,10 @@ def load_predictions(path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
 
             pred, truth = planes(f"{cid}__pred"), planes(f"{cid}__truth")
             hu, lungs = planes(f"{cid}__hu", packed=False), planes(f"{cid}__lung", packed=False)
-            out[names.get(cid, cid)] = {int(zi): {"pred": pred[i], "truth": truth[i], "hu": hu[i], "lungs": lungs[i]}
-                                        for i, zi in enumerate(zs)}
+            out[names.get(cid, cid)] = {
+                int(zi): {"pred": pred[i], "truth": truth[i], "hu": hu[i], "lungs": lungs[i]}
+                for i, zi in enumerate(zs)
+            }
     return out
 
 
@@ -73,8 +75,14 @@ def _spacing(t) -> tuple[float, ...]:
     return tuple(float(v) for v in np.linalg.norm(aff[:3, :3], axis=0))
 
 
-def volume_rows(pred: np.ndarray, truth: np.ndarray, hu: np.ndarray, lungs: np.ndarray | None, meta: dict,
-                spacing_pls: tuple[float, float, float] | None = None) -> tuple[dict, list[dict]]:
+def volume_rows(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    hu: np.ndarray,
+    lungs: np.ndarray | None,
+    meta: dict,
+    spacing_pls: tuple[float, float, float] | None = None,
+) -> tuple[dict, list[dict]]:
     """Score one volume oriented ``PLS`` (axes posterior, left, superior): the volume and its tumour slices.
 
     Args:
@@ -97,12 +105,25 @@ def volume_rows(pred: np.ndarray, truth: np.ndarray, hu: np.ndarray, lungs: np.n
         lungs = np.transpose(lung_mask(canon, sp, progress=False), (1, 2, 0))
     base = {k: meta.get(k) for k in ("patient_id", "case_id", "lung_rads")}
     vol = dict(base, level="volume", slice_index=None)
-    vol.update(image_scores(np.transpose(pred, (2, 0, 1)), np.transpose(truth, (2, 0, 1)),
-                            np.transpose(hu, (2, 0, 1)), None if lungs is None else np.transpose(lungs, (2, 0, 1))))
+    vol.update(
+        image_scores(
+            np.transpose(pred, (2, 0, 1)),
+            np.transpose(truth, (2, 0, 1)),
+            np.transpose(hu, (2, 0, 1)),
+            None if lungs is None else np.transpose(lungs, (2, 0, 1)),
+        )
+    )
     rows = []
     for z in np.flatnonzero(truth.any(axis=(0, 1))):
         r = dict(base, level="slice", slice_index=int(z))
-        r.update(image_scores(pred[:, :, z], truth[:, :, z], hu[:, :, z], None if lungs is None else lungs[:, :, z]))
+        r.update(
+            image_scores(
+                pred[:, :, z],
+                truth[:, :, z],
+                hu[:, :, z],
+                None if lungs is None else lungs[:, :, z],
+            )
+        )
         rows.append(r)
     return vol, rows
 
@@ -117,7 +138,9 @@ class SegmentationReport:
             above 200 HU counts.
     """
 
-    def __init__(self, output_dir: str, compute_lungs: bool = True, save_predictions: bool = True) -> None:
+    def __init__(
+        self, output_dir: str, compute_lungs: bool = True, save_predictions: bool = True
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.compute_lungs = compute_lungs
         self.save_predictions = save_predictions
@@ -178,12 +201,16 @@ class SegmentationReport:
         volumes = results_frame(self.volumes)
         write_table(slices, self.output_dir / "slices")
         write_table(volumes, self.output_dir / "volumes")
-        summary = {"slices": summarize(slices) if len(slices) else {},
-                   "volumes": summarize(volumes) if len(volumes) else {}}
+        summary = {
+            "slices": summarize(slices) if len(slices) else {},
+            "volumes": summarize(volumes) if len(volumes) else {},
+        }
         if len(slices):
             pc = per_class(slices)
             write_table(pc, self.output_dir / "per_class")
-            summary["per_class_dice"] = {str(r["lung_rads"]): _clean(r.get("dice")) for _, r in pc.iterrows()}
+            summary["per_class_dice"] = {
+                str(r["lung_rads"]): _clean(r.get("dice")) for _, r in pc.iterrows()
+            }
         summary["patient_dice_3d"] = {str(r["patient_id"]): _clean(r["dice"]) for r in self.volumes}
         if self.save_predictions and self.predictions:
             from ..utils.atomic import atomic_path

@@ -28,8 +28,17 @@ from ..errors import InputError
 from .arms import eval_transforms, get_arm, train_transforms
 from .data import entries_of, slice_samples, split_entries, volume_samples
 
-__all__ = ["Prepared", "prepare", "roi_size", "volume_data", "volume_transforms", "volume_inferer",
-           "load_pretrained", "AXCODES", "CropToLungsd"]
+__all__ = [
+    "Prepared",
+    "prepare",
+    "roi_size",
+    "volume_data",
+    "volume_transforms",
+    "volume_inferer",
+    "load_pretrained",
+    "AXCODES",
+    "CropToLungsd",
+]
 
 #: orientation of volumes for 2D slice-wise and 3D networks (axial slices in radiological display)
 AXCODES = "PLS"
@@ -56,8 +65,14 @@ def roi_size(settings: dict, spatial_dims: int) -> tuple[int, ...]:
     return (settings["crop"],) * 2 if spatial_dims == 2 else tuple(settings["crop_3d"])
 
 
-def prepare(datalist: str | os.PathLike, augment: str, settings: dict, seed: int = 0, spatial_dims: int = 2,
-            train_mode: str = "slices") -> Prepared:
+def prepare(
+    datalist: str | os.PathLike,
+    augment: str,
+    settings: dict,
+    seed: int = 0,
+    spatial_dims: int = 2,
+    train_mode: str = "slices",
+) -> Prepared:
     """Data of one training run.
 
     Args:
@@ -75,8 +90,11 @@ def prepare(datalist: str | os.PathLike, augment: str, settings: dict, seed: int
     if train_mode not in ("slices", "patches"):
         raise InputError("train_mode", f"must be 'slices' or 'patches', got '{train_mode}'")
     if (train_mode == "slices") != (spatial_dims == 2):
-        raise InputError("train_mode", f"'{train_mode}' needs spatial_dims {2 if train_mode == 'slices' else 3}, "
-                                       f"got {spatial_dims}")
+        raise InputError(
+            "train_mode",
+            f"'{train_mode}' needs spatial_dims {2 if train_mode == 'slices' else 3}, "
+            f"got {spatial_dims}",
+        )
     arm = get_arm(augment)
     entries = entries_of(datalist, "training")
     train_e, val_e = split_entries(entries, settings.get("val_fold"))
@@ -97,24 +115,47 @@ def prepare(datalist: str | os.PathLike, augment: str, settings: dict, seed: int
         val_tf = volume_transforms(settings, with_label=True)
     if not train:
         raise InputError(datalist, "no training samples with a tumour")
-    if not val and settings.get("val_fold") is not None:  # the validator would fail after the first epoch
-        raise InputError(datalist, f"no validation samples with a tumour in the validation fold {settings['val_fold']} "
-                                   f"(training cases with that 'fold': {len(val_e)})")
-    inferer = SlidingWindowInferer(roi_size=roi_size(settings, spatial_dims), sw_batch_size=settings["sw_batch_size"],
-                                   overlap=0.25, mode="gaussian")
-    return Prepared(train=train, val=val, train_transform=train_transforms(augment, settings, spatial_dims, load=load),
-                    val_transform=val_tf, val_inferer=inferer, n_original=n_original, n_train=len(train),
-                    info={"arm": arm.name, "description": arm.description, "train_patients": len(train_e),
-                          "val_patients": len(val_e)})
+    if (
+        not val and settings.get("val_fold") is not None
+    ):  # the validator would fail after the first epoch
+        raise InputError(
+            datalist,
+            f"no validation samples with a tumour in the validation fold {settings['val_fold']} "
+            f"(training cases with that 'fold': {len(val_e)})",
+        )
+    inferer = SlidingWindowInferer(
+        roi_size=roi_size(settings, spatial_dims),
+        sw_batch_size=settings["sw_batch_size"],
+        overlap=0.25,
+        mode="gaussian",
+    )
+    return Prepared(
+        train=train,
+        val=val,
+        train_transform=train_transforms(augment, settings, spatial_dims, load=load),
+        val_transform=val_tf,
+        val_inferer=inferer,
+        n_original=n_original,
+        n_train=len(train),
+        info={
+            "arm": arm.name,
+            "description": arm.description,
+            "train_patients": len(train_e),
+            "val_patients": len(val_e),
+        },
+    )
 
 
 def volume_data(datalist: str | os.PathLike, section: str = "test") -> list[dict]:
     """Whole-volume samples of a datalist section (files), with their metadata."""
     out = []
     for e in entries_of(datalist, section):
-        s = {"image": e["image"], "patient_id": str(e["patient_id"]),
-             "case_id": str(e.get("case_id") or Path(e["image"]).name.split(".")[0]),
-             "lung_rads": str(e.get("lung_rads") or "LR1")}
+        s = {
+            "image": e["image"],
+            "patient_id": str(e["patient_id"]),
+            "case_id": str(e.get("case_id") or Path(e["image"]).name.split(".")[0]),
+            "lung_rads": str(e.get("lung_rads") or "LR1"),
+        }
         if e.get("mask"):
             s["label"] = e["mask"]
         if e.get("lung_mask"):
@@ -140,8 +181,13 @@ class CropToLungsd:
 
         if "lung" not in data:
             return data
-        crop = CropForegroundd(keys=self.keys, source_key="lung", margin=self.margin, allow_smaller=True,
-                               allow_missing_keys=True)
+        crop = CropForegroundd(
+            keys=self.keys,
+            source_key="lung",
+            margin=self.margin,
+            allow_smaller=True,
+            allow_missing_keys=True,
+        )
         return crop(data)
 
 
@@ -155,7 +201,9 @@ def _resample(settings: dict, keys: tuple) -> list:
     if not px:
         return []
     modes = tuple("nearest" if k in ("label", "lung") else "bilinear" for k in keys)
-    return [Spacingd(keys=keys, pixdim=(float(px), float(px), 0.0), mode=modes, allow_missing_keys=True)]
+    return [
+        Spacingd(keys=keys, pixdim=(float(px), float(px), 0.0), mode=modes, allow_missing_keys=True)
+    ]
 
 
 def volume_transforms(settings: dict, with_label: bool = True, crop_to_lungs: bool = False):
@@ -176,17 +224,21 @@ def volume_transforms(settings: dict, with_label: bool = True, crop_to_lungs: bo
     from .as_volume import AsVolumed
 
     keys = ("image", "label", "lung") if with_label else ("image", "lung")
-    return Compose([
-        LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
-        EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
-        AsVolumed(keys=keys),
-        Orientationd(keys=keys, axcodes=AXCODES, labels=ORIENTATION_LABELS, allow_missing_keys=True),
-        *_resample(settings, keys),
-        *([CropToLungsd(keys=keys)] if crop_to_lungs else []),
-        CopyItemsd(keys="image", names="hu"),
-        _window(settings),
-        EnsureTyped(keys=keys + ("hu",), allow_missing_keys=True),
-    ])
+    return Compose(
+        [
+            LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
+            EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
+            AsVolumed(keys=keys),
+            Orientationd(
+                keys=keys, axcodes=AXCODES, labels=ORIENTATION_LABELS, allow_missing_keys=True
+            ),
+            *_resample(settings, keys),
+            *([CropToLungsd(keys=keys)] if crop_to_lungs else []),
+            CopyItemsd(keys="image", names="hu"),
+            _window(settings),
+            EnsureTyped(keys=keys + ("hu",), allow_missing_keys=True),
+        ]
+    )
 
 
 def volume_inferer(settings: dict, spatial_dims: int):
@@ -195,10 +247,20 @@ def volume_inferer(settings: dict, spatial_dims: int):
 
     if spatial_dims == 2:
         # whole slices up to eval_roi pixels in one window (the networks are fully convolutional)
-        return SliceInferer(roi_size=(settings["eval_roi"],) * 2, sw_batch_size=settings["sw_batch_size"], spatial_dim=2,
-                            overlap=0.25, mode="gaussian", progress=False)
-    return SlidingWindowInferer(roi_size=roi_size(settings, 3), sw_batch_size=settings["sw_batch_size"],
-                                overlap=0.25, mode="gaussian")
+        return SliceInferer(
+            roi_size=(settings["eval_roi"],) * 2,
+            sw_batch_size=settings["sw_batch_size"],
+            spatial_dim=2,
+            overlap=0.25,
+            mode="gaussian",
+            progress=False,
+        )
+    return SlidingWindowInferer(
+        roi_size=roi_size(settings, 3),
+        sw_batch_size=settings["sw_batch_size"],
+        overlap=0.25,
+        mode="gaussian",
+    )
 
 
 def load_pretrained(network: torch.nn.Module, path: str | os.PathLike | None) -> torch.nn.Module:

@@ -68,7 +68,9 @@ class HUWindow(Transform):
     ) -> None:
         if preset is not None:
             if preset not in WINDOW_PRESETS:
-                raise ValueError(f"HUWindow: unknown preset {preset!r}; choose from {sorted(WINDOW_PRESETS)}")
+                raise ValueError(
+                    f"HUWindow: unknown preset {preset!r}; choose from {sorted(WINDOW_PRESETS)}"
+                )
             window_center, window_width = WINDOW_PRESETS[preset]
         if not window_width > 0:
             raise ValueError(f"HUWindow: window_width must be > 0 HU, got {window_width}")
@@ -181,7 +183,9 @@ class CLAHE(Transform):
     def _axial_axis(self, img, n_spatial: int) -> int:
         if self.slice_axis is not None:
             if not -n_spatial <= self.slice_axis < n_spatial:
-                raise ValueError(f"CLAHE: slice_axis {self.slice_axis} out of range for {n_spatial} spatial axes")
+                raise ValueError(
+                    f"CLAHE: slice_axis {self.slice_axis} out of range for {n_spatial} spatial axes"
+                )
             return self.slice_axis % n_spatial
         affine = getattr(img, "affine", None)
         if affine is not None:
@@ -206,7 +210,9 @@ class CLAHE(Transform):
         """Equalise channel-first ``img`` of HU, ``(C, H, W)`` or ``(C, H, W, D)``."""
         arr = convert_data_type(img, np.ndarray)[0]
         if arr.ndim not in (3, 4):
-            raise ValueError(f"CLAHE: expected channel-first (C, H, W) or (C, H, W, D), got shape {arr.shape}")
+            raise ValueError(
+                f"CLAHE: expected channel-first (C, H, W) or (C, H, W, D), got shape {arr.shape}"
+            )
         lo, hi = self.window
         x = np.clip((arr.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
         out = np.empty_like(x)

@@ -1,13 +1,13 @@
 """Small shared helpers: atomic file writes, orientation, seeding."""
 
-from .atomic import atomic_path, write_json_atomic, write_image_atomic, save_figure_atomic
+from .atomic import atomic_path, save_figure_atomic, write_image_atomic, write_json_atomic
 from .orientation import (
     canonical_axes,
-    to_canonical,
-    from_canonical,
     canonical_spacing,
-    sitk_to_canonical,
     canonical_to_sitk,
+    from_canonical,
+    sitk_to_canonical,
+    to_canonical,
 )
 
 __all__ = [

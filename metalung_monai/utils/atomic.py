@@ -60,7 +60,7 @@ def full_suffix(path: str | os.PathLike) -> str:
     name = Path(path).name
     for double in (".nii.gz", ".tar.gz", ".seg.nrrd"):
         if name.lower().endswith(double):
-            return name[-len(double):]
+            return name[-len(double) :]
     return Path(path).suffix
 
 

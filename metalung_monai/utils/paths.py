@@ -49,7 +49,14 @@ MAX_NAME_LENGTH = 96
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # names Windows refuses whatever the extension (a datalist may travel to such a machine)
-_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(1, 10)),
+    *(f"lpt{i}" for i in range(1, 10)),
+}
 
 
 def is_safe_name(name: object) -> bool:
@@ -104,7 +111,9 @@ def safe_name(text: object, fallback: str = "case", disambiguate: bool = True) -
     return f"{s}-{_digest(raw)}" if disambiguate else s
 
 
-def child_path(root: str | os.PathLike, name: str, suffix: str = "", source: str | os.PathLike | None = None) -> Path:
+def child_path(
+    root: str | os.PathLike, name: str, suffix: str = "", source: str | os.PathLike | None = None
+) -> Path:
     """``root / (name + suffix)``, refusing any name that could leave ``root``.
 
     Args:
@@ -118,7 +127,9 @@ def child_path(root: str | os.PathLike, name: str, suffix: str = "", source: str
         InputError: ``name`` is not a safe name, or the path would not lie inside ``root``.
     """
     if not is_safe_name(name):
-        raise InputError(source or repr(name), f"{name!r} is not a safe file name (a path component from data)")
+        raise InputError(
+            source or repr(name), f"{name!r} is not a safe file name (a path component from data)"
+        )
     base = Path(root).resolve()
     path = (base / f"{name}{suffix}").resolve()
     if path.parent != base:
@@ -130,7 +141,9 @@ def _resolved(p: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(p)))).resolve()
 
 
-def refuse_overlap(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "--out") -> None:
+def refuse_overlap(
+    out: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "--out"
+) -> None:
     """Raise unless the output ``out`` is disjoint from every input.
 
     An output that *is* an input (``lung-mask CT --out CT``), *contains* one (``augment DL --out
@@ -153,11 +166,17 @@ def refuse_overlap(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], 
         if o == i:
             raise InputError(option, f"output {out} is the input {inp}; choose another output path")
         if o in i.parents:
-            raise InputError(option, f"output {out} contains the input {inp}; choose an output folder apart "
-                                     "from the inputs")
+            raise InputError(
+                option,
+                f"output {out} contains the input {inp}; choose an output folder apart "
+                "from the inputs",
+            )
         if i in o.parents:
-            raise InputError(option, f"output {out} lies inside the input {inp}; choose an output path apart "
-                                     "from the inputs")
+            raise InputError(
+                option,
+                f"output {out} lies inside the input {inp}; choose an output path apart "
+                "from the inputs",
+            )
 
 
 def remove_owned(root: str | os.PathLike, rel_paths: Iterable[str]) -> int:
@@ -199,8 +218,13 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_free_space(folder: str | os.PathLike, needed_bytes: float, what: str, option: str | None = None,
-                     reserve: float = 0.05) -> None:
+def check_free_space(
+    folder: str | os.PathLike,
+    needed_bytes: float,
+    what: str,
+    option: str | None = None,
+    reserve: float = 0.05,
+) -> None:
     """Raise when ``needed_bytes`` (an estimate of the output) would not fit on ``folder``'s disk.
 
     ``folder`` need not exist: the nearest existing parent is measured. A margin of ``reserve``
@@ -215,6 +239,9 @@ def check_free_space(folder: str | os.PathLike, needed_bytes: float, what: str, 
     usage = shutil.disk_usage(p)
     free = usage.free - reserve * usage.total
     if needed_bytes > free:
-        raise InputError(option or folder, f"{what} needs about {format_bytes(needed_bytes)}, but {p} has "
-                                           f"{format_bytes(max(free, 0))} to spare ({format_bytes(usage.free)} free, "
-                                           f"{reserve:.0%} of the disk kept free); ask for less or free space")
+        raise InputError(
+            option or folder,
+            f"{what} needs about {format_bytes(needed_bytes)}, but {p} has "
+            f"{format_bytes(max(free, 0))} to spare ({format_bytes(usage.free)} free, "
+            f"{reserve:.0%} of the disk kept free); ask for less or free space",
+        )

@@ -67,7 +67,14 @@ __all__ = [
 METALUNG_META_KEY = "metalung"
 _MAX_SEED = 2**32 - 1
 
-_AXCODE_VECTORS = {"R": (1, 0, 0), "L": (-1, 0, 0), "A": (0, 1, 0), "P": (0, -1, 0), "S": (0, 0, 1), "I": (0, 0, -1)}
+_AXCODE_VECTORS = {
+    "R": (1, 0, 0),
+    "L": (-1, 0, 0),
+    "A": (0, 1, 0),
+    "P": (0, -1, 0),
+    "S": (0, 0, 1),
+    "I": (0, 0, -1),
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -118,14 +125,26 @@ def _append_record(img: Any, record: dict) -> None:
 def _spatial_ndim(img: NdarrayOrTensor, name: str) -> int:
     nd = len(img.shape) - 1
     if nd not in (2, 3):
-        raise InputError(name, f"expected a channel-first 2D or 3D array (C, H, W[, D]), got shape {tuple(img.shape)}")
+        raise InputError(
+            name,
+            f"expected a channel-first 2D or 3D array (C, H, W[, D]), got shape {tuple(img.shape)}",
+        )
     return nd
 
 
-def _affine_of(img: NdarrayOrTensor, nd: int, axcodes: str | None, spacing: Sequence[float] | None) -> tuple[np.ndarray, str]:
+def _affine_of(
+    img: NdarrayOrTensor, nd: int, axcodes: str | None, spacing: Sequence[float] | None
+) -> tuple[np.ndarray, str]:
     if axcodes is not None:
-        sp = spacing if spacing is not None else (
-            np.linalg.norm(np.asarray(img.affine, dtype=float)[:nd, :nd], axis=0) if isinstance(img, MetaTensor) else None)
+        sp = (
+            spacing
+            if spacing is not None
+            else (
+                np.linalg.norm(np.asarray(img.affine, dtype=float)[:nd, :nd], axis=0)
+                if isinstance(img, MetaTensor)
+                else None
+            )
+        )
         return axcodes_affine(axcodes, sp), "RAS"
     if isinstance(img, MetaTensor):
         aff = np.asarray(img.affine, dtype=float)
@@ -133,7 +152,11 @@ def _affine_of(img: NdarrayOrTensor, nd: int, axcodes: str | None, spacing: Sequ
         if spacing is not None:
             aff = aff.copy()
             n = min(nd, aff.shape[0] - 1)
-            aff[:n, :n] = aff[:n, :n] / np.linalg.norm(aff[:n, :n], axis=0) * np.asarray(spacing[:n], dtype=float)
+            aff[:n, :n] = (
+                aff[:n, :n]
+                / np.linalg.norm(aff[:n, :n], axis=0)
+                * np.asarray(spacing[:n], dtype=float)
+            )
         return aff, space
     aff = np.eye(4)
     if spacing is not None:
@@ -142,7 +165,9 @@ def _affine_of(img: NdarrayOrTensor, nd: int, axcodes: str | None, spacing: Sequ
 
 
 @functools.lru_cache(maxsize=64)
-def _axes_and_spacing(affine_bytes: bytes, shape: tuple, nd: int, space: str) -> tuple[CanonicalAxes, tuple[float, ...]]:
+def _axes_and_spacing(
+    affine_bytes: bytes, shape: tuple, nd: int, space: str
+) -> tuple[CanonicalAxes, tuple[float, ...]]:
     """Canonical axes and spacing of an affine (cached: every key of a sample shares one)."""
     affine = np.frombuffer(affine_bytes, dtype=float).reshape(shape)
     axes = canonical_axes(affine, nd, space)
@@ -152,11 +177,18 @@ def _axes_and_spacing(affine_bytes: bytes, shape: tuple, nd: int, space: str) ->
 class _Canonical:
     """A channel-first array seen in the canonical layout ``(C, [z,] y, x)`` (numpy, CPU)."""
 
-    def __init__(self, img: NdarrayOrTensor, axcodes: str | None = None, spacing: Sequence[float] | None = None, name: str = "image"):
+    def __init__(
+        self,
+        img: NdarrayOrTensor,
+        axcodes: str | None = None,
+        spacing: Sequence[float] | None = None,
+        name: str = "image",
+    ):
         self.nd = _spatial_ndim(img, name)
         affine, space = _affine_of(img, self.nd, axcodes, spacing)
-        self.axes, self.spacing = _axes_and_spacing(np.ascontiguousarray(affine, dtype=float).tobytes(), affine.shape,
-                                                    self.nd, space)
+        self.axes, self.spacing = _axes_and_spacing(
+            np.ascontiguousarray(affine, dtype=float).tobytes(), affine.shape, self.nd, space
+        )
         arr = _np(img)
         self.perm = (0,) + tuple(p + 1 for p in self.axes.perm)
         self.flips = tuple(k + 1 for k, f in enumerate(self.axes.flip) if f)
@@ -219,7 +251,9 @@ def _rotation_map(shape_ab: tuple[int, int], angle: float) -> np.ndarray:
     return rot
 
 
-def _rotate_native(img: NdarrayOrTensor, angle: float, fill: float, axcodes: str | None, undo: bool = False) -> np.ndarray:
+def _rotate_native(
+    img: NdarrayOrTensor, angle: float, fill: float, axcodes: str | None, undo: bool = False
+) -> np.ndarray:
     """Rotate ``img`` (channel first) by ``angle`` degrees in the axial plane, in its own layout.
 
     The angle is the turn seen in radiological display; the map is built once per (shape, angle)
@@ -233,7 +267,9 @@ def _rotate_native(img: NdarrayOrTensor, angle: float, fill: float, axcodes: str
     if undo:
         out = F.unrotate_axial(np.ascontiguousarray(moved), angle_ab, fill=fill)
     else:
-        out = F.rotate_axial(moved, angle_ab, fill=fill, rotation=_rotation_map(moved.shape[-2:], angle_ab))
+        out = F.rotate_axial(
+            moved, angle_ab, fill=fill, rotation=_rotation_map(moved.shape[-2:], angle_ab)
+        )
     return np.moveaxis(out, (-2, -1), (a, b))
 
 
@@ -242,11 +278,16 @@ def _seeded_rng(R: np.random.RandomState) -> np.random.Generator:
     return np.random.default_rng(int(R.randint(0, _MAX_SEED, dtype=np.int64)))
 
 
-def _check_pair(img: NdarrayOrTensor, mask: NdarrayOrTensor, name: str = "mask", image_name: str = "image") -> None:
+def _check_pair(
+    img: NdarrayOrTensor, mask: NdarrayOrTensor, name: str = "mask", image_name: str = "image"
+) -> None:
     """Refuse a companion array (``mask``, ``lungs``) whose spatial shape is not the image's."""
     if tuple(img.shape[1:]) != tuple(mask.shape[1:]):
-        raise InputError(name, f"spatial shape {tuple(mask.shape[1:])} does not match the {image_name}'s "
-                               f"{tuple(img.shape[1:])} (channel-first arrays on the same grid are expected)")
+        raise InputError(
+            name,
+            f"spatial shape {tuple(mask.shape[1:])} does not match the {image_name}'s "
+            f"{tuple(img.shape[1:])} (channel-first arrays on the same grid are expected)",
+        )
 
 
 _BINARY_CHUNK = 1 << 18  # elements per step of the float check (fits in the CPU cache)
@@ -262,10 +303,12 @@ def _is_binary(arr: np.ndarray) -> bool:
     if arr.dtype == np.bool_ or arr.size == 0:
         return True
     if np.issubdtype(arr.dtype, np.integer):
-        return int(arr.max()) <= 1 and (np.issubdtype(arr.dtype, np.unsignedinteger) or int(arr.min()) >= 0)
+        return int(arr.max()) <= 1 and (
+            np.issubdtype(arr.dtype, np.unsignedinteger) or int(arr.min()) >= 0
+        )
     flat = arr.reshape(-1)
     for start in range(0, flat.size, _BINARY_CHUNK):
-        chunk = flat[start:start + _BINARY_CHUNK]
+        chunk = flat[start : start + _BINARY_CHUNK]
         nz = np.count_nonzero(chunk)
         if nz and np.count_nonzero(chunk == 1) != nz:
             return False
@@ -288,7 +331,9 @@ def binary_mask(mask: NdarrayOrTensor) -> NdarrayOrTensor:
 def _angle(R: np.random.RandomState, angle_range: tuple[float, float], random_sign: bool) -> float:
     lo, hi = float(angle_range[0]), float(angle_range[1])
     if not 0 <= lo <= hi:
-        raise ValueError(f"angle_range must be (min, max) degrees with 0 <= min <= max, got {angle_range}")
+        raise ValueError(
+            f"angle_range must be (min, max) degrees with 0 <= min <= max, got {angle_range}"
+        )
     angle = float(R.uniform(lo, hi))
     return -angle if random_sign and R.rand() < 0.5 else angle
 
@@ -327,12 +372,20 @@ class MirrorLR(InvertibleTransform):
             out = np.ascontiguousarray(np.flip(img, axis))
         if isinstance(out, MetaTensor):
             _append_record(out, {"op": "mirror", "applied": True, "axis": int(axis)})
-        return self.push_transform(out, extra_info={"axis": int(axis)}) if isinstance(out, MetaTensor) else out
+        return (
+            self.push_transform(out, extra_info={"axis": int(axis)})
+            if isinstance(out, MetaTensor)
+            else out
+        )
 
     def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
         xform = self.pop_transform(data)
         axis = int(xform[TraceKeys.EXTRA_INFO]["axis"])
-        return torch.flip(data, (axis,)) if isinstance(data, torch.Tensor) else np.flip(data, axis).copy()
+        return (
+            torch.flip(data, (axis,))
+            if isinstance(data, torch.Tensor)
+            else np.flip(data, axis).copy()
+        )
 
 
 class RandMirrorLR(RandomizableTransform, InvertibleTransform):
@@ -359,7 +412,11 @@ class RandMirrorLR(RandomizableTransform, InvertibleTransform):
         if not xform[TraceKeys.DO_TRANSFORM]:
             return data
         axis = int(xform[TraceKeys.EXTRA_INFO]["axis"])
-        return torch.flip(data, (axis,)) if isinstance(data, torch.Tensor) else np.flip(data, axis).copy()
+        return (
+            torch.flip(data, (axis,))
+            if isinstance(data, torch.Tensor)
+            else np.flip(data, axis).copy()
+        )
 
 
 # --------------------------------------------------------------------------- 3. rotate image
@@ -404,14 +461,18 @@ class RandRotateImage(RandomizableTransform, InvertibleTransform):
         """Deterministic rotation of ``img`` by ``angle`` degrees (no trace, no record)."""
         return _like(_rotate_native(img, angle, fill, self.axcodes), img)
 
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True, fill: float | None = None) -> NdarrayOrTensor:
+    def __call__(
+        self, img: NdarrayOrTensor, randomize: bool = True, fill: float | None = None
+    ) -> NdarrayOrTensor:
         if randomize:
             self.randomize()
         fill = self.fill if fill is None else fill
         out = self.rotate(img, self.angle, fill) if self._do_transform else img
         if isinstance(out, MetaTensor):
             if self._do_transform:
-                _append_record(out, {"op": "rotate_image", "applied": True, "angle_deg": round(self.angle, 4)})
+                _append_record(
+                    out, {"op": "rotate_image", "applied": True, "angle_deg": round(self.angle, 4)}
+                )
             self.push_transform(out, extra_info={"angle": self.angle, "fill": fill})
         return _stamp(out)
 
@@ -422,7 +483,12 @@ class RandRotateImage(RandomizableTransform, InvertibleTransform):
         if not xform[TraceKeys.DO_TRANSFORM]:
             return data
         info = xform[TraceKeys.EXTRA_INFO]
-        return _like(_rotate_native(data, float(info["angle"]), float(info["fill"]), self.axcodes, undo=True), data)
+        return _like(
+            _rotate_native(
+                data, float(info["angle"]), float(info["fill"]), self.axcodes, undo=True
+            ),
+            data,
+        )
 
 
 # --------------------------------------------------------------------------- tumour operations
@@ -447,7 +513,9 @@ class _TumourOp(RandomizableTransform):
             return _stamp(img, mask)
         return self.run(img, mask, lungs)
 
-    def _roi(self, tumour: np.ndarray, lungs: np.ndarray, spacing: tuple[float, ...]) -> tuple[slice, ...]:
+    def _roi(
+        self, tumour: np.ndarray, lungs: np.ndarray, spacing: tuple[float, ...]
+    ) -> tuple[slice, ...]:
         """The part of the image the operation needs (subclasses: lungs, or around the tumour)."""
         raise NotImplementedError
 
@@ -465,7 +533,9 @@ class _TumourOp(RandomizableTransform):
 
         _check_pair(img, mask)
         if mask.shape[0] != 1:
-            raise InputError("mask", f"expected a one-channel tumour mask, got {mask.shape[0]} channels")
+            raise InputError(
+                "mask", f"expected a one-channel tumour mask, got {mask.shape[0]} channels"
+            )
         if lungs is not None:
             _check_pair(img, lungs, "lungs")
         view = _Canonical(img, self.axcodes, self.spacing)
@@ -476,8 +546,13 @@ class _TumourOp(RandomizableTransform):
         m = view.view(marr != 0)[0]  # compared in the array's own (contiguous) layout, then viewed
         rng = _seeded_rng(self.R)
         if not m.any():
-            return self._done(img, mask, arr.copy(), np.zeros_like(marr), {"op": self.op_name, "applied": False,
-                                                                            "reason": "empty tumour mask"})
+            return self._done(
+                img,
+                mask,
+                arr.copy(),
+                np.zeros_like(marr),
+                {"op": self.op_name, "applied": False, "reason": "empty tumour mask"},
+            )
         if lungs is None:
             lung = lung_mask(hu, sp, progress=False)
         else:
@@ -486,11 +561,25 @@ class _TumourOp(RandomizableTransform):
         lung_r = np.asarray(lung[roi]).astype(np.uint8)
         hu_r = np.ascontiguousarray(hu[roi])
         dense_r = vessel_mask(hu_r, lung_r, sp)
-        out_arr, out_marr = arr.copy(), (marr != 0).astype(marr.dtype)  # the mask convention: {0, 1}
-        results = self._operate(hu_r, m[roi], lung_r, dense_r, sp, rng, view.view(out_arr)[0][roi],
-                                view.view(out_marr)[0][roi])
-        record = {"op": self.op_name, "applied": any(r.applied for r in results),
-                  "components": [r.as_dict() for r in results]}
+        out_arr, out_marr = (
+            arr.copy(),
+            (marr != 0).astype(marr.dtype),
+        )  # the mask convention: {0, 1}
+        results = self._operate(
+            hu_r,
+            m[roi],
+            lung_r,
+            dense_r,
+            sp,
+            rng,
+            view.view(out_arr)[0][roi],
+            view.view(out_marr)[0][roi],
+        )
+        record = {
+            "op": self.op_name,
+            "applied": any(r.applied for r in results),
+            "components": [r.as_dict() for r in results],
+        }
         return self._done(img, mask, out_arr, out_marr, record)
 
     def _done(self, img, mask, out_arr, out_marr, record):
@@ -502,7 +591,10 @@ class _TumourOp(RandomizableTransform):
 
 def _union_box(*boxes) -> tuple[slice, ...]:
     boxes = [b for b in boxes if b is not None]
-    return tuple(slice(min(b[i].start for b in boxes), max(b[i].stop for b in boxes)) for i in range(len(boxes[0])))
+    return tuple(
+        slice(min(b[i].start for b in boxes), max(b[i].stop for b in boxes))
+        for i in range(len(boxes[0]))
+    )
 
 
 class RandRelocateTumor(_TumourOp):
@@ -529,18 +621,42 @@ class RandRelocateTumor(_TumourOp):
 
     op_name = "relocate"
 
-    def __init__(self, prob: float = 1.0, margin_mm: float = 2.0, ring: int = 1, rotate_180: bool = True,
-                 opposite_first: bool = True, axcodes: str | None = None, spacing: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        prob: float = 1.0,
+        margin_mm: float = 2.0,
+        ring: int = 1,
+        rotate_180: bool = True,
+        opposite_first: bool = True,
+        axcodes: str | None = None,
+        spacing: Sequence[float] | None = None,
+    ) -> None:
         super().__init__(prob, axcodes, spacing)
-        self.margin_mm, self.ring, self.rotate_180, self.opposite_first = margin_mm, ring, rotate_180, opposite_first
+        self.margin_mm, self.ring, self.rotate_180, self.opposite_first = (
+            margin_mm,
+            ring,
+            rotate_180,
+            opposite_first,
+        )
 
     def _roi(self, tumour, lungs, spacing):
         return _union_box(F._bbox(lungs > 0, 2), F._bbox(tumour, 2))
 
     def _operate(self, hu, mask, lungs, dense, spacing, rng, out_image, out_mask):
-        return F.relocate_tumours(hu, mask, lungs, dense, spacing, rng, margin_mm=self.margin_mm, ring=self.ring,
-                                  rotate_180=self.rotate_180, opposite_first=self.opposite_first,
-                                  out_image=out_image, out_mask=out_mask)[2]
+        return F.relocate_tumours(
+            hu,
+            mask,
+            lungs,
+            dense,
+            spacing,
+            rng,
+            margin_mm=self.margin_mm,
+            ring=self.ring,
+            rotate_180=self.rotate_180,
+            opposite_first=self.opposite_first,
+            out_image=out_image,
+            out_mask=out_mask,
+        )[2]
 
 
 class RandRotateTumor(_TumourOp):
@@ -560,8 +676,15 @@ class RandRotateTumor(_TumourOp):
 
     op_name = "rotate_tumor"
 
-    def __init__(self, prob: float = 1.0, angle_range: tuple[float, float] = (1.0, 90.0), random_sign: bool = True,
-                 ring: int = 0, axcodes: str | None = None, spacing: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        prob: float = 1.0,
+        angle_range: tuple[float, float] = (1.0, 90.0),
+        random_sign: bool = True,
+        ring: int = 0,
+        axcodes: str | None = None,
+        spacing: Sequence[float] | None = None,
+    ) -> None:
         super().__init__(prob, axcodes, spacing)
         self.angle_range, self.random_sign, self.ring = angle_range, random_sign, ring
 
@@ -569,15 +692,26 @@ class RandRotateTumor(_TumourOp):
     roi_margin_mm = (12.0, 48.0, 48.0)
 
     def _roi(self, tumour, lungs, spacing):
-        margins = self.roi_margin_mm[-tumour.ndim:]
+        margins = self.roi_margin_mm[-tumour.ndim :]
         pad = tuple(int(math.ceil(mm / sp)) for mm, sp in zip(margins, spacing))
         return F._bbox(tumour, pad)
 
     def _operate(self, hu, mask, lungs, dense, spacing, rng, out_image, out_mask):
         n = len(F.tumour_components(mask))
         angles = [_angle(self.R, self.angle_range, self.random_sign) for _ in range(n)]
-        return F.rotate_tumours(hu, mask, lungs, dense, spacing, rng, angles, ring=self.ring,
-                                angle_range=self.angle_range, out_image=out_image, out_mask=out_mask)[2]
+        return F.rotate_tumours(
+            hu,
+            mask,
+            lungs,
+            dense,
+            spacing,
+            rng,
+            angles,
+            ring=self.ring,
+            angle_range=self.angle_range,
+            out_image=out_image,
+            out_mask=out_mask,
+        )[2]
 
 
 # --------------------------------------------------------------------------- 5./6. integer noise
@@ -606,7 +740,15 @@ class RandIntegerNoise(RandomizableTransform):
         seed = int(self.R.randint(0, _MAX_SEED, dtype=np.int64))
         arr = _np(img)
         out = _like(F.add_integer_noise(arr, self.noise_range, np.random.default_rng(seed)), img)
-        _append_record(out, {"op": "noise_image", "applied": True, "noise_range": list(self.noise_range), "seed": seed})
+        _append_record(
+            out,
+            {
+                "op": "noise_image",
+                "applied": True,
+                "noise_range": list(self.noise_range),
+                "seed": seed,
+            },
+        )
         return out
 
 
@@ -633,12 +775,22 @@ class RandTumorNoise(RandomizableTransform):
         arr = _np(img)
         m = _np(mask)
         where = np.broadcast_to(np.any(m != 0, axis=0, keepdims=True), arr.shape)
-        out = _like(F.add_integer_noise(arr, self.noise_range, np.random.default_rng(seed), where=where), img)
-        record = {"op": "noise_tumor", "applied": bool(where.any()), "noise_range": list(self.noise_range), "seed": seed}
+        out = _like(
+            F.add_integer_noise(arr, self.noise_range, np.random.default_rng(seed), where=where),
+            img,
+        )
+        record = {
+            "op": "noise_tumor",
+            "applied": bool(where.any()),
+            "noise_range": list(self.noise_range),
+            "seed": seed,
+        }
         if not where.any():
             record["reason"] = "empty tumour mask"
         _append_record(out, record)
-        mask = _like((m != 0).astype(m.dtype), mask)  # the mask convention: {0, 1} in the mask's dtype
+        mask = _like(
+            (m != 0).astype(m.dtype), mask
+        )  # the mask convention: {0, 1} in the mask's dtype
         if isinstance(mask, MetaTensor):
             _append_record(mask, record)
         return _stamp(out, mask)

@@ -43,8 +43,6 @@ from monai.utils import ensure_tuple, ensure_tuple_rep
 from ...errors import InputError
 from . import functional as F
 from .array import (
-    _stamp,
-    binary_mask,
     MirrorLR,
     RandIntegerNoise,
     RandMirrorLR,
@@ -52,6 +50,8 @@ from .array import (
     RandRotateImage,
     RandRotateTumor,
     RandTumorNoise,
+    _stamp,
+    binary_mask,
     metalung_records,
 )
 
@@ -100,8 +100,11 @@ def _check_grid(d: Mapping, keys, owner: str) -> None:
     for key in present[1:]:
         shape = tuple(d[key].shape[1:])
         if shape != ref_shape:
-            raise InputError(str(key), f"spatial shape {shape} does not match the spatial shape {ref_shape} of "
-                                       f"'{ref}' ({owner} expects channel-first arrays on one grid)")
+            raise InputError(
+                str(key),
+                f"spatial shape {shape} does not match the spatial shape {ref_shape} of "
+                f"'{ref}' ({owner} expects channel-first arrays on one grid)",
+            )
 
 
 def _binarise_keys(d: dict, mask_keys) -> dict:
@@ -113,7 +116,9 @@ def _binarise_keys(d: dict, mask_keys) -> dict:
 
 def _require(d: Mapping, key: Hashable, owner: str):
     if key not in d:
-        raise InputError(str(key), f"{owner}: key missing from the data dictionary (keys: {sorted(map(str, d))})")
+        raise InputError(
+            str(key), f"{owner}: key missing from the data dictionary (keys: {sorted(map(str, d))})"
+        )
     return d[key]
 
 
@@ -151,8 +156,13 @@ class MirrorLRd(MapTransform, _InvertsPerKey):
 
     backend = MirrorLR.backend
 
-    def __init__(self, keys: KeysCollection = ("image", "mask"), axcodes: str | None = None, allow_missing_keys: bool = False,
-                 mask_keys: KeysCollection | None = None) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        axcodes: str | None = None,
+        allow_missing_keys: bool = False,
+        mask_keys: KeysCollection | None = None,
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.mirror = self._array = MirrorLR(axcodes)
         self.mask_keys = ensure_tuple(mask_keys) if mask_keys is not None else ()
@@ -174,8 +184,14 @@ class RandMirrorLRd(_SeedsInner, MapTransform, _InvertsPerKey):
 
     backend = MirrorLR.backend
 
-    def __init__(self, keys: KeysCollection = ("image", "mask"), prob: float = 0.5, axcodes: str | None = None,
-                 allow_missing_keys: bool = False, mask_keys: KeysCollection | None = None) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        prob: float = 0.5,
+        axcodes: str | None = None,
+        allow_missing_keys: bool = False,
+        mask_keys: KeysCollection | None = None,
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.mirror = self._inner = self._array = RandMirrorLR(prob=1.0, axcodes=axcodes)
@@ -207,15 +223,23 @@ class RandRotateImaged(_SeedsInner, MapTransform, _InvertsPerKey):
 
     backend = RandRotateImage.backend
 
-    def __init__(self, keys: KeysCollection = ("image", "mask"), prob: float = 1.0,
-                 angle_range: tuple[float, float] = (1.0, 90.0), random_sign: bool = True,
-                 fill: Sequence[float] | float | None = None, axcodes: str | None = None,
-                 allow_missing_keys: bool = False, mask_keys: KeysCollection | None = None) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        prob: float = 1.0,
+        angle_range: tuple[float, float] = (1.0, 90.0),
+        random_sign: bool = True,
+        fill: Sequence[float] | float | None = None,
+        axcodes: str | None = None,
+        allow_missing_keys: bool = False,
+        mask_keys: KeysCollection | None = None,
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.fill = _fills(self.keys, fill)
         self.rotator = self._inner = self._array = RandRotateImage(
-            prob=1.0, angle_range=angle_range, random_sign=random_sign, axcodes=axcodes)
+            prob=1.0, angle_range=angle_range, random_sign=random_sign, axcodes=axcodes
+        )
         self.mask_keys = ensure_tuple(mask_keys) if mask_keys is not None else ()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -235,7 +259,9 @@ class RandRotateImaged(_SeedsInner, MapTransform, _InvertsPerKey):
 class _PairOpd(_SeedsInner, MapTransform):
     """``(image_key, mask_key)`` dictionary wrapper of a tumour operation."""
 
-    def __init__(self, keys: KeysCollection, lung_key: Hashable | None, op, allow_missing_keys: bool) -> None:
+    def __init__(
+        self, keys: KeysCollection, lung_key: Hashable | None, op, allow_missing_keys: bool
+    ) -> None:
         self.image_key, self.mask_key = _pair(keys, type(self).__name__)
         MapTransform.__init__(self, (self.image_key, self.mask_key), allow_missing_keys)
         RandomizableTransform.__init__(self, op.prob)
@@ -269,9 +295,19 @@ class RandRelocateTumord(_PairOpd):
 
     backend = RandRelocateTumor.backend
 
-    def __init__(self, keys: KeysCollection = ("image", "mask"), lung_key: Hashable | None = None, prob: float = 1.0,
-                 margin_mm: float = 2.0, ring: int = 1, rotate_180: bool = True, opposite_first: bool = True,
-                 axcodes: str | None = None, spacing: Sequence[float] | None = None, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        lung_key: Hashable | None = None,
+        prob: float = 1.0,
+        margin_mm: float = 2.0,
+        ring: int = 1,
+        rotate_180: bool = True,
+        opposite_first: bool = True,
+        axcodes: str | None = None,
+        spacing: Sequence[float] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
         op = RandRelocateTumor(prob, margin_mm, ring, rotate_180, opposite_first, axcodes, spacing)
         super().__init__(keys, lung_key, op, allow_missing_keys)
 
@@ -281,9 +317,18 @@ class RandRotateTumord(_PairOpd):
 
     backend = RandRotateTumor.backend
 
-    def __init__(self, keys: KeysCollection = ("image", "mask"), lung_key: Hashable | None = None, prob: float = 1.0,
-                 angle_range: tuple[float, float] = (1.0, 90.0), random_sign: bool = True, ring: int = 0,
-                 axcodes: str | None = None, spacing: Sequence[float] | None = None, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        lung_key: Hashable | None = None,
+        prob: float = 1.0,
+        angle_range: tuple[float, float] = (1.0, 90.0),
+        random_sign: bool = True,
+        ring: int = 0,
+        axcodes: str | None = None,
+        spacing: Sequence[float] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
         op = RandRotateTumor(prob, angle_range, random_sign, ring, axcodes, spacing)
         super().__init__(keys, lung_key, op, allow_missing_keys)
 
@@ -293,8 +338,13 @@ class RandTumorNoised(_PairOpd):
 
     backend = RandTumorNoise.backend
 
-    def __init__(self, keys: KeysCollection = ("image", "mask"), prob: float = 1.0,
-                 noise_range: tuple[int, int] = (0, 20), allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        prob: float = 1.0,
+        noise_range: tuple[int, int] = (0, 20),
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, None, RandTumorNoise(prob, noise_range), allow_missing_keys)
 
 
@@ -306,8 +356,13 @@ class RandIntegerNoised(_SeedsInner, MapTransform):
 
     backend = RandIntegerNoise.backend
 
-    def __init__(self, keys: KeysCollection = "image", prob: float = 1.0, noise_range: tuple[int, int] = (0, 20),
-                 allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        prob: float = 1.0,
+        noise_range: tuple[int, int] = (0, 20),
+        allow_missing_keys: bool = False,
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.noise = self._inner = RandIntegerNoise(prob=1.0, noise_range=noise_range)
@@ -385,17 +440,23 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
         ops = tuple(ops)
         unknown = [o for o in ops if o not in METALUNG_OPS]
         if unknown or not ops:
-            raise ValueError(f"MetaLungd: unknown operation(s) {unknown} (choose from {', '.join(METALUNG_OPS)})")
+            raise ValueError(
+                f"MetaLungd: unknown operation(s) {unknown} (choose from {', '.join(METALUNG_OPS)})"
+            )
         if mode not in ("online", "expand"):
             raise ValueError(f"MetaLungd: mode must be 'online' or 'expand', got '{mode}'")
-        lo, hi = (num_ops, num_ops) if isinstance(num_ops, int) else (int(num_ops[0]), int(num_ops[1]))
+        lo, hi = (
+            (num_ops, num_ops) if isinstance(num_ops, int) else (int(num_ops[0]), int(num_ops[1]))
+        )
         if not 1 <= lo <= hi <= len(ops):
             raise ValueError(f"MetaLungd: num_ops must lie in 1..{len(ops)}, got {num_ops}")
         if copies < 1:
             raise ValueError(f"MetaLungd: copies must be >= 1, got {copies}")
         w = np.ones(len(ops)) if weights is None else np.asarray(weights, dtype=float)
         if w.shape != (len(ops),) or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"MetaLungd: weights must be {len(ops)} non-negative numbers, not all zero; got {weights}")
+            raise ValueError(
+                f"MetaLungd: weights must be {len(ops)} non-negative numbers, not all zero; got {weights}"
+            )
         self.ops, self.weights, self.num_ops = ops, w / w.sum(), (lo, hi)
         self.mode, self.copies = mode, int(copies)
         self.include_original, self.drop_unapplied = include_original, drop_unapplied
@@ -405,15 +466,23 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
         pair = (self.image_key, self.mask_key)
         builders = {
             "mirror": lambda: MirrorLRd(geo_keys, axcodes=axcodes, allow_missing_keys=True),
-            "relocate": lambda: RandRelocateTumord(pair, lung_key, axcodes=axcodes, **kw.get("relocate", {})),
-            "rotate_image": lambda: RandRotateImaged(geo_keys, axcodes=axcodes, allow_missing_keys=True, **kw.get("rotate_image", {})),
-            "rotate_tumor": lambda: RandRotateTumord(pair, lung_key, axcodes=axcodes, **kw.get("rotate_tumor", {})),
+            "relocate": lambda: RandRelocateTumord(
+                pair, lung_key, axcodes=axcodes, **kw.get("relocate", {})
+            ),
+            "rotate_image": lambda: RandRotateImaged(
+                geo_keys, axcodes=axcodes, allow_missing_keys=True, **kw.get("rotate_image", {})
+            ),
+            "rotate_tumor": lambda: RandRotateTumord(
+                pair, lung_key, axcodes=axcodes, **kw.get("rotate_tumor", {})
+            ),
             "noise_image": lambda: RandIntegerNoised(self.image_key, **kw.get("noise_image", {})),
             "noise_tumor": lambda: RandTumorNoised(pair, **kw.get("noise_tumor", {})),
         }
         self.transforms = {name: builders[name]() for name in ops}
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> MetaLungd:
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> MetaLungd:
         super().set_random_state(seed, state)
         for t in self.transforms.values():
             if isinstance(t, RandomizableTransform):
@@ -433,7 +502,9 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
         _check_grid(d, (self.image_key, self.mask_key, self.lung_key), "MetaLungd")
         return d
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any] | list[dict[Hashable, Any]]:
+    def __call__(
+        self, data: Mapping[Hashable, Any]
+    ) -> dict[Hashable, Any] | list[dict[Hashable, Any]]:
         if self.mode == "expand":
             return self.expand(data)
         d = self._prepare(data)
@@ -441,7 +512,9 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
         if not self._do_transform:
             return _stamp_keys(_binarise_keys(d, (self.mask_key,)), self.keys)
         names = self._choose()
-        if not _KEEP_MASK_VALUES.isdisjoint(names):  # the tumour operations write a {0, 1} mask themselves
+        if not _KEEP_MASK_VALUES.isdisjoint(
+            names
+        ):  # the tumour operations write a {0, 1} mask themselves
             d = _binarise_keys(d, (self.mask_key,))
         for name in names:
             d = self.transforms[name](d)

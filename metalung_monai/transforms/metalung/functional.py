@@ -42,7 +42,13 @@ __all__ = [
 
 AIR_HU = -1024
 _CV_CHANNELS = 128  # channels per OpenCV call (CV_CN_MAX is 128 in OpenCV 5)
-_CV_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32), np.dtype(np.float64)}
+_CV_DTYPES = {
+    np.dtype(np.uint8),
+    np.dtype(np.uint16),
+    np.dtype(np.int16),
+    np.dtype(np.float32),
+    np.dtype(np.float64),
+}
 
 
 # --------------------------------------------------------------------------- mirror / rotation
@@ -65,7 +71,9 @@ def _cv_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)  # int32/int64/uint32: exact up to 2**53
 
 
-def rotation_map(shape_yx: tuple[int, int], angle_deg: float, center_yx: tuple[float, float] | None = None) -> np.ndarray:
+def rotation_map(
+    shape_yx: tuple[int, int], angle_deg: float, center_yx: tuple[float, float] | None = None
+) -> np.ndarray:
     """Integer source coordinates of a nearest-neighbour axial rotation (OpenCV ``CV_16SC2`` map).
 
     ``map[y, x] = (x_src, y_src)``: the input voxel each output voxel copies. Built once per call
@@ -76,7 +84,9 @@ def rotation_map(shape_yx: tuple[int, int], angle_deg: float, center_yx: tuple[f
     h, w = shape_yx
     if center_yx is None:
         center_yx = ((h - 1) / 2.0, (w - 1) / 2.0)
-    matrix = cv2.getRotationMatrix2D((float(center_yx[1]), float(center_yx[0])), float(angle_deg), 1.0)
+    matrix = cv2.getRotationMatrix2D(
+        (float(center_yx[1]), float(center_yx[0])), float(angle_deg), 1.0
+    )
     inv = cv2.invertAffineTransform(matrix).astype(np.float32)
     xs = np.arange(w, dtype=np.float32)
     ys = np.arange(h, dtype=np.float32)
@@ -122,9 +132,16 @@ def rotate_axial(
     out = np.empty_like(stack)
     border = (float(fill),) * 4  # OpenCV cycles a 4-tuple over the channels
     for start in range(0, stack.shape[-1], _CV_CHANNELS):
-        chunk = np.ascontiguousarray(stack[..., start:start + _CV_CHANNELS])
-        res = cv2.remap(chunk, rotation, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
-        out[..., start:start + _CV_CHANNELS] = res.reshape(h, w, -1)
+        chunk = np.ascontiguousarray(stack[..., start : start + _CV_CHANNELS])
+        res = cv2.remap(
+            chunk,
+            rotation,
+            None,
+            cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=border,
+        )
+        out[..., start : start + _CV_CHANNELS] = res.reshape(h, w, -1)
     return np.moveaxis(out, -1, 0).reshape(arr.shape).astype(arr.dtype, copy=False)
 
 
@@ -156,7 +173,9 @@ def unrotate_axial(
 
 
 # --------------------------------------------------------------------------- integer noise
-def integer_noise(shape: tuple[int, ...], noise_range: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def integer_noise(
+    shape: tuple[int, ...], noise_range: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
     """Integers drawn uniformly from the closed range ``[low, high]`` (``int16``)."""
     low, high = int(noise_range[0]), int(noise_range[1])
     if high < low:
@@ -194,7 +213,10 @@ def add_integer_noise(
         target = out[sel]
     if np.issubdtype(img.dtype, np.integer):
         info = np.iinfo(img.dtype)
-        if target.size and (int(target.max()) + int(noise_range[1]) > info.max or int(target.min()) + int(noise_range[0]) < info.min):
+        if target.size and (
+            int(target.max()) + int(noise_range[1]) > info.max
+            or int(target.min()) + int(noise_range[0]) < info.min
+        ):
             target = np.clip(target.astype(np.int64) + noise, info.min, info.max).astype(img.dtype)
         else:
             target = target + noise.astype(img.dtype)
@@ -277,11 +299,15 @@ def _bbox(mask: np.ndarray, pad: int | tuple[int, ...] = 0) -> tuple[slice, ...]
         return None
     box = []
     for ax in range(lead.ndim):
-        idx = np.flatnonzero(lead.any(axis=tuple(a for a in range(lead.ndim) if a != ax)) if lead.ndim > 1 else lead)
+        idx = np.flatnonzero(
+            lead.any(axis=tuple(a for a in range(lead.ndim) if a != ax)) if lead.ndim > 1 else lead
+        )
         box.append(slice(int(idx[0]), int(idx[-1]) + 1))
     last = np.flatnonzero(mask[tuple(box)].any(axis=tuple(range(mask.ndim - 1))))
     box.append(slice(int(last[0]), int(last[-1]) + 1))
-    return tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pads, mask.shape))
+    return tuple(
+        slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pads, mask.shape)
+    )
 
 
 def _as3d(a: np.ndarray) -> np.ndarray:
@@ -326,7 +352,7 @@ def _all_within(mask3: np.ndarray, reach: int) -> np.ndarray:
     out = np.zeros(mask3.shape, bool)
     width = 2 * reach + 1
     if nz >= width:
-        out[reach:nz - reach] = (csum[width:] - csum[:-width]) == width
+        out[reach : nz - reach] = (csum[width:] - csum[:-width]) == width
     return out
 
 
@@ -381,7 +407,9 @@ def _search(free, window, offsets, r_xy, half_z, spacing, rng, margin_mm, near, 
     origin = base + np.array([b.start for b in box])
     sub3 = _as3d(region[box])
     flat2d = free.ndim == 2
-    off3 = np.concatenate([np.zeros((len(offsets), 1), int), offsets], axis=1) if flat2d else offsets
+    off3 = (
+        np.concatenate([np.zeros((len(offsets), 1), int), offsets], axis=1) if flat2d else offsets
+    )
     sp3 = (1.0,) + tuple(spacing) if flat2d else tuple(spacing)
     m_z = 0 if flat2d or margin_mm <= 0 else int(math.ceil(margin_mm / sp3[0]))
     d2 = _inplane_distance(sub3, (float(sp3[1]), float(sp3[2])))
@@ -446,14 +474,31 @@ def fill_with_parenchyma(
     offsets, centre_local, r_xy, half_z = _footprint(region[box], spacing)
     centre = centre_local + np.array([s.start for s in box])
     # donors near the region first (a window of ~40 mm), the whole lung only if none fits there
-    win = tuple(slice(max(int(c) - w, 0), min(int(c) + w + 1, n))
-                for c, w, n in zip(centre, (max(int(math.ceil(40.0 / sp)), 1) for sp in spacing), region.shape))
+    win = tuple(
+        slice(max(int(c) - w, 0), min(int(c) + w + 1, n))
+        for c, w, n in zip(
+            centre, (max(int(math.ceil(40.0 / sp)), 1) for sp in spacing), region.shape
+        )
+    )
     w0 = np.array([w.start for w in win])
-    place = _search(parenchyma[win] & ~region[win], None, offsets, r_xy, half_z, spacing, rng, 0.0, centre - w0, 16)
+    place = _search(
+        parenchyma[win] & ~region[win],
+        None,
+        offsets,
+        r_xy,
+        half_z,
+        spacing,
+        rng,
+        0.0,
+        centre - w0,
+        16,
+    )
     if place is not None:
         place = place + w0
     else:
-        place = _search(parenchyma & ~region, None, offsets, r_xy, half_z, spacing, rng, 0.0, centre, 16)
+        place = _search(
+            parenchyma & ~region, None, offsets, r_xy, half_z, spacing, rng, 0.0, centre, 16
+        )
     targets = tuple((offsets + centre).T)
     if place is not None:
         out[targets] = src[tuple((offsets + place).T)]
@@ -471,7 +516,9 @@ def fill_with_parenchyma(
     return out, "sampled"
 
 
-def _cut_region(comp: Component, lungs: np.ndarray, ring: int) -> tuple[tuple[slice, ...], np.ndarray]:
+def _cut_region(
+    comp: Component, lungs: np.ndarray, ring: int
+) -> tuple[tuple[slice, ...], np.ndarray]:
     """The tumour plus a ring of ``ring`` voxels inside the lung (its partial-volume halo).
 
     Returns ``(box, local)``: a box around the cut region and the region inside it.
@@ -479,11 +526,15 @@ def _cut_region(comp: Component, lungs: np.ndarray, ring: int) -> tuple[tuple[sl
     if ring <= 0:
         return comp.box, comp.local.copy()
     shape = lungs.shape
-    pad = tuple(slice(max(b.start - ring, 0), min(b.stop + ring, n)) for b, n in zip(comp.box, shape))
+    pad = tuple(
+        slice(max(b.start - ring, 0), min(b.stop + ring, n)) for b, n in zip(comp.box, shape)
+    )
     local = np.zeros(tuple(p.stop - p.start for p in pad), bool)
     inner = tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(comp.box, pad))
     local[inner] = comp.local
-    grown = ndimage.binary_dilation(local, ndimage.generate_binary_structure(local.ndim, local.ndim), iterations=ring)
+    grown = ndimage.binary_dilation(
+        local, ndimage.generate_binary_structure(local.ndim, local.ndim), iterations=ring
+    )
     return pad, local | (grown & (lungs[pad] > 0))
 
 
@@ -575,10 +626,16 @@ def relocate_tumours(
             continue
         res.from_lung = _LUNG_NAMES[src_lung]
         comp_in_cut = np.zeros_like(cut)
-        comp_in_cut[tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(comp.box, box))] = comp.local
+        comp_in_cut[
+            tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(comp.box, box))
+        ] = comp.local
         vals = img[box]
         if rotate_180:
-            cut_p, comp_p, vals = np.flip(cut, (-2, -1)), np.flip(comp_in_cut, (-2, -1)), np.flip(vals, (-2, -1))
+            cut_p, comp_p, vals = (
+                np.flip(cut, (-2, -1)),
+                np.flip(comp_in_cut, (-2, -1)),
+                np.flip(vals, (-2, -1)),
+            )
         else:
             cut_p, comp_p = cut, comp_in_cut
         offsets, centre_local, r_xy, half_z = _footprint(cut_p, spacing)
@@ -593,7 +650,9 @@ def relocate_tumours(
             dst_pts = tuple((offsets + place).T)
             vacated = _to_global(box, cut, img.shape)
             parenchyma = (lungs == src_lung) & ~blocked
-            out_img, how = fill_with_parenchyma(img, vacated, parenchyma, spacing, rng, source=img, out=out_img)
+            out_img, how = fill_with_parenchyma(
+                img, vacated, parenchyma, spacing, rng, source=img, out=out_img
+            )
             out_msk[comp.box][comp.local] = 0
             out_img[dst_pts] = vals[src_pts]
             comp_pts = np.argwhere(comp_p)
@@ -604,12 +663,16 @@ def relocate_tumours(
             nb = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
             pasted = np.zeros(tuple(b - a for a, b in zip(lo, hi)), bool)
             pasted[tuple((np.asarray(dst_pts).T - lo).T)] = True
-            blocked[nb] |= ndimage.binary_dilation(pasted, ndimage.generate_binary_structure(pasted.ndim, pasted.ndim))
+            blocked[nb] |= ndimage.binary_dilation(
+                pasted, ndimage.generate_binary_structure(pasted.ndim, pasted.ndim)
+            )
             orig_centre = centre_local + np.array([b.start for b in box])
             res.applied = True
             res.to_lung = _LUNG_NAMES[target]
             res.shift_voxels = [int(v) for v in place - orig_centre]
-            res.fallback = None if attempt == 0 else ("same lung" if target == src_lung else "opposite lung")
+            res.fallback = (
+                None if attempt == 0 else ("same lung" if target == src_lung else "opposite lung")
+            )
             res.reason = f"vacated place filled ({how})"
             break
         else:
@@ -674,14 +737,17 @@ def rotate_tumours(
         # a box large enough for any rotation of the cut region about its centre of mass
         coords = np.argwhere(cut_local) + np.array([b.start for b in cbox])
         cy, cx = coords[:, -2].mean(), coords[:, -1].mean()
-        half = int(math.ceil(math.hypot(np.ptp(coords[:, -2]) + 1, np.ptp(coords[:, -1]) + 1) / 2.0)) + 1
+        half = (
+            int(math.ceil(math.hypot(np.ptp(coords[:, -2]) + 1, np.ptp(coords[:, -1]) + 1) / 2.0))
+            + 1
+        )
         ylo, yhi = max(int(cy) - half, 0), min(int(cy) + half + 2, img.shape[-2])
         xlo, xhi = max(int(cx) - half, 0), min(int(cx) + half + 2, img.shape[-1])
         box = tuple(cbox[:-2]) + (slice(ylo, yhi), slice(xlo, xhi))
         centre = (cy - ylo, cx - xlo)
         shape_b = tuple(b.stop - b.start for b in box)
 
-        def local(box_src, arr_local):
+        def local(box_src, arr_local, shape_b=shape_b, box=box):
             out = np.zeros(shape_b, bool)
             sl = tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(box_src, box))
             out[sl] = arr_local
@@ -710,8 +776,10 @@ def rotate_tumours(
                     break
             angle = sign * float(rng.uniform(*angle_range))
         if best is None or best[0] > max_clip:
-            res.reason = ("every tried angle pushed more than "
-                          f"{max_clip:.0%} of the tumour onto vessels, pleura or out of the lung")
+            res.reason = (
+                "every tried angle pushed more than "
+                f"{max_clip:.0%} of the tumour onto vessels, pleura or out of the lung"
+            )
             results.append(res)
             continue
         lost, angle, new_cut, new_comp, rot = best
@@ -720,8 +788,15 @@ def rotate_tumours(
         if vacated_b.any() and src_lung:
             parenchyma = (lungs == src_lung) & ~dense & ~msk
             parenchyma[box] &= ~cut_b
-            out_img, how = fill_with_parenchyma(img, _to_global(box, vacated_b, img.shape), parenchyma, spacing, rng,
-                                                source=img, out=out_img)
+            out_img, how = fill_with_parenchyma(
+                img,
+                _to_global(box, vacated_b, img.shape),
+                parenchyma,
+                spacing,
+                rng,
+                source=img,
+                out=out_img,
+            )
         else:
             how = "none"
         patch = out_img[box]

@@ -56,7 +56,13 @@ import numpy as np
 
 from ...errors import DatalistError, InputError
 from ...io.datalist import PATH_KEYS, SECTIONS, datalist_entries, load_datalist, write_datalist
-from ...utils.atomic import PARTIAL_NAME, atomic_path, stale_partial, write_image_atomic, write_json_atomic
+from ...utils.atomic import (
+    PARTIAL_NAME,
+    atomic_path,
+    stale_partial,
+    write_image_atomic,
+    write_json_atomic,
+)
 from ...utils.paths import (
     check_free_space,
     child_path,
@@ -69,7 +75,15 @@ from ...utils.paths import (
 from .array import _Canonical, _np, metalung_records
 from .dictionary import METALUNG_OPS, MetaLungd
 
-__all__ = ["expand_datalist", "HEATMAP_GRID", "MAX_COPIES", "MAX_WORKERS", "tumour_heat", "add_parser", "run"]
+__all__ = [
+    "expand_datalist",
+    "HEATMAP_GRID",
+    "MAX_COPIES",
+    "MAX_WORKERS",
+    "tumour_heat",
+    "add_parser",
+    "run",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +106,9 @@ def _case_seed(seed: int, case_id: str) -> int:
     return int(np.random.SeedSequence([int(seed), digest]).generate_state(1)[0])
 
 
-def tumour_heat(mask_canonical: np.ndarray, grid: int = HEATMAP_GRID) -> tuple[np.ndarray, int, int]:
+def tumour_heat(
+    mask_canonical: np.ndarray, grid: int = HEATMAP_GRID
+) -> tuple[np.ndarray, int, int]:
     """Axial projection of a canonical tumour mask onto a ``grid x grid`` map of voxel counts.
 
     Args:
@@ -166,8 +182,11 @@ def _read_manifest(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(path, f"unreadable augment manifest ({type(e).__name__}); remove the folder or choose "
-                               "another --out") from e
+        raise InputError(
+            path,
+            f"unreadable augment manifest ({type(e).__name__}); remove the folder or choose "
+            "another --out",
+        ) from e
     if not isinstance(data, dict):
         raise InputError(path, "not an augment manifest (not a JSON object)")
     return data
@@ -179,7 +198,9 @@ def _dead_partials(out: Path, cases: Sequence[str], ops: Sequence[str], copies: 
     A killed write leaves its temporary file (see :func:`~metalung_monai.utils.atomic.atomic_path`);
     the rerun removes it. A file whose writing process is still alive (a concurrent run) is kept.
     """
-    owned = _owned_files(out, {"cases": list(cases), "ops": list(ops), "copies": copies}, read_records=False)
+    owned = _owned_files(
+        out, {"cases": list(cases), "ops": list(ops), "copies": copies}, read_records=False
+    )
     return [rel for rel in owned if stale_partial(Path(rel).name)]
 
 
@@ -193,37 +214,63 @@ def _owned_files(out: Path, manifest: dict, read_records: bool = True) -> list[s
     """
     owned: set[str] = {MANIFEST, *_TOP_FILES}
     rec_dir = out / "records"
-    cases = [c for c in manifest.get("cases", []) if is_safe_name(c)]  # a tampered manifest names nothing else
+    cases = [
+        c for c in manifest.get("cases", []) if is_safe_name(c)
+    ]  # a tampered manifest names nothing else
     if not cases and rec_dir.is_dir():
-        cases = sorted({p.name[: -len(".json")] for p in rec_dir.glob("*.json") if is_safe_name(p.name[: -len(".json")])})
+        cases = sorted(
+            {
+                p.name[: -len(".json")]
+                for p in rec_dir.glob("*.json")
+                if is_safe_name(p.name[: -len(".json")])
+            }
+        )
     ops = [o for o in manifest.get("ops", METALUNG_OPS) if o in METALUNG_OPS]
     copies = manifest.get("copies", 1)
     copies = int(copies) if isinstance(copies, int) and 0 < copies <= MAX_COPIES else 1
     case_set = set(cases)
-    op_pattern = re.compile(rf"^(?P<cid>.+)__(?P<op>{'|'.join(map(re.escape, ops or METALUNG_OPS))})_(?P<k>\d+)$")
+    op_pattern = re.compile(
+        rf"^(?P<cid>.+)__(?P<op>{'|'.join(map(re.escape, ops or METALUNG_OPS))})_(?P<k>\d+)$"
+    )
     long_stems: set[str] = set()  # variants whose stem had to be shortened (cannot be parsed back)
     for cid in cases:
         owned.update({f"records/{cid}.json", f"records/{cid}.npz"})
         if not is_safe_name(f"{cid}__rotate_image_{copies}"):
-            long_stems.update(_variant_stem(cid, op, k) for op in ops for k in range(1 if op == "mirror" else copies))
+            long_stems.update(
+                _variant_stem(cid, op, k)
+                for op in ops
+                for k in range(1 if op == "mirror" else copies)
+            )
         rec_path = rec_dir / f"{cid}.json"
         try:
-            rec = json.loads(rec_path.read_text(encoding="utf-8")) if read_records and rec_path.is_file() else {}
+            rec = (
+                json.loads(rec_path.read_text(encoding="utf-8"))
+                if read_records and rec_path.is_file()
+                else {}
+            )
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             rec = {}
         for v in rec.get("variants", []) if isinstance(rec, dict) else []:
             for key in ("image", "mask"):
                 rel = v.get(key) if isinstance(v, dict) else None
                 parts = rel.split("/") if isinstance(rel, str) else []
-                if (len(parts) == 2 and parts[0] in ("images", "masks") and parts[1].endswith(".nii.gz")
-                        and is_safe_name(parts[1][: -len(".nii.gz")])):
+                if (
+                    len(parts) == 2
+                    and parts[0] in ("images", "masks")
+                    and parts[1].endswith(".nii.gz")
+                    and is_safe_name(parts[1][: -len(".nii.gz")])
+                ):
                     owned.add(rel)
 
     def ours(stem: str) -> bool:
         if stem in long_stems:
             return True
         m = op_pattern.match(stem)
-        return bool(m) and m["cid"] in case_set and int(m["k"]) < (1 if m["op"] == "mirror" else copies)
+        return (
+            bool(m)
+            and m["cid"] in case_set
+            and int(m["k"]) < (1 if m["op"] == "mirror" else copies)
+        )
 
     for sub in ("images", "masks"):
         folder = out / sub
@@ -231,7 +278,9 @@ def _owned_files(out: Path, manifest: dict, read_records: bool = True) -> list[s
             continue
         for f in os.listdir(folder):
             part = PARTIAL_NAME.fullmatch(f)
-            stem = part["stem"] if part else (f[: -len(".nii.gz")] if f.endswith(".nii.gz") else None)
+            stem = (
+                part["stem"] if part else (f[: -len(".nii.gz")] if f.endswith(".nii.gz") else None)
+            )
             if stem is not None and ours(stem):
                 owned.add(f"{sub}/{f}")
     if rec_dir.is_dir():
@@ -257,20 +306,28 @@ def _check_cases(ids: dict[str, dict]) -> None:
             reader.ReadImageInformation()
         except RuntimeError as e:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-            why = next((ln for ln in reversed(lines) if "rror" in ln or "annot" in ln), lines[-1] if lines else "")
+            why = next(
+                (ln for ln in reversed(lines) if "rror" in ln or "annot" in ln),
+                lines[-1] if lines else "",
+            )
             raise InputError(path, f"cannot be read as an image ({why[:200]})") from e
         return tuple(reader.GetSize())
 
     for cid, e in ids.items():
         size = header(e["image"])
         if len(size) not in (2, 3):
-            raise InputError(e["image"], f"expected a 2D or 3D image, got {len(size)} dimensions {size}")
+            raise InputError(
+                e["image"], f"expected a 2D or 3D image, got {len(size)} dimensions {size}"
+            )
         for key in ("mask", "lung_mask"):
             if e.get(key):
                 other = header(e[key])
                 if other != size:
-                    raise InputError(e[key], f"{key} size {other} does not match the image's {size} "
-                                             f"({e['image']}; case {cid})")
+                    raise InputError(
+                        e[key],
+                        f"{key} size {other} does not match the image's {size} "
+                        f"({e['image']}; case {cid})",
+                    )
 
 
 def _estimate_bytes(entries: list[dict], ops: Sequence[str], copies: int) -> tuple[int, int]:
@@ -298,20 +355,32 @@ def _load(entry: dict):
     import torch
     from monai.transforms import LoadImaged
 
-    keys = ["image"] + (["mask"] if entry.get("mask") else []) + (["lung"] if entry.get("lung_mask") else [])
+    keys = (
+        ["image"]
+        + (["mask"] if entry.get("mask") else [])
+        + (["lung"] if entry.get("lung_mask") else [])
+    )
     data = {"image": entry["image"]}
     if entry.get("mask"):
         data["mask"] = entry["mask"]
     if entry.get("lung_mask"):
         data["lung"] = entry["lung_mask"]
     try:
-        d = LoadImaged(keys=keys, reader="ITKReader", image_only=True, ensure_channel_first=True, dtype=None)(data)
+        d = LoadImaged(
+            keys=keys, reader="ITKReader", image_only=True, ensure_channel_first=True, dtype=None
+        )(data)
     except Exception as e:  # MONAI wraps reader errors in RuntimeError/ValueError
-        raise InputError(entry["image"], f"cannot be loaded by MONAI ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        raise InputError(
+            entry["image"],
+            f"cannot be loaded by MONAI ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+        ) from e
     if "mask" not in d:
         d["mask"] = d["image"].clone().zero_().to(dtype=torch.uint8)
     if tuple(d["mask"].shape) != tuple(d["image"].shape):
-        raise InputError(entry.get("mask") or entry["image"], f"mask shape {tuple(d['mask'].shape)} does not match image {tuple(d['image'].shape)}")
+        raise InputError(
+            entry.get("mask") or entry["image"],
+            f"mask shape {tuple(d['mask'].shape)} does not match image {tuple(d['image'].shape)}",
+        )
     return d
 
 
@@ -342,8 +411,15 @@ def _expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
     images, masks, rec_dir = out / "images", out / "masks", out / "records"
     d = _load(entry)
     lung_key = "lung" if "lung" in d else None
-    t = MetaLungd(keys=("image", "mask"), lung_key=lung_key, ops=cfg["ops"], mode="expand", copies=cfg["copies"],
-                  include_original=True, drop_unapplied=True)
+    t = MetaLungd(
+        keys=("image", "mask"),
+        lung_key=lung_key,
+        ops=cfg["ops"],
+        mode="expand",
+        copies=cfg["copies"],
+        include_original=True,
+        drop_unapplied=True,
+    )
     t.set_random_state(_case_seed(cfg["seed"], case_id))
     variants = t.iter_expand(d)
     del d
@@ -366,17 +442,30 @@ def _expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
         _write_like(v["image"], entry["image"], img_path, np.int16)
         _write_like(v["mask"], entry["image"], mask_path, np.uint8)
         mask_c = view.view(v["mask"])[0]
-        h, r, l = tumour_heat(mask_c)
+        h, right, left = tumour_heat(mask_c)
         heat_out += h
-        r_out += r
-        l_out += l
+        r_out += right
+        l_out += left
         spacing = view.spacing
-        e = {k2: v2 for k2, v2 in entry.items() if k2 not in ("image", "mask", "lung_mask", "augmentation", "source_case")}
-        e.update({
-            "image": _rel(img_path, out), "mask": _rel(mask_path, out), "case_id": vid, "source_case": case_id,
-            "lung_rads": lung_rads_from_mask(mask_c, spacing), "split": "train",
-            "augmentation": {"op": op, "params": {k2: v2 for k2, v2 in rec.items() if k2 != "op"}},
-        })
+        e = {
+            k2: v2
+            for k2, v2 in entry.items()
+            if k2 not in ("image", "mask", "lung_mask", "augmentation", "source_case")
+        }
+        e.update(
+            {
+                "image": _rel(img_path, out),
+                "mask": _rel(mask_path, out),
+                "case_id": vid,
+                "source_case": case_id,
+                "lung_rads": lung_rads_from_mask(mask_c, spacing),
+                "split": "train",
+                "augmentation": {
+                    "op": op,
+                    "params": {k2: v2 for k2, v2 in rec.items() if k2 != "op"},
+                },
+            }
+        )
         entries.append(e)
         del v, mask_c  # the next variant is made only now: one variant in memory at a time
     for op in cfg["ops"]:
@@ -386,10 +475,17 @@ def _expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
             skipped.append({"op": op, "count": missing})
     with atomic_path(child_path(rec_dir, case_id, ".npz")) as tmp:
         np.savez_compressed(tmp, heat_in=heat_in, heat_out=heat_out)
-    record = {"case_id": case_id, "config": cfg["key"], "variants": entries, "skipped": skipped,
-              "lungs": {"in": [r_in, l_in], "out": [r_out, l_out]}}
+    record = {
+        "case_id": case_id,
+        "config": cfg["key"],
+        "variants": entries,
+        "skipped": skipped,
+        "lungs": {"in": [r_in, l_in], "out": [r_out, l_out]},
+    }
     if "case_id" in entry and entry["case_id"] != case_id:
-        record["case_id_in_datalist"] = str(entry["case_id"])  # the id as the source datalist wrote it
+        record["case_id_in_datalist"] = str(
+            entry["case_id"]
+        )  # the id as the source datalist wrote it
     write_json_atomic(record, child_path(rec_dir, case_id, ".json"))
     return record
 
@@ -401,7 +497,9 @@ def _worker_init() -> None:
     logging.getLogger("monai").setLevel(logging.ERROR)
 
 
-def _expand_pending(ids: dict, pending: list[str], records: dict, out: Path, cfg: dict, workers: int, bar) -> None:
+def _expand_pending(
+    ids: dict, pending: list[str], records: dict, out: Path, cfg: dict, workers: int, bar
+) -> None:
     """Expand the ``pending`` cases (in this process or ``workers`` processes) into ``records``."""
     if workers <= 1:
         for cid in pending:
@@ -409,7 +507,9 @@ def _expand_pending(ids: dict, pending: list[str], records: dict, out: Path, cfg
             if bar:
                 bar.update(1)
     elif pending:
-        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(pending)), initializer=_worker_init
+        ) as pool:
             futs = {pool.submit(_expand_case, ids[cid], cid, str(out), cfg): cid for cid in pending}
             for fut in as_completed(futs):
                 records[futs[fut]] = fut.result()
@@ -417,16 +517,23 @@ def _expand_pending(ids: dict, pending: list[str], records: dict, out: Path, cfg
                     bar.update(1)
 
 
-def _remove_if_unfinished(out: Path, created: Path, cases: list[str], ops: Sequence[str], copies: int) -> None:
+def _remove_if_unfinished(
+    out: Path, created: Path, cases: list[str], ops: Sequence[str], copies: int
+) -> None:
     """After a failed run that created ``out`` (and the folders up to ``created``): remove what it
     wrote when no case finished, so that a refused case leaves nothing behind.
 
     A finished case (its record written) is kept, so that a rerun resumes from it.
     """
     rec_dir = out / "records"
-    if rec_dir.is_dir() and any(f.endswith(".json") and not f.startswith(".") for f in os.listdir(rec_dir)):
+    if rec_dir.is_dir() and any(
+        f.endswith(".json") and not f.startswith(".") for f in os.listdir(rec_dir)
+    ):
         return
-    remove_owned(out, _owned_files(out, {"cases": cases, "ops": list(ops), "copies": copies}, read_records=False))
+    remove_owned(
+        out,
+        _owned_files(out, {"cases": cases, "ops": list(ops), "copies": copies}, read_records=False),
+    )
     try:
         for sub in _SUBDIRS:
             if (out / sub).is_dir():
@@ -478,19 +585,29 @@ def expand_datalist(
     ops = tuple(ops)
     bad = [o for o in ops if o not in METALUNG_OPS]
     if bad or not ops:
-        raise InputError("--ops", f"unknown operation(s) {bad or '(none)'}; choose from {', '.join(METALUNG_OPS)}")
+        raise InputError(
+            "--ops",
+            f"unknown operation(s) {bad or '(none)'}; choose from {', '.join(METALUNG_OPS)}",
+        )
     twice = sorted({o for o in ops if ops.count(o) > 1})
     if twice:
-        raise InputError("--ops", f"lists {', '.join(twice)} more than once; use --copies for more variants")
+        raise InputError(
+            "--ops", f"lists {', '.join(twice)} more than once; use --copies for more variants"
+        )
     if isinstance(copies, bool) or int(copies) != copies or copies < 1:
         raise InputError("--copies", f"must be a whole number >= 1, got {copies}")
     if copies > MAX_COPIES:
-        raise InputError("--copies", f"{copies} variants per operation and case is more than the {MAX_COPIES} allowed "
-                                     "(the thesis used 1; each copy is a full image on disk)")
+        raise InputError(
+            "--copies",
+            f"{copies} variants per operation and case is more than the {MAX_COPIES} allowed "
+            "(the thesis used 1; each copy is a full image on disk)",
+        )
     if int(seed) != seed or seed < 0:
         raise InputError("--seed", f"must be a whole number >= 0, got {seed}")
     if int(workers) != workers or not 1 <= workers <= MAX_WORKERS:
-        raise InputError("--workers", f"must be a whole number from 1 to {MAX_WORKERS}, got {workers}")
+        raise InputError(
+            "--workers", f"must be a whole number from 1 to {MAX_WORKERS}, got {workers}"
+        )
     copies, seed, workers = int(copies), int(seed), int(workers)
     src = Path(datalist).resolve()
     out = Path(out_dir).resolve()
@@ -508,7 +625,9 @@ def expand_datalist(
     try:  # every entry is copied into the new datalist (originals, variants): it must be strict JSON
         json.dumps(raw, allow_nan=False)
     except ValueError as e:
-        raise DatalistError(src, "holds NaN or infinity (not valid JSON for most readers); fix the entry") from e
+        raise DatalistError(
+            src, "holds NaN or infinity (not valid JSON for most readers); fix the entry"
+        ) from e
 
     # the folder: ours (resume, or --overwrite a run with other settings) or new; nothing written yet
     manifest = out / MANIFEST
@@ -518,14 +637,20 @@ def expand_datalist(
         if old.get("key") != cfg["key"]:
             if not overwrite:
                 shown = {k: old.get(k) for k in ("ops", "copies", "seed", "datalist") if k in old}
-                raise DatalistError(out, f"holds an expansion made with other settings ({shown}); use another --out, "
-                                         "or --overwrite to replace that expansion (only its own files are deleted)")
+                raise DatalistError(
+                    out,
+                    f"holds an expansion made with other settings ({shown}); use another --out, "
+                    "or --overwrite to replace that expansion (only its own files are deleted)",
+                )
             stale = _owned_files(out, old)
     else:
         foreign = [n for n in _TOP_FILES if (out / n).exists()]
         if foreign:
-            raise InputError("--out", f"{out} holds {', '.join(foreign)} that 'metalung augment' did not write (no "
-                                      f"{MANIFEST}); choose a new or empty folder")
+            raise InputError(
+                "--out",
+                f"{out} holds {', '.join(foreign)} that 'metalung augment' did not write (no "
+                f"{MANIFEST}); choose a new or empty folder",
+            )
 
     records: dict[str, dict] = {}
     pending = []
@@ -546,10 +671,13 @@ def expand_datalist(
     _check_cases({c: ids[c] for c in pending})
     n_var, needed = _estimate_bytes([ids[c] for c in pending], ops, copies)
     reclaimed = sum((out / rel).stat().st_size for rel in stale if (out / rel).is_file())
-    check_free_space(out, needed - reclaimed,
-                     f"{n_var:,} variants ({len(pending)} cases x {n_var // max(len(pending), 1):,}) of "
-                     f"about {format_bytes(needed / max(n_var, 1))} each",
-                     option="--copies" if copies > 1 else "--out")
+    check_free_space(
+        out,
+        needed - reclaimed,
+        f"{n_var:,} variants ({len(pending)} cases x {n_var // max(len(pending), 1):,}) of "
+        f"about {format_bytes(needed / max(n_var, 1))} each",
+        option="--copies" if copies > 1 else "--out",
+    )
 
     # from here on the folder is written
     created = out  # the outermost folder this run creates (None: --out existed)
@@ -596,7 +724,9 @@ def expand_datalist(
         new_train.extend(records[cid]["variants"])
     new = {k: v for k, v in raw.items() if k not in ("training", "validation", "test")}
     new["name"] = f"{raw.get('name', src.stem)} + MetaLung"
-    new["description"] = (f"MetaLung offline expansion of {src} (ops {', '.join(ops)}, copies {copies}, seed {seed})")
+    new["description"] = (
+        f"MetaLung offline expansion of {src} (ops {', '.join(ops)}, copies {copies}, seed {seed})"
+    )
     new["training"] = new_train
     for section in ("validation", "test"):
         if section in raw:
@@ -628,11 +758,16 @@ def _heatmap_figure(out: Path, ids: dict, records: dict) -> Path:
     n_in = len(ids)
     n_out = n_in + sum(len(records[c]["variants"]) for c in ids)
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
-    for ax, heat, lr, title, n in ((axes[0], heat_in, lr_in, "input", n_in), (axes[1], heat_out, lr_out, "after MetaLung", n_out)):
+    for ax, heat, lr, title, n in (
+        (axes[0], heat_in, lr_in, "input", n_in),
+        (axes[1], heat_out, lr_out, "after MetaLung", n_out),
+    ):
         total = max(lr.sum(), 1)
         im = ax.imshow(np.log1p(heat), cmap="inferno", extent=(0, 1, 1, 0))
         ax.axvline(0.5, color="w", lw=0.6, ls="--")
-        ax.set_title(f"{title}: {n} cases\nright lung {lr[0] / total:.0%} | left lung {lr[1] / total:.0%} of tumour voxels")
+        ax.set_title(
+            f"{title}: {n} cases\nright lung {lr[0] / total:.0%} | left lung {lr[1] / total:.0%} of tumour voxels"
+        )
         ax.set_xlabel("patient right  <-  x  ->  patient left")
         ax.set_ylabel("anterior  <-  y  ->  posterior")
         fig.colorbar(im, ax=ax, fraction=0.046, label="log(1 + tumour voxels)")
@@ -649,19 +784,38 @@ def add_parser(subparsers) -> None:
         "augment",
         help="offline MetaLung expansion of a datalist's training cases",
         description="Write MetaLung variants (new NIfTI cases) of every training case of DATALIST and a new "
-                    "datalist (originals + variants with their augmentation records) in --out; resumable.",
+        "datalist (originals + variants with their augmentation records) in --out; resumable.",
     )
-    p.add_argument("datalist", metavar="DATALIST", help="source datalist.json (e.g. from 'metalung phantom' or 'convert')")
-    p.add_argument("--out", "-o", required=True, metavar="DIR",
-                   help="output folder (apart from the datalist and the files it lists)")
-    p.add_argument("--ops", default=",".join(METALUNG_OPS),
-                   help=f"comma-separated operations (default: all six: {','.join(METALUNG_OPS)})")
-    p.add_argument("--copies", type=int, default=1,
-                   help=f"variants per random operation and case (default 1, at most {MAX_COPIES})")
+    p.add_argument(
+        "datalist",
+        metavar="DATALIST",
+        help="source datalist.json (e.g. from 'metalung phantom' or 'convert')",
+    )
+    p.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="DIR",
+        help="output folder (apart from the datalist and the files it lists)",
+    )
+    p.add_argument(
+        "--ops",
+        default=",".join(METALUNG_OPS),
+        help=f"comma-separated operations (default: all six: {','.join(METALUNG_OPS)})",
+    )
+    p.add_argument(
+        "--copies",
+        type=int,
+        default=1,
+        help=f"variants per random operation and case (default 1, at most {MAX_COPIES})",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an expansion made with other settings (deletes only the files it wrote)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an expansion made with other settings (deletes only the files it wrote)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -669,12 +823,22 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     t0 = time.time()
-    path = expand_datalist(args.datalist, args.out, ops=ops, copies=args.copies, seed=args.seed,
-                           workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
+    path = expand_datalist(
+        args.datalist,
+        args.out,
+        ops=ops,
+        copies=args.copies,
+        seed=args.seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     dl = load_datalist(path)
     n_var = sum(1 for e in dl["training"] if e.get("augmentation"))
     n_orig = len(dl["training"]) - n_var
-    print(f"metalung augment: {n_orig} training cases -> {n_orig + n_var} ({n_var} variants, "
-          f"x{(n_orig + n_var) / max(n_orig, 1):.2f}) in {time.time() - t0:.1f} s; "
-          f"datalist {path}; heatmap {Path(path).with_name('heatmap.png')}")
+    print(
+        f"metalung augment: {n_orig} training cases -> {n_orig + n_var} ({n_var} variants, "
+        f"x{(n_orig + n_var) / max(n_orig, 1):.2f}) in {time.time() - t0:.1f} s; "
+        f"datalist {path}; heatmap {Path(path).with_name('heatmap.png')}"
+    )
     return 0
