@@ -111,6 +111,7 @@ HOSTILE_IDS = [
 ]
 
 
+@pytest.mark.slow
 def test_hostile_case_ids_write_only_inside_out_and_never_collide(tiny, tmp_path, capsys):
     root = tmp_path / "root"
     data = root / "data"
@@ -210,6 +211,7 @@ def test_out_overlapping_an_input_is_refused_before_anything_is_written(tiny, tm
         assert _tree(tmp_path) == before  # nothing written, nothing lost
 
 
+@pytest.mark.slow
 def test_overwrite_deletes_only_what_augment_wrote(tiny, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
@@ -384,18 +386,18 @@ def test_a_run_that_fails_midway_leaves_no_output_behind_unless_a_case_finished(
     import metalung_monai.transforms.metalung.offline as offline
 
     dl = _datalist(tiny, ["C1", "C2"], name="dl_fail.json")
-    real = offline._expand_case
+    real = offline.expand_case
 
     def fail_on_c2(entry, cid, out_dir, cfg):
         if cid == "C2":
             raise InputError(entry["image"], "cannot be loaded by MONAI (simulated)")
         return real(entry, cid, out_dir, cfg)
 
-    monkeypatch.setattr(offline, "_expand_case", fail_on_c2)
+    monkeypatch.setattr(offline, "expand_case", fail_on_c2)
     with pytest.raises(InputError):  # C1 finished: kept for a rerun
         expand_datalist(dl, tmp_path / "a" / "out", ops=["mirror"], progress=False)
     assert (tmp_path / "a" / "out" / "records" / "C1.json").is_file()
-    monkeypatch.setattr(offline, "_expand_case", lambda *a: fail_on_c2(a[0], "C2", *a[2:]))
+    monkeypatch.setattr(offline, "expand_case", lambda *a: fail_on_c2(a[0], "C2", *a[2:]))
     with pytest.raises(InputError):  # nothing finished: nothing left
         expand_datalist(dl, tmp_path / "b" / "out", ops=["mirror"], progress=False)
     assert not (tmp_path / "b").exists()
@@ -423,6 +425,16 @@ def test_absurd_copies_are_refused_at_once_and_nothing_is_written(tiny, tmp_path
         line = _one_error_line(capsys.readouterr().err)
         assert rc == 1 and bad[0] in line, line
         assert not out.exists()
+
+
+def test_the_command_spells_out_the_operations_and_limits_of_the_transforms():
+    """``metalung augment``'s parser does not import the transforms (torch): its copies of their
+    operation names and copy limit must stay equal to them."""
+    from metalung_monai.commands import augment as command
+    from metalung_monai.transforms.metalung.dictionary import METALUNG_OPS
+    from metalung_monai.transforms.metalung.offline import MAX_COPIES
+
+    assert command.OPS == METALUNG_OPS and command.MAX_COPIES == MAX_COPIES
 
 
 def test_output_larger_than_the_free_disk_is_refused_up_front(tiny, tmp_path, monkeypatch):
@@ -500,6 +512,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_with_more_copies(tmp_path):
     """Peak RSS of `augment` on one case at copies=2, then copies=8 (4 vs 16 variants of 5.3 MB each), in one process.
 
@@ -685,6 +698,7 @@ def test_offline_variants_of_a_0_255_mask_are_0_1(tiny, tmp_path):
 
 
 # --------------------------------------------------------------------------- a real SIGKILL
+@pytest.mark.slow
 def test_real_sigkill_then_resume_equals_an_uninterrupted_run(small_cohort, tmp_path):
     """`metalung augment` in its own process, SIGKILLed after its first finished case, then rerun."""
     src = json.loads((small_cohort / "datalist.json").read_text())

@@ -12,8 +12,8 @@ import SimpleITK as sitk
 from metalung_monai.cli import main
 from metalung_monai.errors import DatalistError, InputError
 from metalung_monai.io.datalist import datalist_entries, load_datalist
-from metalung_monai.phantom.cohort import generate_cohort
-from metalung_monai.transforms.metalung.offline import expand_datalist, tumour_heat
+from metalung_monai.transforms.metalung.offline import expand_datalist
+from metalung_monai.transforms.metalung.offline_case import tumor_heat
 
 OPS = "mirror,relocate,rotate_image,rotate_tumor,noise_image,noise_tumor"
 
@@ -23,18 +23,8 @@ def _arr(path):
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cohort")
-    return generate_cohort(
-        out,
-        n_patients=6,
-        seed=3,
-        size=160,
-        slice_thickness=5.0,
-        n_test_per_class=1,
-        progress=False,
-        figure=False,
-    )
+def cohort(small_cohort):
+    return small_cohort / "datalist.json"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +33,7 @@ def expanded(cohort, tmp_path_factory):
     return expand_datalist(cohort, out, seed=1, progress=False), out
 
 
+@pytest.mark.slow
 def test_expansion_writes_variants_with_records(cohort, expanded):
     path, out = expanded
     src = load_datalist(cohort)
@@ -99,6 +90,7 @@ def test_expansion_writes_variants_with_records(cohort, expanded):
     assert not list(out.rglob("*.partial*"))
 
 
+@pytest.mark.slow
 def test_relocation_and_mirror_balance_the_lungs(expanded):
     _, out = expanded
     recs = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
@@ -111,6 +103,7 @@ def test_relocation_and_mirror_balance_the_lungs(expanded):
     assert abs(share_out - 0.5) <= abs(share_in - 0.5)
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_redoes_only_the_unfinished_case(cohort, expanded, tmp_path):
     path, out = expanded
     before = load_datalist(path)
@@ -134,6 +127,7 @@ def test_resume_after_a_kill_redoes_only_the_unfinished_case(cohort, expanded, t
     assert len({e["case_id"] for e in after["training"]}) == len(after["training"])
 
 
+@pytest.mark.slow
 def test_workers_and_seed(cohort, expanded, tmp_path):
     path, out = expanded
     path2 = expand_datalist(cohort, tmp_path / "w2", seed=1, workers=2, progress=False)
@@ -148,6 +142,7 @@ def test_workers_and_seed(cohort, expanded, tmp_path):
         expand_datalist(cohort, tmp_path / "x", ops=["mirror", "blur"], progress=False)
 
 
+@pytest.mark.slow
 def test_cli(cohort, tmp_path, capsys):
     rc = main(
         [
@@ -173,9 +168,9 @@ def test_cli(cohort, tmp_path, capsys):
     assert "datalist file does not exist" in capsys.readouterr().err
 
 
-def test_tumour_heat_counts_each_side():
+def test_tumor_heat_counts_each_side():
     m = np.zeros((4, 10, 20), np.uint8)
     m[1:3, 2:4, 2:5] = 1  # patient right (small x)
     m[2, 5, 15] = 1  # patient left
-    heat, right, left = tumour_heat(m, grid=10)
+    heat, right, left = tumor_heat(m, grid=10)
     assert (right, left) == (12, 1) and heat.sum() == 13

@@ -53,6 +53,7 @@ def test_cohort_composition():
         cohort_classes(0)
 
 
+@pytest.mark.slow
 def test_layout_and_datalist(cohort):
     out, path = cohort
     assert path == out / "datalist.json"
@@ -81,6 +82,7 @@ def test_layout_and_datalist(cohort):
     assert not list(out.rglob("*.partial*"))
 
 
+@pytest.mark.slow
 def test_threshold_lung_masks_match_truth(cohort):
     """The HU-threshold lung masks written with the cohort agree with the phantom's anatomy."""
     out, path = cohort
@@ -110,6 +112,7 @@ def test_threshold_lung_masks_match_truth(cohort):
         assert check["dice"] == pytest.approx(dice, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_cohort_csv_and_overview(cohort):
     out, _ = cohort
     rows = list(csv.DictReader((out / "cohort.csv").open()))
@@ -131,6 +134,7 @@ def test_cohort_csv_and_overview(cohort):
     assert im.shape[0] > 800 and im.shape[1] > 800 and im[..., :3].std() > 0.1
 
 
+@pytest.mark.slow
 def test_workers_give_identical_files(small, tmp_path):
     generate_cohort(tmp_path, n_patients=4, seed=2, workers=2, figure=False, **SMALL)
     for sub in ("images", "masks", "truth"):
@@ -143,6 +147,7 @@ def test_workers_give_identical_files(small, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_resume_regenerates_only_missing(small, tmp_path):
     out = tmp_path / "c"
     shutil.copytree(small, out)
@@ -163,6 +168,7 @@ def test_resume_regenerates_only_missing(small, tmp_path):
     assert json.loads((out / MANIFEST_NAME).read_text())["last_run"]["generated"] == []
 
 
+@pytest.mark.slow
 def test_mismatching_parameters_refused(small, tmp_path):
     out = tmp_path / "c"
     shutil.copytree(small, out)
@@ -186,6 +192,7 @@ def test_foreign_folder_refused(tmp_path):
     assert (tmp_path / "images" / "x.nii.gz").read_bytes() == b"not ours"
 
 
+@pytest.mark.slow
 def test_cli(tmp_path, capsys):
     from metalung_monai.cli import main
 
@@ -235,6 +242,7 @@ def test_cli(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_dicom_round_trip(tmp_path):
     read_ct = pytest.importorskip("metalung_monai.io.readers").read_ct
     pytest.importorskip("metalung_monai.io.dicom_write")

@@ -24,14 +24,9 @@ import SimpleITK as sitk
 from killing import sigkill_when
 
 from metalung_monai.errors import InputError
-from metalung_monai.phantom.cohort import (
-    MANIFEST_NAME,
-    PatientParams,
-    PatientVolume,
-    generate_cohort,
-    min_size_for_fov,
-    write_patient,
-)
+from metalung_monai.phantom import PatientParams, PatientVolume, write_patient
+from metalung_monai.phantom.cohort import MANIFEST_NAME, generate_cohort
+from metalung_monai.phantom.params import min_size_for_fov
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {
@@ -60,6 +55,7 @@ def _arr(path):
 
 
 # ----------------------------------------------------------------------------- #12 absurd requests
+@pytest.mark.slow
 def test_huge_patient_count_is_refused_in_seconds(tmp_path, capsys):
     out = tmp_path / "cohort"
     for n in ("100000000", "10001"):
@@ -242,6 +238,7 @@ def test_hostile_patient_ids_stay_inside_out(tmp_path, pid):
 
 
 # ----------------------------------------------------------------------------- #3 --overwrite
+@pytest.mark.slow
 def test_overwrite_deletes_only_what_phantom_wrote(tmp_path):
     out = tmp_path / "cohort"
     generate_cohort(out, n_patients=1, seed=1, **FAST)
@@ -292,6 +289,7 @@ def test_overwrite_without_a_manifest_deletes_nothing(tmp_path):
     assert (tmp_path / "datalist.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_overwrite_of_a_dicom_cohort_keeps_foreign_files_in_its_folders(tmp_path):
     pytest.importorskip("metalung_monai.io.dicom_write")
     out = tmp_path / "c"
@@ -311,6 +309,7 @@ def test_overwrite_of_a_dicom_cohort_keeps_foreign_files_in_its_folders(tmp_path
 
 
 # ----------------------------------------------------------------------------- a real SIGKILL
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, capsys):
     from metalung_monai.cli import main
 

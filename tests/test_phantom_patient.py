@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from metalung_monai.anatomy.lung_rads import lung_rads_from_mask, tumour_diameters_mm
+from metalung_monai.anatomy.lung_rads import lung_rads_from_mask, tumor_diameters_mm
 from metalung_monai.errors import InputError
+from metalung_monai.phantom import PatientParams, generate_patient, sample_patient_params
 from metalung_monai.phantom.body import TRUTH_LABELS, ChestAnatomy
-from metalung_monai.phantom.cohort import PatientParams, generate_patient, sample_patient_params
 from metalung_monai.phantom.vessels import PlanningMap, grow_vessel_trees
 
 TUMOURS = [
@@ -150,13 +150,14 @@ def test_tumour_hu_by_type(patient):
             assert -750 <= np.median(vals) <= 100, t
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", ["LR1", "LR2", "LR3", "LR4A", "LR4B"])
 def test_tumour_size_matches_lung_rads(class_patients, cls):
     vol = class_patients[cls]
     assert vol.params.lung_rads == cls
     assert lung_rads_from_mask(vol.mask, vol.spacing) == cls
     assert vol.lung_rads == cls
-    diam = tumour_diameters_mm(vol.mask, vol.spacing)
+    diam = tumor_diameters_mm(vol.mask, vol.spacing)
     assert len(diam) == len(vol.tumours)
     if cls == "LR1":
         assert vol.mask.max() == 0 and vol.tumours == []
@@ -172,6 +173,7 @@ def test_tumour_size_matches_lung_rads(class_patients, cls):
         assert len(t["centre_mm"]) == 3
 
 
+@pytest.mark.slow
 def test_tumours_inside_the_lung(patient, class_patients):
     """Tumour voxels are lung: surrounded by lung, except the pleural contact of juxtapleural ones."""
     lung_like = {1, 2, 4, 5}
@@ -201,6 +203,7 @@ def test_juxtapleural_placement(patient):
     assert pleural and all(t["juxtapleural"] for t in pleural)
 
 
+@pytest.mark.slow
 def test_calcifications_not_in_mask(patient, class_patients):
     for vol in [patient, *class_patients.values()]:
         calc = vol.truth == 4
@@ -212,12 +215,14 @@ def test_calcifications_not_in_mask(patient, class_patients):
     assert len(patient.calcifications) == 2
 
 
+@pytest.mark.slow
 def test_healthy_patient_has_empty_mask(class_patients):
     vol = class_patients["LR1"]
     assert vol.mask.sum() == 0 and vol.n_tumour_slices == 0
     assert np.isin(vol.truth, (1, 2)).sum() > 1000
 
 
+@pytest.mark.slow
 def test_deterministic_and_seed_dependent(patient):
     again = generate_patient(_params())
     assert np.array_equal(again.hu, patient.hu)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
+
+from ..utils.runner import progress
 
 
 def progress_iter(iterable: Iterable, enabled: bool, desc: str, total: int | None = None):
-    """Wrap ``iterable`` in a tqdm bar when ``enabled`` and stderr is a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        return iterable
-    from tqdm.auto import tqdm
+    """Wrap ``iterable`` in a tqdm bar when ``enabled`` and stderr is a terminal.
 
-    return tqdm(iterable, desc=desc, total=total, leave=False)
+    The package's one bar, :func:`metalung_monai.utils.runner.progress`, not kept on screen.
+    """
+    return progress(
+        iterable, total=total, desc=desc, enabled=enabled, leave=False, terminal_only=True
+    )

@@ -14,10 +14,18 @@ import os
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
 
-__all__ = ["cohort_overview", "OVERVIEW_CACHE"]
+from ..errors import InputError
+from ..utils.atomic import atomic_path, save_figure_atomic
+from ..utils.paths import child_path, safe_name
+
+__all__ = ["cohort_overview", "save_overview_slice", "HIST_EDGES", "OVERVIEW_CACHE"]
 
 OVERVIEW_CACHE = ".phantom-cache"
+#: HU bin edges (10 HU from -1030 to 2050) of the per-patient histograms the overview sums
+HIST_EDGES = np.arange(-1030, 2051, 10)
 LUNG_WINDOW = (-1350, 150)
 WIDE_WINDOW = (-1000, 600)
 _ORDER = ("LR1", "LR2", "LR3", "LR4A", "LR4B")
@@ -25,9 +33,6 @@ _ORDER = ("LR1", "LR2", "LR3", "LR4A", "LR4B")
 
 def save_overview_slice(out_dir, pid: str, hu2d, mask2d, truth2d, spacing_yx, k: int) -> Path:
     """Store the slice used by the overview (``.phantom-cache/<pid>_overview.npz``, atomic)."""
-    from ..utils.atomic import atomic_path
-    from ..utils.paths import child_path, safe_name
-
     path = child_path(
         Path(out_dir) / OVERVIEW_CACHE,
         safe_name(pid, fallback="patient"),
@@ -43,23 +48,17 @@ def save_overview_slice(out_dir, pid: str, hu2d, mask2d, truth2d, spacing_yx, k:
 
 
 def _load_slice(out_dir: Path, summary: dict):
-    from ..utils.paths import child_path, safe_name
-
     name = safe_name(summary["patient_id"], fallback="patient")
     path = child_path(out_dir / OVERVIEW_CACHE, name, "_overview.npz", source=summary["patient_id"])
     if path.is_file():
         with np.load(path) as z:
             return z["hu"], z["mask"], z["truth"], tuple(z["spacing"])
-    import SimpleITK as sitk
-
     k = int(summary["overview_slice"])
     arrs = []
     base = out_dir.resolve()
     for key in ("image", "mask", "truth"):
         p = out_dir / summary["files"][key]
         if base not in p.resolve().parents:  # a manifest names files inside the cohort only
-            from ..errors import InputError
-
             raise InputError(summary["files"][key], f"lies outside the cohort folder {out_dir}")
         arrs.append(sitk.GetArrayFromImage(sitk.ReadImage(str(p)))[k])
     return arrs[0], arrs[1], arrs[2], tuple(summary["spacing"][1:])
@@ -94,9 +93,6 @@ def cohort_overview(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
-
-    from ..utils.atomic import save_figure_atomic
-    from .cohort import HIST_EDGES
 
     out_dir = Path(out_dir)
     by_class: dict[str, list[dict]] = {}
@@ -141,8 +137,6 @@ def cohort_overview(
                 ax.contour(mask > 0, levels=[0.5], colors="red", linewidths=0.9)
             calc = truth == 4
             if calc.any():
-                from scipy import ndimage
-
                 lab, n = ndimage.label(calc)
                 for cy, cx in ndimage.center_of_mass(calc, lab, range(1, n + 1)):
                     ax.add_patch(
@@ -240,8 +234,6 @@ def _thorax_crop(truth: np.ndarray):
 
 def _zoom(ax, hu, mask, truth, sp, summary) -> bool:
     """Zoom (60 mm) on the largest tumour, else a calcification, in a wide window."""
-    from scipy import ndimage
-
     target = mask > 0 if mask.any() else truth == 4
     ax.set_xticks([])
     ax.set_yticks([])

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .body import LABEL_LUNG_L, LABEL_LUNG_R
+from ..anatomy.lung_rads import longest_diameter_mm, lung_rads_from_diameter
+from .labels import LABEL_LUNG_L, LABEL_LUNG_R
 from .shapes import (
     Canvas,
     Grid,
@@ -44,7 +45,7 @@ __all__ = [
     "LUNG_RADS_RANGES_MM",
     "Lesion",
     "LesionRaster",
-    "TumourPlan",
+    "TumorPlan",
     "rasterise",
     "place_lesions",
     "lung_rads_of_diameter",
@@ -68,14 +69,10 @@ MIN_TUMOUR_DIAMETER_MM = 4.0
 
 def lung_rads_of_diameter(d_mm: float) -> str:
     """Lung-RADS size class (``d < 6 -> LR2 ... d >= 15 -> LR4B``; 0 -> LR1)."""
-    from ..anatomy.lung_rads import lung_rads_from_diameter
-
     return lung_rads_from_diameter(float(d_mm))
 
 
 def _measure(mask: np.ndarray, spacing) -> float:
-    from ..anatomy.lung_rads import longest_diameter_mm
-
     return float(longest_diameter_mm(mask, spacing))
 
 
@@ -84,7 +81,19 @@ class Lesion:
     """Analytic lesion (tumour or calcification) in anatomical millimetres.
 
     ``depth`` is a signed distance-like function (> 0 inside); ``scale`` multiplies the size and
-    is what the calibration adjusts.
+    is what the calibration adjusts. Drawn by :meth:`sample_tumour` / :meth:`sample_calcification`
+    (get-params), rasterised by :func:`rasterise` (apply).
+
+    Attributes:
+        radius: base radius (mm) before ``scale``; ``axes``: relative semi-axes (largest 1) of the
+            ellipsoid, turned by ``rotation``.
+        bump_directions, bump_amplitudes, bump_concentrations: lobulation: the radius grows by
+            ``amplitude * exp(concentration * (cos(angle to direction) - 1))`` per bump.
+        spike_directions, spike_lengths, spike_radii: spicules (length as a fraction of the
+            radius, base radius in mm); ``spike_mask_fraction`` of each length is annotated.
+        hu_mean, hu_sd: solid tissue HU; ``ground_glass_hu_mean`` / ``_sd``: ground-glass HU;
+            ``solid_core_fraction``: radius fraction of a part-solid tumour's solid core.
+        wave_vectors, wave_phases: plane waves of the smooth HU texture (:meth:`field`).
     """
 
     kind: str
@@ -94,20 +103,20 @@ class Lesion:
     radius: float
     rotation: np.ndarray
     axes: np.ndarray
-    bump_dirs: np.ndarray
-    bump_amp: np.ndarray
-    bump_kappa: np.ndarray
-    spike_dirs: np.ndarray
-    spike_len: np.ndarray
-    spike_r: np.ndarray
-    spike_mask_frac: float
+    bump_directions: np.ndarray
+    bump_amplitudes: np.ndarray
+    bump_concentrations: np.ndarray
+    spike_directions: np.ndarray
+    spike_lengths: np.ndarray
+    spike_radii: np.ndarray
+    spike_mask_fraction: float
     hu_mean: float
     hu_sd: float
-    ggo_mean: float
-    ggo_sd: float
-    core_frac: float
-    wave_k: np.ndarray
-    wave_phase: np.ndarray
+    ground_glass_hu_mean: float
+    ground_glass_hu_sd: float
+    solid_core_fraction: float
+    wave_vectors: np.ndarray
+    wave_phases: np.ndarray
     scale: float = 1.0
     info: dict = field(default_factory=dict)
 
@@ -133,21 +142,21 @@ class Lesion:
             radius=0.5 * float(diameter),
             rotation=random_rotation(rng),
             axes=axes,
-            bump_dirs=random_unit_vectors(rng, k),
-            bump_amp=amp,
-            bump_kappa=rng.uniform(2.0, 6.0, k),
-            spike_dirs=random_unit_vectors(rng, n_sp),
-            spike_len=rng.uniform(0.35, 0.9, n_sp),
-            spike_r=rng.uniform(0.6, 1.1, n_sp),
-            spike_mask_frac=float(rng.uniform(0.3, 0.5)),
+            bump_directions=random_unit_vectors(rng, k),
+            bump_amplitudes=amp,
+            bump_concentrations=rng.uniform(2.0, 6.0, k),
+            spike_directions=random_unit_vectors(rng, n_sp),
+            spike_lengths=rng.uniform(0.35, 0.9, n_sp),
+            spike_radii=rng.uniform(0.6, 1.1, n_sp),
+            spike_mask_fraction=float(rng.uniform(0.3, 0.5)),
             hu_mean=float(rng.uniform(-10.0, 50.0)),
             hu_sd=float(rng.uniform(8.0, 25.0)),
-            ggo_mean=float(rng.uniform(-640.0, -420.0)),
-            ggo_sd=float(rng.uniform(25.0, 55.0)),
-            core_frac=float(rng.uniform(0.3, 0.6)),
-            wave_k=random_unit_vectors(rng, 8)
+            ground_glass_hu_mean=float(rng.uniform(-640.0, -420.0)),
+            ground_glass_hu_sd=float(rng.uniform(25.0, 55.0)),
+            solid_core_fraction=float(rng.uniform(0.3, 0.6)),
+            wave_vectors=random_unit_vectors(rng, 8)
             * rng.uniform(2 * np.pi / 10.0, 2 * np.pi / 4.0, (8, 1)),
-            wave_phase=rng.uniform(0, 2 * np.pi, 8),
+            wave_phases=rng.uniform(0, 2 * np.pi, 8),
         )
         lesion.radius /= lesion._max_modulation()
         return lesion
@@ -162,20 +171,20 @@ class Lesion:
             radius=0.5 * float(diameter),
             rotation=random_rotation(rng),
             axes=np.array([1.0, *rng.uniform(0.85, 1.0, 2)]),
-            bump_dirs=np.zeros((0, 3)),
-            bump_amp=np.zeros(0),
-            bump_kappa=np.zeros(0),
-            spike_dirs=np.zeros((0, 3)),
-            spike_len=np.zeros(0),
-            spike_r=np.zeros(0),
-            spike_mask_frac=0.0,
+            bump_directions=np.zeros((0, 3)),
+            bump_amplitudes=np.zeros(0),
+            bump_concentrations=np.zeros(0),
+            spike_directions=np.zeros((0, 3)),
+            spike_lengths=np.zeros(0),
+            spike_radii=np.zeros(0),
+            spike_mask_fraction=0.0,
             hu_mean=float(rng.uniform(800.0, 1500.0)),
             hu_sd=float(rng.uniform(10.0, 40.0)),
-            ggo_mean=0.0,
-            ggo_sd=0.0,
-            core_frac=1.0,
-            wave_k=random_unit_vectors(rng, 4) * (2 * np.pi / 3.0),
-            wave_phase=rng.uniform(0, 2 * np.pi, 4),
+            ground_glass_hu_mean=0.0,
+            ground_glass_hu_sd=0.0,
+            solid_core_fraction=1.0,
+            wave_vectors=random_unit_vectors(rng, 4) * (2 * np.pi / 3.0),
+            wave_phases=rng.uniform(0, 2 * np.pi, 4),
         )
 
     def _max_modulation(self) -> float:
@@ -186,10 +195,12 @@ class Lesion:
 
     def _modulation(self, u: np.ndarray) -> np.ndarray:
         """Radius factor for local unit directions ``u`` (n, 3)."""
-        if len(self.bump_amp) == 0:
+        if len(self.bump_amplitudes) == 0:
             return np.ones(len(u))
-        dots = u @ self.bump_dirs.T
-        return 1.0 + (self.bump_amp * np.exp(self.bump_kappa * (dots - 1.0))).sum(axis=1)
+        dots = u @ self.bump_directions.T
+        return 1.0 + (self.bump_amplitudes * np.exp(self.bump_concentrations * (dots - 1.0))).sum(
+            axis=1
+        )
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -199,20 +210,20 @@ class Lesion:
     def extent(self) -> float:
         """Largest distance (mm) from the centre to any point of the lesion (spikes included)."""
         r = self.radius * self.scale * self._max_modulation() / float(np.min(self.axes))
-        if len(self.spike_len):
-            r = r + float(np.max(self.spike_len)) * self.radius * self.scale
+        if len(self.spike_lengths):
+            r = r + float(np.max(self.spike_lengths)) * self.radius * self.scale
         return float(r)
 
     def _spikes(self, for_mask: bool):
         """(base, tip, r_base, r_tip) of each spike in world mm."""
         out = []
         R = self.radius * self.scale
-        for d, ln, rs in zip(self.spike_dirs, self.spike_len, self.spike_r):
+        for d, ln, rs in zip(self.spike_directions, self.spike_lengths, self.spike_radii):
             local = self.rotation.T @ d
             w = local / self.axes
             t0 = R * float(self._modulation((w / np.linalg.norm(w))[None])[0]) / np.linalg.norm(w)
             length = ln * R
-            frac = self.spike_mask_frac if for_mask else 1.0
+            frac = self.spike_mask_fraction if for_mask else 1.0
             r0 = rs * min(1.0, np.sqrt(self.scale))
             r_tip = 0.25 * r0
             base = self.centre + 0.6 * t0 * d
@@ -238,10 +249,12 @@ class Lesion:
         dist = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
         inv = 1.0 / np.maximum(dist, 1e-6)
         mod = 1.0
-        for dvec, a, kap in zip(self.bump_dirs, self.bump_amp, self.bump_kappa):
+        for dvec, a, kap in zip(
+            self.bump_directions, self.bump_amplitudes, self.bump_concentrations
+        ):
             dots = (w[0] * float(dvec[0]) + w[1] * float(dvec[1]) + w[2] * float(dvec[2])) * inv
             mod = mod + float(a) * np.exp(float(kap) * (dots - 1.0))
-        R = self.radius * self.scale * (self.core_frac if core else 1.0)
+        R = self.radius * self.scale * (self.solid_core_fraction if core else 1.0)
         d = (R * mod - dist) * float(np.min(self.axes))
         if core or self.shape != "spiculated":
             return d
@@ -252,9 +265,9 @@ class Lesion:
     def field(self, Z, Y, X) -> np.ndarray:
         """Smooth zero-mean, unit-variance random field (sum of plane waves)."""
         out = 0.0
-        for k, ph in zip(self.wave_k, self.wave_phase):
+        for k, ph in zip(self.wave_vectors, self.wave_phases):
             out = out + np.cos(float(k[0]) * Z + float(k[1]) * Y + float(k[2]) * X + float(ph))
-        return out * np.float32(np.sqrt(2.0 / len(self.wave_phase)))
+        return out * np.float32(np.sqrt(2.0 / len(self.wave_phases)))
 
     def hu(self, Z, Y, X) -> np.ndarray:
         """Intrinsic HU of the lesion tissue at the given points."""
@@ -264,7 +277,7 @@ class Lesion:
         solid = np.clip(self.hu_mean + self.hu_sd * f, -100.0, 100.0)
         if self.kind == "solid":
             return solid
-        ggo = np.clip(self.ggo_mean + self.ggo_sd * f, -700.0, -300.0)
+        ggo = np.clip(self.ground_glass_hu_mean + self.ground_glass_hu_sd * f, -700.0, -300.0)
         if self.kind == "ggo":
             return ggo
         core = self.depth(Z, Y, X, core=True) > 0
@@ -350,7 +363,7 @@ def rasterise(
 
 
 @dataclass
-class TumourPlan:
+class TumorPlan:
     """What to place: type, shape, target longest axial diameter, placement mode and lung."""
 
     kind: str
@@ -423,7 +436,7 @@ def place_lesions(
     n_sub: int,
     labels_fn,
     rng: np.random.Generator,
-    plans: list[TumourPlan],
+    plans: list[TumorPlan],
     calc_diameters: list[float],
     max_tries: int = 40,
 ):
@@ -572,3 +585,7 @@ def place_lesions(
             calcs.append((lesion, raster))
             break
     return tumours, calcs
+
+
+#: the British spelling, kept for code written before the public API settled on "tumor"
+TumourPlan = TumorPlan

@@ -4,8 +4,8 @@ Each lung is the part of the thoracic cavity on its side of the mediastinum that
 
 * above the diaphragm: two domes (the right one higher) whose union, smoothly floored at
   ``Z = 0``, gives deep posterior costophrenic recesses and a shallow anterior base;
-* below the apex: above ``Z_cap0`` the lung is confined to a rounded, nearly paraboloid cap that
-  narrows to a point at ``Z = H`` (lung height);
+* below the apex: above ``apex_cap_z`` the lung is confined to a rounded, nearly paraboloid cap that
+  narrows to a point at ``Z = lung_height``;
 * outside the mediastinal exclusion (a midline band, the heart with its pericardial fat, the great
   vessels, airways and oesophagus with a margin, and the paravertebral soft tissue).
 
@@ -16,51 +16,56 @@ patient) and a smooth random texture (:class:`ParenchymaTexture`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:  # body_params draws the diaphragm with dome_height: no runtime import back
+    from .body_params import BodyParams, Diaphragm
 
 __all__ = ["dome_height", "lung_floor", "apex_ok", "parenchyma_hu", "ParenchymaTexture"]
 
 _FLOOR_SOFTNESS = 12.0  # mm; rounds the junction between the domes and the recess floor Z = 0
 
 
-def dome_height(p, Y, X) -> np.ndarray:
+def dome_height(diaphragm: Diaphragm, Y, X) -> np.ndarray:
     """Height (mm) of the diaphragm surface under the lungs: upper envelope of both domes.
 
     Args:
-        p: anatomy parameters (:class:`metalung_monai.phantom.body.ChestAnatomy` ``.p``).
+        diaphragm: the domes (``BodyParams.diaphragm``).
         Y, X: broadcastable coordinate arrays (mm).
     """
+    d = diaphragm
     out = None
-    for side in ("r", "l"):
-        rx, ry = p.dome_rx, p.dome_ry
-        q = ((X - p[f"dome_x_{side}"]) / rx) ** 2 + ((Y - p.dome_y) / ry) ** 2
-        h = p[f"dome_z_{side}"] * (1.0 - q)
+    for top_z, top_x in ((d.right_z, d.right_x), (d.left_z, d.left_x)):
+        q = ((X - top_x) / d.radius_x) ** 2 + ((Y - d.y) / d.radius_y) ** 2
+        h = top_z * (1.0 - q)
         out = h if out is None else np.maximum(out, h)
     return out
 
 
-def lung_floor(p, Y, X) -> np.ndarray:
+def lung_floor(diaphragm: Diaphragm, Y, X) -> np.ndarray:
     """Lowest ``Z`` (mm) of lung at ``(Y, X)``: the domes, smoothly floored at ``Z = 0``."""
-    d = dome_height(p, Y, X)
+    d = dome_height(diaphragm, Y, X)
     return 0.5 * (d + np.sqrt(d * d + _FLOOR_SOFTNESS**2))
 
 
-def apex_ok(p, Z, Y, X, side: int) -> np.ndarray:
+def apex_ok(p: BodyParams, Z, Y, X, side: int) -> np.ndarray:
     """Boolean: inside the apical cap of the lung on ``side`` (-1 right, +1 left), or below it."""
-    h = p.H - p.cap_z0
-    t = np.clip((Z - p.cap_z0) / h, 0.0, None)
+    h = p.lung_height - p.apex_cap_z
+    t = np.clip((Z - p.apex_cap_z) / h, 0.0, None)
     lim = (1.0 - t) * (1.0 + 0.3 * t)  # between a paraboloid and an ellipsoid: a rounded point
-    xs = side * p.cap_x
-    q = ((X - xs) / p.cap_ax) ** 2 + ((Y - p.cap_y) / p.cap_ay) ** 2
-    return (q <= lim) | (Z <= p.cap_z0)
+    xs = side * p.apex_cap_x
+    q = ((X - xs) / p.apex_cap_radius_x) ** 2 + ((Y - p.apex_cap_y) / p.apex_cap_radius_y) ** 2
+    return (q <= lim) | (Z <= p.apex_cap_z)
 
 
-def parenchyma_hu(p, Y) -> np.ndarray:
-    """Mean parenchyma HU at ``Y``: ``lung_hu`` with a linear anterior-to-posterior gradient."""
-    front = p.yc - p.b_in
-    frac = np.clip((Y - front) / (2.0 * p.b_in), 0.0, 1.0)
-    return p.lung_hu + p.lung_gradient * (frac - 0.5)
+def parenchyma_hu(p: BodyParams, Y) -> np.ndarray:
+    """Mean parenchyma HU at ``Y``: ``hu_lung`` with a linear anterior-to-posterior gradient."""
+    front = p.cavity_centre_y - p.cavity_half_depth
+    frac = np.clip((Y - front) / (2.0 * p.cavity_half_depth), 0.0, 1.0)
+    return p.hu_lung + p.hu_lung_gradient * (frac - 0.5)
 
 
 class ParenchymaTexture:

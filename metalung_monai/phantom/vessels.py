@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .body import LABEL_LUNG_L, LABEL_LUNG_R, LABEL_MEDIASTINUM, ChestAnatomy
+from .body import ChestAnatomy
+from .labels import LABEL_LUNG_L, LABEL_LUNG_R, LABEL_MEDIASTINUM
 from .shapes import Canvas, Grid, segment_depth_batch
 
 __all__ = ["PlanningMap", "Segments", "grow_vessel_trees", "render_segments"]
@@ -48,9 +49,21 @@ class PlanningMap:
     """
 
     def __init__(self, anatomy: ChestAnatomy, step: float = 3.0) -> None:
-        p = anatomy.p
-        lo = np.array([-step, p.yc - p.b_in - 2 * step, -p.a_in - 2 * step])
-        hi = np.array([p.H + step, p.yc + p.b_in + 2 * step, p.a_in + 2 * step])
+        p = anatomy.params
+        lo = np.array(
+            [
+                -step,
+                p.cavity_centre_y - p.cavity_half_depth - 2 * step,
+                -p.cavity_half_width - 2 * step,
+            ]
+        )
+        hi = np.array(
+            [
+                p.lung_height + step,
+                p.cavity_centre_y + p.cavity_half_depth + 2 * step,
+                p.cavity_half_width + 2 * step,
+            ]
+        )
         shape = tuple(int(v) for v in np.ceil((hi - lo) / step) + 1)
         self.step = float(step)
         self.grid = Grid(shape, (step, step, step), tuple(lo))
@@ -359,7 +372,7 @@ def grow_vessel_trees(
     """Arterial, venous and bronchial trees of both lungs.
 
     Args:
-        anatomy: the patient's anatomy (hilum positions in ``anatomy.p``).
+        anatomy: the patient's anatomy (hilum positions in ``anatomy.params``).
         pmap: planning map (lung labels).
         rng: generator (consumed).
         r_min: radius (mm) below which a branch ends with a thin twig.
@@ -368,14 +381,14 @@ def grow_vessel_trees(
     Returns:
         All segments (arteries, veins, bronchi) as one :class:`Segments`.
     """
-    p = anatomy.p
+    p = anatomy.params
     parts = []
     for side, sx, lab in (("right", -1.0, LABEL_LUNG_R), ("left", 1.0, LABEL_LUNG_L)):
         vox = np.argwhere(pmap.label == lab)
         if len(vox) < 10:
             continue
         base = np.asarray(pmap.grid.start) + vox * pmap.step
-        h = np.asarray(p.art_hilum[side], float)
+        h = np.asarray(p.artery_hila[side], float)
         r_tot = rng.uniform(7.0, 8.5)
         dirs = [(0.8, 0.1, sx * 0.6), (-0.25, -0.6, sx * 0.75), (-0.75, 0.45, sx * 0.5)]
         art_roots = [(h, d, r_tot) for d in dirs]
@@ -388,7 +401,9 @@ def grow_vessel_trees(
         pts = base + rng.uniform(-0.5, 0.5, base.shape) * pmap.step
         pts = pts[rng.random(len(pts)) < 0.5]
         vein = _grow_tree(vein_roots, pts, pmap, rng, lab, KIND_VEIN, r_min)
-        br = _bronchi_from_arteries(art, p.bronchus_hila[side], p.bronchus_r[side], min_radius=1.6)
+        br = _bronchi_from_arteries(
+            art, p.bronchus_hila[side], p.main_bronchus_radius[side], min_radius=1.6
+        )
         parts += [art, vein, br]
     return Segments.concat(parts)
 

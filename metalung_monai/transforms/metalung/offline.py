@@ -1,8 +1,10 @@
-"""Offline MetaLung expansion of a datalist (``metalung augment DATALIST --out DIR``).
+"""Offline MetaLung expansion of a datalist: the resumable driver (``metalung augment``).
 
-Every training case is loaded the MONAI way (``LoadImaged``, ITK reader, channel first, int16
-kept), expanded with :class:`~.dictionary.MetaLungd` in ``"expand"`` mode, and each variant is
-written as a new NIfTI case on the grid of its source case (``images/``, ``masks/``). The new
+:func:`expand_datalist` runs :func:`~.offline_case.expand_case` for every training case (one job
+of :func:`metalung_monai.utils.runner.run_pool` each): the case is loaded the MONAI way
+(``LoadImaged``, ITK reader, channel first, int16 kept), expanded with
+:class:`~.dictionary.MetaLungd` in ``"expand"`` mode, and each variant is written as a new NIfTI
+case on the grid of its source case (``images/``, ``masks/``). The new
 ``datalist.json`` lists the original cases (paths pointing back to their files, not copied),
 then the variants; each variant entry has ``image``, ``mask``, ``source_case`` and an
 ``augmentation`` record: the operation's name and its parameters as applied. Test and
@@ -42,27 +44,19 @@ figure 36: mirror and relocation balance the left and right lungs).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import DatalistError, InputError
 from ...io.datalist import PATH_KEYS, SECTIONS, datalist_entries, load_datalist, write_datalist
-from ...utils.atomic import (
-    PARTIAL_NAME,
-    atomic_path,
-    stale_partial,
-    write_image_atomic,
-    write_json_atomic,
-)
+from ...utils.atomic import PARTIAL_NAME, save_figure_atomic
 from ...utils.paths import (
     check_free_space,
     child_path,
@@ -72,22 +66,25 @@ from ...utils.paths import (
     remove_owned,
     safe_name,
 )
-from .array import _Canonical, _np, metalung_records
-from .dictionary import METALUNG_OPS, MetaLungd
+from ...utils.runner import (
+    Manifest,
+    completed,
+    file_fingerprint,
+    fingerprint,
+    init_torch_worker,
+    run_pool,
+    stale_partials,
+)
+from ...utils.runner import (
+    progress as progress_bar,
+)
+from .dictionary import METALUNG_OPS
+from .offline_case import HEATMAP_GRID, _rel, expand_case, variant_stem
 
-__all__ = [
-    "expand_datalist",
-    "HEATMAP_GRID",
-    "MAX_COPIES",
-    "MAX_WORKERS",
-    "tumour_heat",
-    "add_parser",
-    "run",
-]
+__all__ = ["expand_datalist", "MANIFEST", "MAX_COPIES", "MAX_WORKERS"]
 
 log = logging.getLogger(__name__)
 
-HEATMAP_GRID = 128
 MANIFEST = ".augment-manifest.json"
 #: most variants per random operation and case: far beyond any useful augmentation (the thesis
 #: used 1); larger requests are mistakes that would fill the disk and the datalist
@@ -99,53 +96,6 @@ _ENTRY_BYTES = 2048
 #: files of its own that ``augment`` writes at the top of ``--out``
 _TOP_FILES = ("datalist.json", "heatmap.png")
 _SUBDIRS = ("images", "masks", "records")
-
-
-def _case_seed(seed: int, case_id: str) -> int:
-    digest = int(hashlib.sha1(case_id.encode()).hexdigest()[:8], 16)
-    return int(np.random.SeedSequence([int(seed), digest]).generate_state(1)[0])
-
-
-def tumour_heat(
-    mask_canonical: np.ndarray, grid: int = HEATMAP_GRID
-) -> tuple[np.ndarray, int, int]:
-    """Axial projection of a canonical tumour mask onto a ``grid x grid`` map of voxel counts.
-
-    Args:
-        mask_canonical: canonical ``(y, x)`` or ``(z, y, x)`` mask (nonzero = tumour).
-        grid: size of the map; positions are relative to the image extent.
-
-    Returns:
-        ``(heat, right, left)``: counts per cell (rows = posterior, columns = patient left) and
-        the tumour voxels in the patient's right (``x`` below the image centre) and left half.
-    """
-    m = np.asarray(mask_canonical) != 0
-    pts = np.argwhere(m)
-    heat = np.zeros((grid, grid), np.float64)
-    if len(pts) == 0:
-        return heat, 0, 0
-    h, w = m.shape[-2:]
-    ys = (pts[:, -2] + 0.5) / h
-    xs = (pts[:, -1] + 0.5) / w
-    heat, _, _ = np.histogram2d(ys, xs, bins=grid, range=((0, 1), (0, 1)))
-    left = int((pts[:, -1] >= w / 2.0).sum())
-    return heat, len(pts) - left, left
-
-
-def _rel(path: str | os.PathLike, start: Path) -> str:
-    return os.path.relpath(os.path.abspath(path), start)
-
-
-def _config_key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _variant_stem(case_id: str, op: str, k: int) -> str:
-    """File stem of variant ``k`` of operation ``op`` of a case (``P0001__mirror_0``).
-
-    ``case_id`` is already a safe name; a stem that would be too long is shortened with a hash.
-    """
-    return safe_name(f"{case_id}__{op}_{k}")
 
 
 def _case_ids(train: list[dict]) -> dict[str, dict]:
@@ -178,20 +128,6 @@ def _inputs_of(src: Path, raw: dict) -> list[str]:
     return files
 
 
-def _read_manifest(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(
-            path,
-            f"unreadable augment manifest ({type(e).__name__}); remove the folder or choose "
-            "another --out",
-        ) from e
-    if not isinstance(data, dict):
-        raise InputError(path, "not an augment manifest (not a JSON object)")
-    return data
-
-
 def _dead_partials(out: Path, cases: Sequence[str], ops: Sequence[str], copies: int) -> list[str]:
     """``.partial`` leftovers (relative to ``out``) of this expansion's own files whose writer is dead.
 
@@ -201,7 +137,7 @@ def _dead_partials(out: Path, cases: Sequence[str], ops: Sequence[str], copies: 
     owned = _owned_files(
         out, {"cases": list(cases), "ops": list(ops), "copies": copies}, read_records=False
     )
-    return [rel for rel in owned if stale_partial(Path(rel).name)]
+    return stale_partials(out, owned)
 
 
 def _owned_files(out: Path, manifest: dict, read_records: bool = True) -> list[str]:
@@ -237,7 +173,7 @@ def _owned_files(out: Path, manifest: dict, read_records: bool = True) -> list[s
         owned.update({f"records/{cid}.json", f"records/{cid}.npz"})
         if not is_safe_name(f"{cid}__rotate_image_{copies}"):
             long_stems.update(
-                _variant_stem(cid, op, k)
+                variant_stem(cid, op, k)
                 for op in ops
                 for k in range(1 if op == "mirror" else copies)
             )
@@ -350,173 +286,6 @@ def _estimate_bytes(entries: list[dict], ops: Sequence[str], copies: int) -> tup
     return per_case * len(entries), total
 
 
-def _load(entry: dict):
-    """Image, mask (zeros when the case has none) and lung labels as MONAI channel-first tensors."""
-    import torch
-    from monai.transforms import LoadImaged
-
-    keys = (
-        ["image"]
-        + (["mask"] if entry.get("mask") else [])
-        + (["lung"] if entry.get("lung_mask") else [])
-    )
-    data = {"image": entry["image"]}
-    if entry.get("mask"):
-        data["mask"] = entry["mask"]
-    if entry.get("lung_mask"):
-        data["lung"] = entry["lung_mask"]
-    try:
-        d = LoadImaged(
-            keys=keys, reader="ITKReader", image_only=True, ensure_channel_first=True, dtype=None
-        )(data)
-    except Exception as e:  # MONAI wraps reader errors in RuntimeError/ValueError
-        raise InputError(
-            entry["image"],
-            f"cannot be loaded by MONAI ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-        ) from e
-    if "mask" not in d:
-        d["mask"] = d["image"].clone().zero_().to(dtype=torch.uint8)
-    if tuple(d["mask"].shape) != tuple(d["image"].shape):
-        raise InputError(
-            entry.get("mask") or entry["image"],
-            f"mask shape {tuple(d['mask'].shape)} does not match image {tuple(d['image'].shape)}",
-        )
-    return d
-
-
-def _write_like(tensor, reference: str, path: Path, dtype) -> None:
-    """Write a channel-first MONAI tensor (ITK reader layout) on the grid of ``reference``."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(reference))
-    reader.ReadImageInformation()
-    arr = np.transpose(_np(tensor)[0])  # ITK reader reverses sitk's order
-    img = sitk.GetImageFromArray(np.ascontiguousarray(arr.astype(dtype)))
-    img.SetSpacing(reader.GetSpacing())
-    img.SetOrigin(reader.GetOrigin())
-    img.SetDirection(reader.GetDirection())
-    write_image_atomic(img, path)
-
-
-def _expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
-    """Expand one case; returns its record (also written to ``records/<case_id>.json``).
-
-    ``case_id`` is a safe file name (see :func:`_case_ids`). The variants are made and written
-    one at a time: memory holds the case and one variant, whatever ``copies``.
-    """
-    from ...anatomy import lung_rads_from_mask
-
-    out = Path(out_dir)
-    images, masks, rec_dir = out / "images", out / "masks", out / "records"
-    d = _load(entry)
-    lung_key = "lung" if "lung" in d else None
-    t = MetaLungd(
-        keys=("image", "mask"),
-        lung_key=lung_key,
-        ops=cfg["ops"],
-        mode="expand",
-        copies=cfg["copies"],
-        include_original=True,
-        drop_unapplied=True,
-    )
-    t.set_random_state(_case_seed(cfg["seed"], case_id))
-    variants = t.iter_expand(d)
-    del d
-    original = next(variants)
-    view = _Canonical(original["image"])
-    heat_in, r_in, l_in = tumour_heat(view.view(original["mask"])[0])
-    heat_out, r_out, l_out = heat_in.copy(), r_in, l_in
-    entries, skipped = [], []
-    counters: dict[str, int] = {}
-    done_ops = []
-    for v in variants:
-        rec = metalung_records(v["image"])[-1]
-        op = rec["op"]
-        k = counters.get(op, 0)
-        counters[op] = k + 1
-        done_ops.append(op)
-        vid = _variant_stem(case_id, op, k)
-        img_path = child_path(images, vid, ".nii.gz", source=f"case_id {case_id!r}")
-        mask_path = child_path(masks, vid, ".nii.gz", source=f"case_id {case_id!r}")
-        _write_like(v["image"], entry["image"], img_path, np.int16)
-        _write_like(v["mask"], entry["image"], mask_path, np.uint8)
-        mask_c = view.view(v["mask"])[0]
-        h, right, left = tumour_heat(mask_c)
-        heat_out += h
-        r_out += right
-        l_out += left
-        spacing = view.spacing
-        e = {
-            k2: v2
-            for k2, v2 in entry.items()
-            if k2 not in ("image", "mask", "lung_mask", "augmentation", "source_case")
-        }
-        e.update(
-            {
-                "image": _rel(img_path, out),
-                "mask": _rel(mask_path, out),
-                "case_id": vid,
-                "source_case": case_id,
-                "lung_rads": lung_rads_from_mask(mask_c, spacing),
-                "split": "train",
-                "augmentation": {
-                    "op": op,
-                    "params": {k2: v2 for k2, v2 in rec.items() if k2 != "op"},
-                },
-            }
-        )
-        entries.append(e)
-        del v, mask_c  # the next variant is made only now: one variant in memory at a time
-    for op in cfg["ops"]:
-        expected = 1 if op == "mirror" else cfg["copies"]
-        missing = expected - done_ops.count(op)
-        if missing > 0:
-            skipped.append({"op": op, "count": missing})
-    with atomic_path(child_path(rec_dir, case_id, ".npz")) as tmp:
-        np.savez_compressed(tmp, heat_in=heat_in, heat_out=heat_out)
-    record = {
-        "case_id": case_id,
-        "config": cfg["key"],
-        "variants": entries,
-        "skipped": skipped,
-        "lungs": {"in": [r_in, l_in], "out": [r_out, l_out]},
-    }
-    if "case_id" in entry and entry["case_id"] != case_id:
-        record["case_id_in_datalist"] = str(
-            entry["case_id"]
-        )  # the id as the source datalist wrote it
-    write_json_atomic(record, child_path(rec_dir, case_id, ".json"))
-    return record
-
-
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    logging.getLogger("monai").setLevel(logging.ERROR)
-
-
-def _expand_pending(
-    ids: dict, pending: list[str], records: dict, out: Path, cfg: dict, workers: int, bar
-) -> None:
-    """Expand the ``pending`` cases (in this process or ``workers`` processes) into ``records``."""
-    if workers <= 1:
-        for cid in pending:
-            records[cid] = _expand_case(ids[cid], cid, str(out), cfg)
-            if bar:
-                bar.update(1)
-    elif pending:
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(pending)), initializer=_worker_init
-        ) as pool:
-            futs = {pool.submit(_expand_case, ids[cid], cid, str(out), cfg): cid for cid in pending}
-            for fut in as_completed(futs):
-                records[futs[fut]] = fut.result()
-                if bar:
-                    bar.update(1)
-
-
 def _remove_if_unfinished(
     out: Path, created: Path, cases: list[str], ops: Sequence[str], copies: int
 ) -> None:
@@ -618,9 +387,9 @@ def expand_datalist(
     refuse_overlap(out, _inputs_of(src, raw), "--out")
     if out.exists() and not out.is_dir():
         raise InputError("--out", f"{out} is a file, not a folder")
-    source_hash = hashlib.sha1(src.read_bytes()).hexdigest()[:16]
+    source_hash = file_fingerprint(src)
     cfg = {"ops": list(ops), "copies": copies, "seed": seed, "source": source_hash}
-    cfg["key"] = _config_key(cfg)
+    cfg["key"] = fingerprint(cfg)
     ids = _case_ids(train)
     try:  # every entry is copied into the new datalist (originals, variants): it must be strict JSON
         json.dumps(raw, allow_nan=False)
@@ -630,10 +399,12 @@ def expand_datalist(
         ) from e
 
     # the folder: ours (resume, or --overwrite a run with other settings) or new; nothing written yet
-    manifest = out / MANIFEST
+    manifest = Manifest(
+        out, MANIFEST, what="augment", hint="remove the folder or choose another --out"
+    )
     stale: list[str] = []  # files of a previous expansion that --overwrite replaces
-    if manifest.exists():
-        old = _read_manifest(manifest)
+    old = manifest.read()
+    if old is not None:
         if old.get("key") != cfg["key"]:
             if not overwrite:
                 shown = {k: old.get(k) for k in ("ops", "copies", "seed", "datalist") if k in old}
@@ -656,16 +427,16 @@ def expand_datalist(
     pending = []
     if not stale:  # resume: finished cases (record written last) are kept
         for cid in ids:
-            rec_path = child_path(out / "records", cid, ".json")
-            if rec_path.is_file() and child_path(out / "records", cid, ".npz").is_file():
-                try:
-                    rec = json.loads(rec_path.read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                    rec = {}  # damaged: the case is redone
-                if isinstance(rec, dict) and rec.get("config") == cfg["key"]:
-                    records[cid] = rec
-                    continue
-            pending.append(cid)
+            rec = completed(  # a damaged record or one of other settings: the case is redone
+                child_path(out / "records", cid, ".json"),
+                cfg["key"],
+                key_field="config",
+                outputs=[child_path(out / "records", cid, ".npz")],
+            )
+            if rec is not None:
+                records[cid] = rec
+            else:
+                pending.append(cid)
     else:
         pending = list(ids)
     _check_cases({c: ids[c] for c in pending})
@@ -685,29 +456,37 @@ def expand_datalist(
         created = created.parent
     created = None if out.exists() else created
     if stale:
-        n = remove_owned(out, stale)
+        n = manifest.remove_owned(stale)
         log.info("--overwrite: removed %d files of the previous expansion in %s", n, out)
     for sub in _SUBDIRS:
         (out / sub).mkdir(parents=True, exist_ok=True)
-    write_json_atomic({**cfg, "datalist": str(src), "cases": list(ids)}, manifest)
+    manifest.write({**cfg, "datalist": str(src), "cases": list(ids)})
     leftovers = _dead_partials(out, list(ids), ops, copies)
     if leftovers:
         log.info("removing %d temporary files of a killed run", remove_owned(out, leftovers))
     t0 = time.time()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    bar = progress_bar(
+        total=len(ids), initial=len(records), desc="metalung augment", unit="case", enabled=progress
+    )
 
-        bar = tqdm(total=len(ids), initial=len(records), desc="metalung augment", unit="case")
+    def finished(cid: str, record: dict) -> None:
+        records[cid] = record
+        bar.update(1)
+
     try:
-        _expand_pending(ids, pending, records, out, cfg, workers, bar)
+        run_pool(
+            expand_case,
+            ((cid, (ids[cid], cid, str(out), cfg)) for cid in pending),
+            workers,
+            on_result=finished,
+            initializer=init_torch_worker,
+        )
     except BaseException:
         if created is not None:
             _remove_if_unfinished(out, created, list(ids), ops, copies)
         raise
     finally:
-        if bar:
-            bar.close()
+        bar.close()
     log.info("expanded %d cases in %.1f s", len(pending), time.time() - t0)
 
     def rebase(entry: dict, cid: str | None = None) -> dict:
@@ -743,8 +522,6 @@ def _heatmap_figure(out: Path, ids: dict, records: dict) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ...utils.atomic import save_figure_atomic
-
     heat_in = np.zeros((HEATMAP_GRID, HEATMAP_GRID))
     heat_out = np.zeros_like(heat_in)
     lr_in = np.zeros(2)
@@ -776,69 +553,3 @@ def _heatmap_figure(out: Path, ids: dict, records: dict) -> Path:
     path = save_figure_atomic(fig, out / "heatmap.png", dpi=110)
     plt.close(fig)
     return path
-
-
-# --------------------------------------------------------------------------- CLI
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "augment",
-        help="offline MetaLung expansion of a datalist's training cases",
-        description="Write MetaLung variants (new NIfTI cases) of every training case of DATALIST and a new "
-        "datalist (originals + variants with their augmentation records) in --out; resumable.",
-    )
-    p.add_argument(
-        "datalist",
-        metavar="DATALIST",
-        help="source datalist.json (e.g. from 'metalung phantom' or 'convert')",
-    )
-    p.add_argument(
-        "--out",
-        "-o",
-        required=True,
-        metavar="DIR",
-        help="output folder (apart from the datalist and the files it lists)",
-    )
-    p.add_argument(
-        "--ops",
-        default=",".join(METALUNG_OPS),
-        help=f"comma-separated operations (default: all six: {','.join(METALUNG_OPS)})",
-    )
-    p.add_argument(
-        "--copies",
-        type=int,
-        default=1,
-        help=f"variants per random operation and case (default 1, at most {MAX_COPIES})",
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an expansion made with other settings (deletes only the files it wrote)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
-    t0 = time.time()
-    path = expand_datalist(
-        args.datalist,
-        args.out,
-        ops=ops,
-        copies=args.copies,
-        seed=args.seed,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
-    dl = load_datalist(path)
-    n_var = sum(1 for e in dl["training"] if e.get("augmentation"))
-    n_orig = len(dl["training"]) - n_var
-    print(
-        f"metalung augment: {n_orig} training cases -> {n_orig + n_var} ({n_var} variants, "
-        f"x{(n_orig + n_var) / max(n_orig, 1):.2f}) in {time.time() - t0:.1f} s; "
-        f"datalist {path}; heatmap {Path(path).with_name('heatmap.png')}"
-    )
-    return 0
