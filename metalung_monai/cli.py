@@ -1,7 +1,11 @@
 """The ``metalung`` command line.
 
-Each sub-command lives next to the code it drives and exposes ``add_parser(subparsers)``; this
-module only collects them, so ``metalung --help`` lists the pipeline in order.
+Each sub-command is one module of :mod:`metalung_monai.commands` exposing
+``add_parser(subparsers)`` and ``run(args) -> int``; this module only collects them
+(:data:`SUBCOMMANDS`, pipeline order in ``metalung --help``) and reports failures. It is lazy:
+``metalung <command> ...`` imports only that command's module, ``metalung --help`` (and an
+unknown command) all of them, and a command module imports its heavy domain modules (torch,
+MONAI, SciPy, SimpleITK) only inside ``run``, so asking for help never imports torch.
 
 Failure contract, the same for every command: a failure prints **one line**
 ``metalung <command>: error: <file or option>: <problem>`` to stderr and exits with status 1
@@ -26,14 +30,14 @@ from .errors import MetaLungError
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
-# (sub-command, module that defines add_parser); order = pipeline order in --help
+# (sub-command, module that defines add_parser and run); order = pipeline order in --help
 SUBCOMMANDS: list[tuple[str, str]] = [
-    ("phantom", "metalung_monai.phantom.cli"),
-    ("convert", "metalung_monai.io.convert"),
-    ("lung-mask", "metalung_monai.anatomy.cli"),
-    ("augment", "metalung_monai.transforms.metalung.offline"),
-    ("experiment", "metalung_monai.training.experiment"),
-    ("evaluate", "metalung_monai.training.evaluate"),
+    ("phantom", "metalung_monai.commands.phantom"),
+    ("convert", "metalung_monai.commands.convert"),
+    ("lung-mask", "metalung_monai.commands.lung_mask"),
+    ("augment", "metalung_monai.commands.augment"),
+    ("experiment", "metalung_monai.commands.experiment"),
+    ("evaluate", "metalung_monai.commands.evaluate"),
 ]
 
 
@@ -59,7 +63,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The sub-command named by ``argv`` (the first word that is not an option), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in dict(SUBCOMMANDS) else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``metalung`` parser with every sub-command, or only ``command`` (imports its module only).
+
+    The top-level options (``-v``, ``--version``, ``--help``) take no value, so the first word of
+    the command line that is not an option is the command; :func:`main` passes it here.
+    """
     parser = _Parser(
         prog="metalung",
         description="HU-preserving lung-tumour CT augmentation and synthesis for MONAI.",
@@ -74,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
-    for _name, module in SUBCOMMANDS:
-        importlib.import_module(module).add_parser(sub)
+    for name, module in SUBCOMMANDS:
+        if command is None or name == command:
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 
@@ -97,8 +113,8 @@ def _describe(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = build_parser(_command_of(argv)).parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

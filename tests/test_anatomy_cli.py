@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import SimpleITK as sitk
 from test_anatomy_synthetic import SPACING, _sitk_lps, synthetic_chest
 
 from metalung_monai.anatomy import analyse_lungs, lung_mask, lung_mask_image
-from metalung_monai.anatomy.cli import add_parser, run
+from metalung_monai.commands.lung_mask import add_parser, run
 from metalung_monai.errors import InputError, UnsupportedFormatError
 from metalung_monai.utils.orientation import sitk_to_canonical
 
@@ -132,13 +131,7 @@ def test_dicom_slice_input(real_data, tmp_path, capsys):
     assert f"right lung {int((lab == 1).sum())} voxels" in line and "cm2" in line
 
 
-@pytest.mark.skipif(
-    any(
-        importlib.util.find_spec(m) is None
-        for m in ("metalung_monai.phantom.cli", "metalung_monai.io.convert")
-    ),
-    reason="the other sub-commands of `metalung` are not built yet",
-)
+@pytest.mark.slow
 def test_through_the_metalung_command(chest_nifti, tmp_path, capsys):
     from metalung_monai.cli import main
 

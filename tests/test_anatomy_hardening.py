@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from test_anatomy_synthetic import SPACING, _sitk_lps, synthetic_chest
 
 from metalung_monai.anatomy import analyse_lungs, check_lung_mask, lung_mask, lung_mask_problems
-from metalung_monai.anatomy.cli import add_parser
+from metalung_monai.commands.lung_mask import add_parser
 from metalung_monai.errors import InputError
 
 
@@ -214,6 +214,7 @@ def test_the_command_refuses_an_image_without_lungs_and_writes_nothing(name, tmp
     assert time.perf_counter() - t0 < 30
 
 
+@pytest.mark.slow
 def test_the_metalung_command_prints_one_line(tmp_path, capsys):
     from metalung_monai.cli import main
 
@@ -241,6 +242,7 @@ def _accept(hu, sp, name, compare: bool = False):
     return lab
 
 
+@pytest.mark.slow
 def test_synthetic_chests_are_accepted():
     from chest_factory import make_chest
 
@@ -261,7 +263,7 @@ def test_synthetic_chests_are_accepted():
 
 
 def test_phantom_patients_are_accepted():
-    from metalung_monai.phantom.cohort import generate_patient, sample_patient_params
+    from metalung_monai.phantom import generate_patient, sample_patient_params
 
     vol = generate_patient(sample_patient_params(0, 1, "LR1", size=128, slice_thickness=5.0))
     lab = _accept(vol.hu, vol.spacing, "phantom")
@@ -282,6 +284,7 @@ def _canonical(path):
     return (arr[0], sp[1:]) if arr.shape[0] == 1 else (arr, sp)
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_real_chest_ct_is_accepted(real_data):
     for rel in (
@@ -302,6 +305,7 @@ def test_real_chest_ct_is_accepted(real_data):
         _accept(hu[k], sp[1:], f"dcmqi_ge_3slice slice {k}")
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_real_chest_series_is_accepted(real_data):
     hu, sp = _canonical(real_data / "cptac_chest_series")

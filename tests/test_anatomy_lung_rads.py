@@ -14,7 +14,7 @@ from metalung_monai.anatomy import (
     longest_diameter_mm,
     lung_rads_from_diameter,
     lung_rads_from_mask,
-    tumour_diameters_mm,
+    tumor_diameters_mm,
 )
 from metalung_monai.errors import InputError
 from metalung_monai.io import LUNG_RADS_CLASSES
@@ -45,7 +45,7 @@ def test_disc_diameter_within_half_mm_plus_one_pixel(diameter, spacing):
     m = disc(diameter, spacing)
     d = longest_diameter_mm(m, spacing)
     assert abs(d - diameter) <= 0.5 + max(spacing)
-    assert tumour_diameters_mm(m, spacing) == [pytest.approx(d)]
+    assert tumor_diameters_mm(m, spacing) == [pytest.approx(d)]
 
 
 def test_anisotropic_pixels_are_measured_in_mm():
@@ -81,7 +81,7 @@ def test_sphere_diameter_is_the_largest_axial_diameter(diameter, spacing):
 def test_single_pixel_and_empty():
     m = np.zeros((9, 9), bool)
     assert longest_diameter_mm(m, (0.7, 0.7)) == 0.0
-    assert tumour_diameters_mm(m, (0.7, 0.7)) == []
+    assert tumor_diameters_mm(m, (0.7, 0.7)) == []
     assert lung_rads_from_mask(m, (0.7, 0.7)) == "LR1"
     m[4, 4] = True
     assert longest_diameter_mm(m, (0.7, 0.7)) == pytest.approx(0.7)
@@ -138,7 +138,7 @@ def test_largest_component_rules_not_the_longest():
     sp = (1.0, 1.0)
     m = disc(10.0, sp, shape=(120, 120), centre_mm=(30.0, 30.0))  # 10 mm disc: most pixels
     m[90:92, 20:37] = True  # a thin 17 x 2 mm streak: longer but smaller
-    d = tumour_diameters_mm(m, sp)
+    d = tumor_diameters_mm(m, sp)
     assert len(d) == 2
     assert abs(d[0] - 10.0) <= 1.5 and d[1] > 16.0  # largest tumour first
     assert lung_rads_from_mask(m, sp) == "LR4A"
@@ -146,7 +146,7 @@ def test_largest_component_rules_not_the_longest():
     # diagonal neighbours belong to the same tumour (8-connectivity)
     diag = np.zeros((10, 10), bool)
     diag[2, 2] = diag[3, 3] = diag[4, 4] = True
-    assert len(tumour_diameters_mm(diag, sp)) == 1
+    assert len(tumor_diameters_mm(diag, sp)) == 1
     with pytest.raises(InputError, match="which"):
         lung_rads_from_mask(m, sp, which="mean")
 

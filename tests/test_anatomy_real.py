@@ -115,6 +115,7 @@ def lung1(real_data):
     return hu, sp, tumour > 0, lab
 
 
+@pytest.mark.slow
 def test_lung1_tumour_inside_and_both_lungs(lung1):
     hu, sp, tumour, lab = lung1
     assert tumour.sum() == 837
@@ -155,6 +156,7 @@ def _trachea_sections(hu_slice, px_area):
     return out
 
 
+@pytest.mark.slow
 def test_lung1_trachea_is_not_lung(lung1):
     hu, sp, tumour, lab = lung1
     found = 0

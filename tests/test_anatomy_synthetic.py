@@ -279,6 +279,7 @@ def test_free_space_distance_is_the_distance_to_dense_or_pleura(chest):
     np.testing.assert_allclose([d[25, 45, 62], d[24, 45, 62]], [2.5, 5.0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_free_space_mask_keeps_clear_of_vessels_calcium_and_pleura(chest):
     hu, truth, lab = chest
     s = np.asarray(SPACING)

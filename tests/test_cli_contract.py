@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from metalung_monai.utils.atomic import write_json_atomic
 
 def _fake_command(monkeypatch, exc: BaseException) -> None:
     """Make ``metalung convert`` raise ``exc`` once its arguments parsed."""
-    import metalung_monai.io.convert as conv
+    import metalung_monai.commands.convert as conv
 
     def boom(args):
         raise exc
@@ -98,6 +99,7 @@ def test_usage_errors_are_one_line_with_status_2(capsys, argv):
     assert err.count("\n") == 1 and ": error: " in err and "--help" in err, err
 
 
+@pytest.mark.slow
 def test_the_installed_entry_point_keeps_the_contract(tmp_path):
     """A real process: exit status and stderr as a shell user sees them."""
     proc = subprocess.run(
@@ -121,6 +123,57 @@ def test_the_installed_entry_point_keeps_the_contract(tmp_path):
         and "none.json" in proc.stderr
         and "Traceback" not in proc.stderr
     )
+
+
+#: what asking for help must never import (seconds of start-up; the failure contract needs none)
+HEAVY = ("torch", "monai", "scipy", "SimpleITK")
+
+
+def _heavy_imported_by(argv: list[str]) -> list[str]:
+    """The HEAVY modules a fresh interpreter has imported after ``metalung <argv>`` exited."""
+    code = (
+        "import sys\n"
+        "import metalung_monai.cli as c\n"
+        "try:\n"
+        f"    c.main({argv!r})\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        f"print('heavy:', *(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "usage: metalung" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("heavy:"), proc.stdout
+    return last.split()[1:]
+
+
+@pytest.mark.parametrize(
+    "command", [n for n, m in cli.SUBCOMMANDS if m.startswith("metalung_monai.commands.")]
+)
+def test_command_help_imports_no_heavy_module(command):
+    """``metalung <command> --help`` imports only that command's module, which is light."""
+    assert _heavy_imported_by([command, "--help"]) == []
+
+
+def test_metalung_help_imports_no_heavy_module():
+    """``metalung --help`` builds every parser and imports neither torch nor MONAI (nor SciPy)."""
+    old = [m for _, m in cli.SUBCOMMANDS if not m.startswith("metalung_monai.commands.")]
+    if old:
+        pytest.skip(f"sub-commands not yet in metalung_monai.commands: {', '.join(old)}")
+    assert _heavy_imported_by(["--help"]) == []
+
+
+def test_only_the_named_command_is_imported():
+    """The command line names one command: only its module is imported and registered."""
+    parser = cli.build_parser("convert")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == ["convert"]
+    assert cli._command_of(["-v", "lung-mask", "x", "--out", "convert"]) == "lung-mask"
+    assert cli._command_of(["--version"]) is None and cli._command_of(["nonsense"]) is None
+    full = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(full.choices) == [n for n, _ in cli.SUBCOMMANDS]
 
 
 def test_json_outputs_are_strict(tmp_path):

@@ -6,6 +6,8 @@ import argparse
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pydicom
@@ -13,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 from monai.data import load_decathlon_datalist
 
+from metalung_monai.commands import convert as convert_module
 from metalung_monai.errors import (
     DatalistError,
     DicomError,
@@ -24,7 +27,6 @@ from metalung_monai.errors import (
     UnsafePickleError,
     UnsupportedFormatError,
 )
-from metalung_monai.io import convert as convert_module
 from metalung_monai.io import load_datalist, read_ct, write_dicom_series
 from metalung_monai.io.convert import convert
 
@@ -333,27 +335,60 @@ def test_convert_mixes_pickles_and_images(tmp_path, rng):
 
 
 def test_metalung_cli_entry_point(tmp_path, rng, capsys):
-    try:
-        from metalung_monai.cli import main
+    from metalung_monai.cli import main
 
-        main_parser_ok = True
-        from metalung_monai.cli import build_parser
-
-        build_parser()
-    except (ImportError, AttributeError) as e:  # other sub-commands not written yet
-        main_parser_ok = False
-        reason = str(e)
-    if not main_parser_ok:
-        pytest.skip(f"metalung CLI not complete yet: {reason}")
     a, am, _, _ = _ct_and_mask(tmp_path, rng, "a")
     assert (
         main(["convert", str(a), "--mask", str(am), "--out", str(tmp_path / "ds"), "--no-progress"])
         == 0
     )
     assert "datalist.json" in capsys.readouterr().out
+    (entry,) = load_datalist(tmp_path / "ds" / "datalist.json")["training"]
+    # the command computes the class from the mask: a 6 x 6 pixel square of 0.8 mm, 6.8 mm across
+    assert entry["lung_rads"] == "LR3"
     assert main(["convert", str(tmp_path / "nothing.nii.gz"), "--out", str(tmp_path / "ds")]) == 1
     err = capsys.readouterr().err.strip()
     assert (
         err.startswith("metalung convert: error: ")
         and "nothing.nii.gz: file or folder does not exist" in err
     )
+
+
+@pytest.mark.slow
+def test_ingestion_leaves_the_class_to_the_caller(tmp_path, rng):
+    """``convert`` has a Lung-RADS class from ``lung_rads`` or the callable it is given, never
+    from an import of its own: ingestion does not depend on anatomy (issue 10)."""
+    vol, mask, _, _ = _ct_and_mask(tmp_path, rng)
+    plain = convert([vol], tmp_path / "a", mask=[mask], progress=False)
+    assert load_datalist(plain)["training"][0]["lung_rads"] is None
+    seen = []
+
+    def classify(mask_image):
+        seen.append((mask_image.GetSize(), mask_image.GetPixelID()))
+        return "LR3"
+
+    given = convert([vol], tmp_path / "b", mask=[mask], lung_rads_of_mask=classify)
+    assert load_datalist(given)["training"][0]["lung_rads"] == "LR3"
+    assert seen == [((24, 24, 4), sitk.sitkUInt8)]
+    explicit = convert(
+        [vol], tmp_path / "c", mask=[mask], lung_rads="2", lung_rads_of_mask=classify
+    )
+    assert load_datalist(explicit)["training"][0]["lung_rads"] == "LR2" and len(seen) == 1
+    # a fresh interpreter: every io module imported and a conversion with a mask run, and no
+    # module of a later stage (or of the command layer) was imported on the way
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import metalung_monai.io as io\n"
+        "for m in pkgutil.iter_modules(io.__path__):\n"
+        "    importlib.import_module(f'metalung_monai.io.{m.name}')\n"
+        "from metalung_monai.io.convert import convert\n"
+        f"convert([{str(vol)!r}], {str(tmp_path / 'd')!r}, mask=[{str(mask)!r}])\n"
+        "later = ('anatomy', 'phantom', 'transforms', 'networks', 'training', 'evaluation', "
+        "'commands', 'cli')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[1:2] and m.split('.')[1] in later "
+        "and m.startswith('metalung_monai.')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout

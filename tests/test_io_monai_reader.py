@@ -29,6 +29,7 @@ def _ct_series_name_for_itk(folder) -> str:
     raise AssertionError("no CT series")
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_matches_itkreader_on_real_ge_series(real_data):
     folder = real_data / "dcmqi_ge_3slice"  # CT series + a DICOM-SEG (liver.dcm) in one folder

@@ -21,7 +21,8 @@ from .lung_rads import (
     longest_diameter_mm,
     lung_rads_from_diameter,
     lung_rads_from_mask,
-    tumour_diameters_mm,
+    lung_rads_from_mask_image,
+    tumor_diameters_mm,
 )
 from .plausibility import check_lung_mask, lung_mask_measures, lung_mask_problems
 from .vessels import CALCIFICATION_HU, vessel_mask, vessel_mask_image
@@ -48,6 +49,7 @@ __all__ = [
     "LUNG_RADS_BOUNDARIES_MM",
     "lung_rads_from_diameter",
     "longest_diameter_mm",
-    "tumour_diameters_mm",
+    "tumor_diameters_mm",
     "lung_rads_from_mask",
+    "lung_rads_from_mask_image",
 ]

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import as_volume
+from ._images import from_canonical_image, to_canonical_image
 from .free_space import _check_min_distance, _free_distance
 from .lung_mask import LEFT_LUNG, RIGHT_LUNG, LungMaskSettings, _lung_labels
+from .plausibility import check_lung_mask
 from .vessels import CALCIFICATION_HU, _dense
 
 __all__ = ["LungAnatomy", "analyse_lungs", "analyse_lungs_image"]
@@ -94,8 +96,6 @@ def analyse_lungs(
     cfg = settings or LungMaskSettings()
     labels, tissue = _lung_labels(vol, sp, cfg, True, True, progress)
     if require_lungs:
-        from .plausibility import check_lung_mask
-
         check_lung_mask(vol, labels, sp, source="analyse_lungs(hu)", settings=cfg)
     lung = labels > 0
     shared = tissue if vessel_threshold == cfg.body_threshold else None
@@ -115,8 +115,6 @@ def analyse_lungs_image(image, **kwargs) -> dict:
         ``{"lungs": uint8 labels, "vessels": uint8 {0,1}, "free_distance": float32 mm}``, each a
         ``SimpleITK.Image`` on the grid of ``image``.
     """
-    from ._images import from_canonical_image, to_canonical_image
-
     arr, spacing = to_canonical_image(image)
     a = analyse_lungs(arr, spacing, **kwargs)
     return {

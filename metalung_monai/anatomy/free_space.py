@@ -20,7 +20,9 @@ from scipy import ndimage as ndi
 
 from ..errors import InputError
 from ._checks import as_volume, check_mask
+from ._images import check_same_grid, from_canonical_image, to_canonical_image
 from ._morph import bbox_slices
+from .lung_mask import lungs_canonical
 from .vessels import CALCIFICATION_HU, _dense
 
 __all__ = [
@@ -131,8 +133,6 @@ def free_space_distance_image(image, lungs_image=None, vessels_image=None, **kwa
         vessels_image: dense-structure mask on the same grid (computed when None).
         **kwargs: passed to :func:`free_space_distance`.
     """
-    from ._images import check_same_grid, from_canonical_image, lungs_canonical, to_canonical_image
-
     arr, spacing = to_canonical_image(image)
     lungs = lungs_canonical(image, lungs_image, arr, spacing)
     vessels = None

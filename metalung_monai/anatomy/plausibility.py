@@ -40,7 +40,7 @@ from scipy import ndimage as ndi
 from ..errors import InputError
 from ._checks import as_volume, check_mask
 from ._morph import INPLANE_CROSS, bbox_slices, fill_holes_per_slice, largest_component
-from .lung_mask import LungMaskSettings
+from .settings import LungMaskSettings
 
 __all__ = [
     "MIN_LUNG_AREA_MM2",

@@ -1,9 +1,12 @@
 """Ingestion: CT files of every common kind into int16 HU images, and the datalist.
 
 ``DicomSeriesHUReader`` (imports MONAI/torch) and the pickle converter are loaded on first use so
-that ``import metalung_monai.io`` stays light. The converter of ``metalung convert`` is
-``metalung_monai.io.convert.convert`` (the name ``convert`` here is that sub-module).
+that ``import metalung_monai.io`` stays light. The converter behind ``metalung convert``
+(:mod:`metalung_monai.commands.convert`) is ``metalung_monai.io.convert.convert`` (the name
+``convert`` here is that sub-module); ingestion imports nothing from the other stages.
 """
+
+import importlib
 
 from . import hu
 from .ct_image import CTImage
@@ -50,8 +53,6 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
         globals()[name] = value

@@ -1,4 +1,8 @@
-"""``metalung convert``: CT inputs of any supported kind into a MONAI-ready dataset folder.
+"""CT inputs of any supported kind into a MONAI-ready dataset folder (:func:`convert`).
+
+The domain function behind ``metalung convert`` (the command itself, its options and its summary
+line: :mod:`metalung_monai.commands.convert`). Error messages name the command's options
+(``--split``, ``--mask`` ...) for the keyword arguments of the same name.
 
 Output layout (``DIR`` = ``--out``)::
 
@@ -29,8 +33,10 @@ not safe (too long) becomes ``safe_name`` of the whole id (shortened, with a has
 input with the same id gets a short hash of its path appended.
 Patient id: ``--patient-id``, else DICOM ``PatientID``, else the input's name (kept unchanged in
 the datalist's ``patient_id``).
-``lung_rads``: ``--lung-rads``, else computed from the mask by
-``metalung_monai.anatomy.lung_rads.lung_rads_from_mask``, else null (no mask).
+``lung_rads``: ``--lung-rads``, else ``lung_rads_of_mask(mask)`` when a mask and that callable
+are given (``metalung convert`` passes
+:func:`metalung_monai.anatomy.lung_rads_from_mask_image`; ingestion does not depend on anatomy),
+else null.
 DICOM inputs without ``RescaleSlope``/``RescaleIntercept`` are refused unless ``--rescale SLOPE
 INTERCEPT`` states the convention; the entry then records ``"rescale_assumed": [slope,
 intercept]``.
@@ -38,36 +44,22 @@ intercept]``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import InputError
 from ..utils.orientation import sitk_to_canonical
 from ..utils.paths import is_safe_name, refuse_overlap, safe_name
 from .case_output import SECTION_OF_SPLIT, Case, DatasetFolder, unique_case_id
-from .datalist import LUNG_RADS_CLASSES
 from .dicom_slice import check_rescale_option
 from .readers import detect_format, probe_ct, probe_mask, read_ct, read_mask
 from .thesis_pickle import IMAGE_COLUMNS, check_pixel_spacing, normalize_lung_rads, thesis_cases
 
-__all__ = ["convert", "add_parser", "run", "lung_rads_of_mask"]
+__all__ = ["convert"]
 
 log = logging.getLogger(__name__)
-
-
-def lung_rads_of_mask(mask_image) -> str:
-    """Lung-RADS class of a tumour mask (``SimpleITK.Image``) by its longest axial diameter.
-
-    Calls :func:`metalung_monai.anatomy.lung_rads_from_mask` with the mask in the canonical
-    layout ((z, y, x) / (y, x), LPS) and the spacing in the same axis order.
-    """
-    from ..anatomy.lung_rads import lung_rads_from_mask
-
-    arr, spacing = sitk_to_canonical(mask_image)
-    return lung_rads_from_mask(arr, spacing)
 
 
 def _input_name(p: Path) -> str:
@@ -97,13 +89,14 @@ def _image_case(
     taken: dict[str, str],
     progress: bool,
     rescale: tuple[float, float] | None = None,
+    lung_rads_of_mask: Callable[[object], str] | None = None,
 ) -> Case:
     ct = read_ct(path, series_uid=series_uid, progress=progress, rescale=rescale)
     m = read_mask(mask, ct, label=mask_label) if mask is not None else None
     pid = patient_id or ct.meta.get("patient_id") or _input_name(path)
     if lung_rads is not None:
         lr = normalize_lung_rads(lung_rads, "--lung-rads")
-    elif m is not None:
+    elif m is not None and lung_rads_of_mask is not None:
         lr = lung_rads_of_mask(m)
     else:
         lr = None
@@ -147,6 +140,7 @@ def convert(
     pixel_spacing: tuple[float, float] = (0.7, 0.7),
     progress: bool = False,
     rescale: tuple[float, float] | None = None,
+    lung_rads_of_mask: Callable[[object], str] | None = None,
 ) -> Path:
     """Convert CT inputs into ``out_dir`` (images, masks, merged ``datalist.json``).
 
@@ -168,6 +162,10 @@ def convert(
         rescale: DICOM inputs without ``RescaleSlope``/``RescaleIntercept``: the ``(slope,
             intercept)`` to assume (they are refused otherwise); recorded in the entry as
             ``rescale_assumed``.
+        lung_rads_of_mask: the Lung-RADS class of an input without ``lung_rads``, from its mask
+            (a ``SimpleITK.Image`` of uint8 {0, 1} on the image's grid), e.g.
+            :func:`metalung_monai.anatomy.lung_rads_from_mask_image` (what ``metalung convert``
+            uses); ``None``: such entries get ``"lung_rads": null``.
 
     Returns:
         Path of ``out_dir/datalist.json``.
@@ -239,6 +237,7 @@ def convert(
                 folder.taken_ids(),
                 progress,
                 rescale,
+                lung_rads_of_mask,
             )
             folder.check([case])
             folder.write_case(case)
@@ -249,105 +248,3 @@ def convert(
     if not folder.path.exists():  # nothing written and no earlier datalist: still leave a valid one
         raise InputError(out_dir, "no case was converted")
     return folder.path
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``metalung convert`` on the CLI's sub-parsers."""
-    p = subparsers.add_parser(
-        "convert",
-        help="convert DICOM / NIfTI / NRRD / MHA / thesis pickles into int16 HU NIfTI + datalist.json",
-        description=(
-            "Convert CT inputs into DIR/images/<case>.nii.gz (int16 HU, padding -> -1024), "
-            "DIR/masks/<case>.nii.gz (uint8) and DIR/datalist.json (merged with an existing one)."
-        ),
-    )
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="INPUT",
-        help="DICOM series folder, DICOM file, .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd or thesis .pkl",
-    )
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument(
-        "--mask",
-        action="append",
-        metavar="MASK",
-        help="tumour mask of an image input (.nii.gz, .nrrd, .mha, or .png for a 2D slice); "
-        "repeat once per image input, in order",
-    )
-    p.add_argument(
-        "--mask-label", type=int, metavar="N", help="read masks as label maps: voxels == N become 1"
-    )
-    p.add_argument(
-        "--series",
-        metavar="UID",
-        help="SeriesInstanceUID to read from a folder with several CT series",
-    )
-    p.add_argument(
-        "--patient-id", metavar="ID", help="patient id (default: DICOM PatientID or the input name)"
-    )
-    p.add_argument(
-        "--lung-rads",
-        metavar="CLASS",
-        choices=LUNG_RADS_CLASSES + ("1", "2", "3", "4A", "4B"),
-        help="Lung-RADS class of the inputs (default: computed from the mask when possible)",
-    )
-    p.add_argument(
-        "--split",
-        choices=tuple(SECTION_OF_SPLIT),
-        help="datalist split (default: train; pickles: from the file name)",
-    )
-    p.add_argument(
-        "--image-column",
-        choices=IMAGE_COLUMNS,
-        default="hu_array_old",
-        help="thesis pickles: image column (default: hu_array_old, the full slice)",
-    )
-    p.add_argument(
-        "--pixel-spacing",
-        type=float,
-        nargs=2,
-        default=(0.7, 0.7),
-        metavar=("SX", "SY"),
-        help="thesis pickles: pixel size in mm, each in (0, 50] (default: 0.7 0.7)",
-    )
-    p.add_argument(
-        "--rescale",
-        type=float,
-        nargs=2,
-        metavar=("SLOPE", "INTERCEPT"),
-        help="DICOM files without RescaleSlope/RescaleIntercept (refused otherwise): HU = stored x "
-        "SLOPE + INTERCEPT, e.g. '1 0' when the stored values are HU, '1 -1024' for unsigned storage; "
-        "recorded in the datalist as rescale_assumed",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``metalung convert`` from parsed arguments; prints a one-line summary."""
-    path = convert(
-        args.inputs,
-        args.out,
-        mask=args.mask,
-        series_uid=args.series,
-        patient_id=args.patient_id,
-        lung_rads=args.lung_rads,
-        split=args.split,
-        mask_label=args.mask_label,
-        image_column=args.image_column,
-        pixel_spacing=tuple(args.pixel_spacing),
-        progress=not args.no_progress,
-        rescale=tuple(args.rescale) if args.rescale is not None else None,
-    )
-    from .datalist import load_datalist
-
-    dl = load_datalist(path)
-    counts = ", ".join(
-        f"{sec}: {len(dl.get(sec, []))}"
-        for sec in ("training", "validation", "test")
-        if dl.get(sec)
-    )
-    print(f"metalung convert: {path} ({counts})")
-    return 0

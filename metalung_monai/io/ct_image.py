@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["CTImage", "base_meta", "check_geometry"]
 
 
@@ -77,8 +79,6 @@ def check_geometry(image, source, error=None) -> None:
         source: the file or folder to name in the error.
         error: exception class (default :class:`~metalung_monai.errors.InputError`).
     """
-    from ..errors import InputError
-
     error = error or InputError
     spacing = np.asarray(image.GetSpacing(), dtype=float)
     if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):

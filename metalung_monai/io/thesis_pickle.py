@@ -41,6 +41,7 @@ import io
 import logging
 import lzma
 import os
+import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -215,8 +216,6 @@ def _base_unpickler():
 
         return Unpickler
     except ImportError:  # pragma: no cover - pandas always provides it (>= 1.0)
-        import pickle
-
         return pickle._Unpickler
 
 
@@ -269,8 +268,6 @@ def safe_load_pickle(path: str | os.PathLike):
         UnsafePickleError: the pickle references a global outside :data:`ALLOWED_GLOBALS`
             (the message names it as ``module.name``); it is refused before being called.
     """
-    import pickle
-
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "pickle file does not exist")

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, UnsupportedFormatError
+from ..io.dicom_slice import check_rescale_option
+from ..io.readers import read_ct
 from ..utils.atomic import full_suffix, write_image_atomic
 from ..utils.paths import refuse_overlap
 
@@ -106,11 +108,8 @@ def _refuse_overlaps(image: str, outputs: list[tuple[str, Path | None]]) -> None
             continue
         refuse_overlap(path, [image], option)
         real = Path(os.path.realpath(path))
-        for (
-            other_option,
-            other,
-        ) in seen:  # two outputs on one path: the second would replace the first
-            if real == other:
+        for other_option, other in seen:
+            if real == other:  # two outputs on one path: the second would replace the first
                 raise InputError(
                     option,
                     f"{path} is also the {other_option} output; give each output its own path",
@@ -120,12 +119,12 @@ def _refuse_overlaps(image: str, outputs: list[tuple[str, Path | None]]) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Run ``metalung lung-mask`` with parsed ``args``; returns the exit status (0)."""
+    # heavy: SimpleITK, and anatomy (SciPy, scikit-image) only when the command runs
     import SimpleITK as sitk
 
-    from ..io import read_ct
-    from ._images import from_canonical_image, to_canonical_image
-    from .analysis import analyse_lungs
-    from .plausibility import check_lung_mask
+    from ..anatomy._images import from_canonical_image, to_canonical_image
+    from ..anatomy.analysis import analyse_lungs
+    from ..anatomy.plausibility import check_lung_mask
 
     out = _check_output(args.out, "--out")
     vessels_out = _check_output(args.vessels, "--vessels")
@@ -142,8 +141,6 @@ def run(args: argparse.Namespace) -> int:
     )
     rescale = getattr(args, "rescale", None)
     if rescale is not None:
-        from ..io.dicom_slice import check_rescale_option
-
         rescale = check_rescale_option(rescale, "--rescale")
     progress = not getattr(args, "no_progress", False)
 
