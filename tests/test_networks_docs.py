@@ -26,6 +26,7 @@ def _count(module: torch.nn.Module) -> str:
     return f"{sum(p.numel() for p in module.parameters()):,}"
 
 
+@pytest.mark.slow
 def test_example_runs():
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
     assert blocks, "docs/networks.md has no python example"

@@ -18,8 +18,10 @@ from scipy import ndimage
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+import metalung_monai.networks as mnets
 from metalung_monai.errors import InputError, MaskError, UnsupportedFormatError
-from metalung_monai.networks import MaskRCNNSegmenter, targets_from_mask, train_iteration
+from metalung_monai.networks import MaskRCNNSegmenter
+from metalung_monai.training.maskrcnn_glue import targets_from_mask, train_iteration
 
 SIZE = 64
 # small RPN / RoI sampling keeps a CPU step well under a second on 64-px images
@@ -118,6 +120,7 @@ def test_targets_reject_bad_masks(bad, problem):
 # ----------------------------------------------------------------------------- training / eval
 
 
+@pytest.mark.slow
 def test_training_steps_give_finite_decreasing_losses():
     net = MaskRCNNSegmenter(**FAST)
     x, y = toy_batch(2, empty_last=True)  # an empty target (background-only image) included
@@ -229,6 +232,7 @@ def test_trainable_layers_freeze_the_first_stages():
 # ----------------------------------------------------------------------------- MONAI engines
 
 
+@pytest.mark.slow
 def test_supervised_trainer_and_evaluator():
     x, y = toy_batch(4, empty_last=True)
     # MetaTensors, as a LoadImaged / EnsureChannelFirstd pipeline gives them
@@ -342,6 +346,7 @@ def test_pretrained_backbone_errors(tmp_path):
 # ----------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_size", [SIZE, None])
 def test_torchscript_script_round_trip(tmp_path, image_size):
     net = MaskRCNNSegmenter(score_threshold=0.05, **{**FAST, "image_size": image_size}).eval()
@@ -370,3 +375,28 @@ def test_torch_jit_trace_is_not_usable():
     assert any(issubclass(w.category, torch.jit.TracerWarning) for w in caught)
     with pytest.raises(RuntimeError, match="Expected 2 elements in a list but found 1"):
         traced(x[:1])  # the per-image loop was unrolled for the example batch of 2
+
+
+def test_training_glue_still_reachable_from_networks():
+    """Bundle configs written before the split say ``$mnets.train_iteration``: it still resolves."""
+    assert mnets.train_iteration is train_iteration
+    assert mnets.targets_from_mask is targets_from_mask
+    with pytest.raises(AttributeError):
+        mnets.no_such_name  # noqa: B018
+
+
+def test_pretrained_backbone_from_torchvision_maskrcnn_checkpoint(tmp_path):
+    """``backbone.``-prefixed keys (a torchvision Mask R-CNN) load body and FPN; heads are ignored."""
+    torch.manual_seed(0)
+    src = MaskRCNNSegmenter(**FAST)
+    state = {
+        k[len("model.") :]: v for k, v in src.state_dict().items()
+    }  # backbone., rpn., roi_heads.
+    path = tmp_path / "torchvision_maskrcnn.pt"
+    torch.save({"state_dict": state}, path)
+    torch.manual_seed(1)
+    net = MaskRCNNSegmenter(pretrained_backbone=path, norm="batch", **FAST)
+    for name, value in src.model.backbone.state_dict().items():
+        assert torch.equal(net.model.backbone.state_dict()[name], value), name
+    head = "roi_heads.box_head.fc6.weight"
+    assert not torch.equal(net.model.state_dict()[head], src.model.state_dict()[head])

@@ -7,15 +7,17 @@ tumour-segmentation bundles can train and evaluate it like the U-Net:
   normalised with mean 0 / std 1 (i.e. left as is), not resized when ``H == W == image_size``
   and never resized with ``image_size=None``;
 * **training** ``forward(x, targets)`` (``.train()`` mode) returns torchvision's dict of losses;
-  :func:`targets_from_mask` makes the instance targets from a binary tumour mask and
-  :func:`train_iteration` is a drop-in ``iteration_update`` for ``monai.engines.SupervisedTrainer``;
+  :func:`metalung_monai.training.maskrcnn_glue.targets_from_mask` makes the instance targets from
+  a binary tumour mask and :func:`metalung_monai.training.maskrcnn_glue.train_iteration` is a
+  drop-in ``iteration_update`` for ``monai.engines.SupervisedTrainer``;
 * **inference** ``forward(x)`` (``.eval()`` mode) returns a *semantic* tensor ``(B, num_classes,
   H, W)`` of probabilities in [0, 1] (channel 1 = per-pixel tumour probability, channel 0 = 1 -
   that), so ``AsDiscrete(argmax=True)``, ``DiceMetric`` and ``SupervisedEvaluator`` apply
   unchanged.
 
 What differs from torchvision's ``maskrcnn_resnet50_fpn``: no ImageNet / COCO weights (never
-downloaded; ``pretrained_backbone`` takes a local ``state_dict`` file), a one-channel first
+downloaded; ``pretrained_backbone`` takes a local ``state_dict`` file, read by
+:mod:`metalung_monai.networks.maskrcnn_weights`), a one-channel first
 convolution (3-channel weights are summed over their input channels when loaded, the exact
 equivalent of feeding a grey image replicated to RGB), trainable ``BatchNorm2d`` instead of
 ``FrozenBatchNorm2d`` when training from scratch (frozen statistics of a random network are the
@@ -41,15 +43,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.engines.utils import IterationEvents
-from monai.utils.enums import CommonKeys as Keys
-from scipy import ndimage
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -60,13 +57,10 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from metalung_monai.errors import InputError, MaskError, UnsupportedFormatError
+from metalung_monai.networks.maskrcnn_weights import load_backbone_weights
 
 __all__ = [
     "MaskRCNNSegmenter",
-    "targets_from_mask",
-    "train_iteration",
-    "load_backbone_weights",
     "SUPPORTED_BACKBONES",
     "DEFAULT_ANCHOR_SIZES",
 ]
@@ -123,159 +117,6 @@ def _plain(t: Any) -> Any:
     return t.as_tensor() if isinstance(t, MetaTensor) else t
 
 
-def targets_from_mask(mask: Tensor | np.ndarray, source: str = "mask") -> dict[str, Tensor]:
-    """Mask R-CNN instance targets from a binary tumour mask (one instance per 8-connected component).
-
-    Args:
-        mask: binary mask ``(H, W)`` or ``(1, H, W)`` (tensor, ``MetaTensor`` or numpy array;
-            bool, integer or float holding only 0 and 1).
-        source: name of the mask used in error messages (a file name or a batch key).
-
-    Returns:
-        ``{"boxes": float32 (N, 4), "labels": int64 (N,), "masks": uint8 (N, H, W)}`` on the
-        mask's device (CPU for numpy input), one entry per connected component in raster order
-        of the components' first pixel; labels are all 1 (tumour). Boxes are ``(x0, y0, x1,
-        y1)`` in pixel-edge coordinates: a component covering columns ``c0 .. c1`` and rows
-        ``r0 .. r1`` gets ``(c0, r0, c1 + 1, r1 + 1)``, so a single pixel has a 1 x 1 box (torchvision
-        rejects zero-area boxes). An empty mask gives ``N = 0`` (torchvision trains on it as a
-        background-only image).
-
-    Raises:
-        MaskError: wrong shape, NaN, or values other than 0 and 1.
-    """
-    device = mask.device if isinstance(mask, torch.Tensor) else torch.device("cpu")
-    arr = (
-        _plain(mask).detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    )
-    if arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise MaskError(
-            source, f"expected a (H, W) or (1, H, W) mask, got shape {tuple(arr.shape)}"
-        )
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise MaskError(source, "mask holds NaN")
-    if arr.dtype != bool:
-        values = np.unique(arr)
-        if not np.isin(values, (0, 1)).all():
-            raise MaskError(
-                source, f"mask is not binary: values {values[:6].tolist()} (expected 0 and 1)"
-            )
-    binary = arr.astype(bool)
-    labelled, n = ndimage.label(binary, structure=np.ones((3, 3), dtype=bool))
-    h, w = binary.shape
-    boxes = np.zeros((n, 4), dtype=np.float32)
-    masks = np.zeros((n, h, w), dtype=np.uint8)
-    for i, sl in enumerate(ndimage.find_objects(labelled)):
-        rows, cols = sl
-        boxes[i] = (cols.start, rows.start, cols.stop, rows.stop)
-        masks[i] = labelled == i + 1
-    return {
-        "boxes": torch.from_numpy(boxes).to(device),
-        "labels": torch.ones(n, dtype=torch.int64, device=device),
-        "masks": torch.from_numpy(masks).to(device),
-    }
-
-
-def _adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
-    """(O, C', k, k) pretrained first-conv weights -> (O, in_channels, k, k).
-
-    The weights are summed over their input channels (the response to a grey image replicated to
-    ``C'`` channels) and spread evenly over ``in_channels``.
-    """
-    if weight.shape[1] == in_channels:
-        return weight
-    summed = weight.sum(dim=1, keepdim=True)
-    return summed.repeat(1, in_channels, 1, 1) / in_channels
-
-
-def load_backbone_weights(
-    backbone: nn.Module, path: str | os.PathLike, in_channels: int
-) -> list[str]:
-    """Load a local ``state_dict`` file into a torchvision ``BackboneWithFPN`` (never downloads).
-
-    Accepted files (``torch.save``; read with ``torch.load(weights_only=True)``, optionally wrapped
-    in ``{"state_dict": ...}``):
-
-    * a torchvision ResNet classifier's ``state_dict`` (``conv1.weight``, ``layer1...``; ``fc.*``
-      is ignored): loaded into the ResNet body, the FPN stays random;
-    * a ``BackboneWithFPN`` ``state_dict`` (``body.*``, ``fpn.*``), optionally prefixed with
-      ``backbone.`` (a torchvision Mask R-CNN checkpoint) or ``model.backbone.`` (a saved
-      :class:`MaskRCNNSegmenter`): body and FPN are loaded; the rest is ignored.
-
-    A first convolution with another number of input channels (3 for ImageNet) is adapted with
-    :func:`_adapt_first_conv`.
-
-    Args:
-        backbone: ``BackboneWithFPN`` with ``body`` and ``fpn`` children.
-        path: the weights file.
-        in_channels: input channels of ``backbone.body.conv1``.
-
-    Returns:
-        The parts loaded: ``["body"]`` or ``["body", "fpn"]``.
-
-    Raises:
-        InputError: the file does not exist, or its tensors do not fit this backbone (missing /
-            unexpected keys, wrong shapes: e.g. resnet50 weights for a resnet18 backbone).
-        UnsupportedFormatError: the file is not a ``state_dict`` readable with
-            ``weights_only=True``.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(
-            p, "pretrained backbone weights file not found (weights are never downloaded)"
-        )
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated zip, unsafe globals, ...
-        raise UnsupportedFormatError(
-            p, f"not a PyTorch state_dict readable with weights_only=True ({err})"
-        ) from err
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UnsupportedFormatError(p, "expected a state_dict (a dict of tensor names to tensors)")
-
-    prefix = next(
-        (
-            q
-            for q in ("model.backbone.", "backbone.", "")
-            if any(k.startswith(q + "body.") for k in state)
-        ),
-        None,
-    )
-    if prefix is None:  # a plain ResNet classifier
-        parts = {"body": {k: v for k, v in state.items() if not k.startswith("fc.")}}
-    else:
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        parts = {"body": {k[5:]: v for k, v in sub.items() if k.startswith("body.")}}
-        fpn = {k[4:]: v for k, v in sub.items() if k.startswith("fpn.")}
-        if fpn:
-            parts["fpn"] = fpn
-    if "conv1.weight" in parts["body"]:
-        parts["body"]["conv1.weight"] = _adapt_first_conv(
-            parts["body"]["conv1.weight"], in_channels
-        )
-    for name, sd in parts.items():
-        module = getattr(backbone, name)
-        try:
-            result = module.load_state_dict(sd, strict=False)
-        except RuntimeError as err:  # shape mismatches
-            first = str(err).split("\n\t")[1:3]
-            raise InputError(
-                p, f"weights do not fit the {name} of this backbone: {'; '.join(first)}"
-            ) from err
-        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-        unexpected = list(result.unexpected_keys)
-        if missing or unexpected:
-            raise InputError(
-                p,
-                f"weights do not fit the {name} of this backbone: {len(missing)} missing keys {missing[:3]}, "
-                f"{len(unexpected)} unexpected keys {unexpected[:3]} (another backbone architecture?)",
-            )
-    return list(parts)
-
-
 class MaskRCNNSegmenter(nn.Module):
     """torchvision Mask R-CNN (ResNet-FPN) for one-channel CT slices with a semantic output.
 
@@ -297,8 +138,8 @@ class MaskRCNNSegmenter(nn.Module):
             piecewise-linearly so that ``p = mask_threshold`` maps to 0.5 (identity for 0.5):
             ``argmax`` then marks exactly the pixels with ``p > mask_threshold``.
         pretrained_backbone: local ``state_dict`` file for the backbone (see
-            :func:`load_backbone_weights`); ``None`` (default) trains from scratch. Nothing is
-            ever downloaded.
+            :func:`~metalung_monai.networks.maskrcnn_weights.load_backbone_weights`); ``None``
+            (default) trains from scratch. Nothing is ever downloaded.
         anchor_sizes: anchor size(s) in pixels for each of the 5 FPN levels.
         aspect_ratios: anchor aspect ratios (the same at every level).
         box_detections_per_img: maximum detections per image.
@@ -333,7 +174,7 @@ class MaskRCNNSegmenter(nn.Module):
         ValueError: unknown backbone / norm, ``trainable_layers`` outside 0-5, thresholds
             outside (0, 1), wrong number of anchor levels.
         InputError, UnsupportedFormatError: unusable ``pretrained_backbone`` (see
-            :func:`load_backbone_weights`).
+            :func:`~metalung_monai.networks.maskrcnn_weights.load_backbone_weights`).
     """
 
     def __init__(
@@ -462,7 +303,8 @@ class MaskRCNNSegmenter(nn.Module):
         Args:
             x: images ``(B, in_channels, H, W)``, float.
             targets: one dict per image with ``boxes`` float ``(N, 4)`` xyxy, ``labels`` int64
-                ``(N,)`` and ``masks`` uint8 ``(N, H, W)`` (see :func:`targets_from_mask`);
+                ``(N,)`` and ``masks`` uint8 ``(N, H, W)`` (see
+                :func:`~metalung_monai.training.maskrcnn_glue.targets_from_mask`);
                 required in ``.train()`` mode, not allowed in ``.eval()`` mode.
 
         Returns:
@@ -537,71 +379,3 @@ class MaskRCNNSegmenter(nn.Module):
             bg = 1.0 - fg.amax(dim=0, keepdim=True)
             out.append(torch.cat([bg, fg], dim=0))
         return torch.stack(out)
-
-
-def train_iteration(engine: Any, batchdata: dict[str, Tensor]) -> dict:
-    """One Mask R-CNN training step, usable as ``SupervisedTrainer(iteration_update=train_iteration)``.
-
-    Mirrors ``SupervisedTrainer._iteration`` (same ``prepare_batch``, events, AMP handling) with
-    the loss computed by the network itself: the batch's ``"label"`` masks ``(B, 1, H, W)`` are
-    turned into instance targets (:func:`targets_from_mask`), ``engine.network(images, targets)``
-    gives torchvision's losses, their sum is back-propagated and ``engine.optimizer`` steps.
-    ``engine.loss_function`` and ``engine.inferer`` are not used (pass e.g. ``loss_function=None``
-    ... any placeholder), and no ``"pred"`` is produced, so train-time metrics
-    (``key_train_metric``) cannot be used; validate with ``SupervisedEvaluator``, which calls
-    the network in eval mode and gets the semantic ``(B, 2, H, W)`` output.
-
-    Args:
-        engine: a ``monai.engines.SupervisedTrainer`` whose ``network`` is a
-            :class:`MaskRCNNSegmenter` (any module with the same ``forward(images, targets)``).
-        batchdata: batch dict with ``"image"`` ``(B, C, H, W)`` and ``"label"`` ``(B, 1, H, W)``
-            binary masks.
-
-    Returns:
-        ``engine.state.output``: ``{"image", "label", "loss"}`` (tensors on the engine's device;
-        ``"loss"`` is the summed loss, what ``StatsHandler`` logs) plus each torchvision loss
-        component (``"loss_classifier"``, ``"loss_box_reg"``, ``"loss_mask"``,
-        ``"loss_objectness"``, ``"loss_rpn_box_reg"``) as a Python float.
-
-    Raises:
-        ValueError: no batch, or ``accumulation_steps > 1`` (not supported).
-        MaskError: a label that is not a binary mask.
-    """
-    if batchdata is None:
-        raise ValueError("train_iteration: no batch data")
-    if getattr(engine, "accumulation_steps", 1) > 1:
-        raise ValueError(
-            "train_iteration: gradient accumulation (accumulation_steps > 1) is not supported"
-        )
-    batch = engine.prepare_batch(
-        batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs
-    )
-    images, labels = batch[0], batch[1]
-    targets = [targets_from_mask(lbl, source=f"{Keys.LABEL}[{i}]") for i, lbl in enumerate(labels)]
-    engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels}
-
-    engine.network.train()
-    engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-    use_amp = bool(engine.amp and engine.scaler is not None)
-    if use_amp:
-        with torch.autocast("cuda", **engine.amp_kwargs):
-            losses = engine.network(images, targets)
-    else:
-        losses = engine.network(images, targets)
-    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-    loss = sum(losses.values())
-    engine.state.output[Keys.LOSS] = loss
-    engine.fire_event(IterationEvents.LOSS_COMPLETED)
-    if use_amp:
-        engine.scaler.scale(loss).backward()
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        engine.scaler.step(engine.optimizer)
-        engine.scaler.update()
-    else:
-        loss.backward()
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        engine.optimizer.step()
-    for name, value in losses.items():
-        engine.state.output[name] = float(value.detach())
-    engine.fire_event(IterationEvents.MODEL_COMPLETED)
-    return engine.state.output

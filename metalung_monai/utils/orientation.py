@@ -70,6 +70,14 @@ def canonical_axes(affine: np.ndarray, spatial_ndim: int, space: str = "RAS") ->
     Returns:
         A :class:`CanonicalAxes`. For 2D arrays the two axes are assumed to be in-plane (axial);
         the canonical 2D layout is ``(y, x)``.
+
+    Why not ``nibabel.orientations.io_orientation``: it orthogonalises the matrix (SVD) and
+    assigns array axes in index order, whereas this greedy assignment takes the strongest
+    (world, array) pair of the unnormalised matrix first. Both agree on every axis-aligned and
+    mildly oblique affine (3000 of 3000 random anisotropic affines rotated by about 20 degrees)
+    but not on strongly oblique ones (2826 of 3000 for arbitrary rotations), where changing the
+    rule would change which array axis is "patient left"; nibabel also has no form for a 2D
+    slice given by a 4x4 affine.
     """
     if spatial_ndim not in (2, 3):
         raise ValueError(f"canonical_axes: spatial_ndim must be 2 or 3, got {spatial_ndim}")
