@@ -1,49 +1,17 @@
-"""The three MONAI bundles: Model Zoo layout, metadata, network I/O, export, training, evaluation,
+"""The three MONAI bundles: Model Zoo layout, metadata, declarative configs (stacked preset and
+arm files, command-line overrides of a transform), network I/O, export, training, evaluation,
 inference and two-process (gloo) training, on a tiny phantom cohort."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-BUNDLES = REPO / "bundles"
-NAMES = ("unet_lung_tumor", "deeplabv3_lung_tumor", "maskrcnn_lung_tumor")
-ZOO_FILES = (
-    "configs/metadata.json",
-    "configs/train.json",
-    "configs/evaluate.json",
-    "configs/inference.json",
-    "configs/multi_gpu_train.json",
-    "configs/logging.conf",
-    "docs/README.md",
-    "LICENSE",
-)
-TINY = (
-    "{'epochs': 1, 'epoch_length': 2, 'val_interval': 1, 'batch_size': 2, 'maskrcnn_batch_size': 2, "
-    "'maskrcnn_epochs': 1, 'maskrcnn_crop': 64, 'num_workers': 0, 'crop': 64, 'eval_roi': 128, 'sw_batch_size': 4}"
-)
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def bundle_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "monai.bundle", *args]
-
-
-def run(cmd, cwd, timeout=600):
-    res = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == 0, (
-        f"{' '.join(map(str, cmd))}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    )
-    return res
+from bundle_helpers import ARMS, BUNDLES, NAMES, TINY, bundle_cmd, run, stack
 
 
 @pytest.fixture(scope="module")
@@ -51,93 +19,7 @@ def cohort(small_cohort):
     return small_cohort
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_zoo_layout_and_metadata(name):
-    root = BUNDLES / name
-    for rel in ZOO_FILES:
-        assert (root / rel).is_file(), f"{name}: {rel} missing"
-    meta = json.loads((root / "configs" / "metadata.json").read_text())
-    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 1
-    run(
-        bundle_cmd(
-            "verify_metadata",
-            "--meta_file",
-            "configs/metadata.json",
-            "--filepath",
-            "../meta_schema.json",
-        ),
-        root,
-    )
-    # a broken metadata file is refused
-    bad = dict(meta)
-    del bad["task"]
-    broken = root / "configs" / "metadata_broken_test.json"
-    broken.write_text(json.dumps(bad))
-    try:
-        res = subprocess.run(
-            bundle_cmd(
-                "verify_metadata", "--meta_file", str(broken), "--filepath", "../meta_schema.json"
-            ),
-            cwd=root,
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert res.returncode != 0 and "'task' is a required property" in res.stderr + res.stdout
-    finally:
-        broken.unlink()
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_network_in_out_and_torchscript_export(name, tmp_path):
-    root = BUNDLES / name
-    run(
-        bundle_cmd(
-            "verify_net_in_out",
-            "network_def",
-            "--meta_file",
-            "configs/metadata.json",
-            "--config_file",
-            "configs/inference.json",
-            "--device",
-            "cpu",
-            "--n",
-            "4",
-        ),
-        root,
-    )
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(root / "configs" / "inference.json")
-    parser["bundle_root"] = str(root)
-    net = parser.get_parsed_content("network_def")
-    ckpt = tmp_path / "model.pt"
-    torch.save(net.state_dict(), ckpt)
-    ts = tmp_path / "model.ts"
-    run(
-        bundle_cmd(
-            "ckpt_export",
-            "network_def",
-            "--filepath",
-            str(ts),
-            "--ckpt_file",
-            str(ckpt),
-            "--meta_file",
-            "configs/metadata.json",
-            "--config_file",
-            "configs/inference.json",
-        ),
-        root,
-    )
-    scripted = torch.jit.load(str(ts))
-    x = torch.rand(1, 1, 64, 64)
-    net.eval()
-    with torch.no_grad():
-        assert torch.allclose(scripted(x), net(x), atol=1e-5)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_train_evaluate_infer_on_a_tiny_cohort(name, cohort, tmp_path):
     root = BUNDLES / name
@@ -156,7 +38,7 @@ def test_train_evaluate_infer_on_a_tiny_cohort(name, cohort, tmp_path):
         str(tmp_path / "eval"),
     ]
     run(
-        bundle_cmd("run", "--config_file", "configs/train.json", "--augment", "metalung", *common),
+        bundle_cmd("run", "--config_file", stack("train", "quick", "augment_metalung"), *common),
         root,
     )
     assert (tmp_path / "models" / "model.pt").is_file() and (
@@ -165,12 +47,7 @@ def test_train_evaluate_infer_on_a_tiny_cohort(name, cohort, tmp_path):
     hist = json.loads((tmp_path / "eval" / "history.json").read_text())
     assert hist["iterations"] == 2 and len(hist["loss"]) == 2 and all(np.isfinite(hist["loss"]))
     assert 0.0 <= hist["data_share"] <= 1.0
-    run(
-        bundle_cmd(
-            "run", "--config_file", "['configs/train.json','configs/evaluate.json']", *common
-        ),
-        root,
-    )
+    run(bundle_cmd("run", "--config_file", stack("train", "quick", "evaluate"), *common), root)
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["slices"]["n_images"] > 0 and set(summary["patient_dice_3d"])
     for table in ("slices.csv", "volumes.csv", "per_class.md", "predictions.npz"):
@@ -180,7 +57,7 @@ def test_train_evaluate_infer_on_a_tiny_cohort(name, cohort, tmp_path):
         bundle_cmd(
             "run",
             "--config_file",
-            "configs/inference.json",
+            stack("inference", "quick"),
             "--bundle_root",
             str(root),
             "--dataset_dir",
@@ -240,6 +117,7 @@ def test_pretrained_override_loads_local_weights(cohort, tmp_path):
     assert any("missing.pt: pretrained weights file does not exist" in m for m in chain), chain
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_epoch_and_write_one_checkpoint(cohort, tmp_path):
     root = BUNDLES / "unet_lung_tumor"
     cmd = [
@@ -253,7 +131,7 @@ def test_two_processes_train_one_epoch_and_write_one_checkpoint(cohort, tmp_path
         "monai.bundle",
         "run",
         "--config_file",
-        "['configs/train.json','configs/multi_gpu_train.json']",
+        stack("train", "quick", "augment_none", "multi_gpu_train"),
         "--bundle_root",
         str(root),
         "--dataset_dir",
@@ -278,6 +156,7 @@ def test_two_processes_train_one_epoch_and_write_one_checkpoint(cohort, tmp_path
     assert hist["iterations"] == 2
 
 
+@pytest.mark.slow
 def test_3d_patch_training_and_evaluation(cohort, tmp_path):
     """Whole volumes / 3D patches (not only the thesis' tumour slices) with one override."""
     root = BUNDLES / "unet_lung_tumor"
@@ -299,18 +178,252 @@ def test_3d_patch_training_and_evaluation(cohort, tmp_path):
         str(tmp_path / "eval"),
     ]
     run(
-        bundle_cmd("run", "--config_file", "configs/train.json", "--augment", "metalung", *common),
+        bundle_cmd("run", "--config_file", stack("train", "quick", "augment_metalung"), *common),
         root,
     )
     hist = json.loads((tmp_path / "eval" / "history.json").read_text())
     assert hist["iterations"] == 2 and hist["train_samples"] >= 1
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(v.ndim == 5 for v in state.values())  # 3D convolutions
-    run(
+    run(bundle_cmd("run", "--config_file", stack("train", "quick", "evaluate"), *common), root)
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["volumes"]["n_images"] == 1
+
+
+# --------------------------------------------------------------------------- declarative configs
+TINY_SETTINGS = {
+    "epochs": 1,
+    "epoch_length": 2,
+    "val_interval": 1,
+    "batch_size": 2,
+    "num_workers": 0,
+    "crop": 64,
+    "eval_roi": 128,
+    "sw_batch_size": 4,
+}
+
+
+def parser_of(name: str, *files: str, **overrides):
+    """A ``ConfigParser`` of bundle ``name`` stacking ``configs/<file>.json`` (no run)."""
+    from monai.bundle import ConfigParser
+
+    root = BUNDLES / name
+    p = ConfigParser()
+    p.read_config([str(root / "configs" / f"{f}.json") for f in files])
+    p.update({"bundle_root": str(root), **overrides})
+    return p
+
+
+def describe(compose) -> list[tuple]:
+    """Each transform of a ``Compose``: its class and its plain parameters (probabilities, keys,
+    sizes), so that two pipelines built two ways can be compared."""
+    out = []
+    for t in compose.transforms:
+        plain = {
+            k: v
+            for k, v in vars(t).items()
+            if isinstance(v, (int, float, str, bool, tuple, type(None))) and k != "R"
+        }
+        out.append((type(t).__name__, sorted(plain.items())))
+    return out
+
+
+def messages(e: BaseException) -> list[str]:
+    """The messages of an error and of its causes (MONAI wraps errors raised in expressions)."""
+    out = []
+    while e is not None:
+        out.append(str(e))
+        e = e.__cause__
+    return out
+
+
+def workflow(name: str, files: list[str], workflow_type: str, **overrides) -> None:
+    """Run a bundle in this process, as ``python -m monai.bundle run`` does."""
+    from monai.bundle import ConfigWorkflow
+
+    root = BUNDLES / name
+    wf = ConfigWorkflow(
+        config_file=[str(root / "configs" / f) for f in files],
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        bundle_root=str(root),
+        **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_presets_live_in_the_bundles_preset_files(name):
+    from metalung_monai.training import PRESETS, bundle_settings, read_preset
+
+    for preset in ("quick", "full"):
+        values = read_preset(BUNDLES / name, preset)
+        assert values and all(PRESETS[preset][k] == v for k, v in values.items())
+        expected = bundle_settings(values, {}, preset)
+        # stacked preset file, and the --preset shortcut reading the same file: one truth
+        stacked = parser_of(name, "train", preset).get_parsed_content("settings")
+        shortcut = parser_of(name, "train", preset=preset).get_parsed_content("settings")
+        assert stacked == shortcut == expected
+    # a preset setting overridden on the command line is checked like any other
+    p = parser_of(name, "train", "quick", **{"preset_settings#val_interval": 0})
+    with pytest.raises(Exception) as exc:
+        p.get_parsed_content("settings")
+    assert any("preset setting 'val_interval': must be from 1" in m for m in messages(exc.value))
+
+
+def test_presets_cover_every_setting_and_the_bundles_agree(tmp_path):
+    import shutil
+
+    from metalung_monai.errors import InputError
+    from metalung_monai.training import PRESETS, SETTINGS
+    from metalung_monai.training.presets import load_presets
+
+    for name in ("quick", "full"):
+        assert set(PRESETS[name]) == set(SETTINGS)
+    for name in ("unet_lung_tumor", "deeplabv3_lung_tumor"):
+        shutil.copytree(BUNDLES / name / "configs", tmp_path / name / "configs")
+    assert load_presets(tmp_path)["quick"]["epochs"] == PRESETS["quick"]["epochs"]
+    path = tmp_path / "deeplabv3_lung_tumor" / "configs" / "quick.json"
+    data = json.loads(path.read_text())
+    data["preset_settings"]["epochs"] += 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="setting 'epochs'.*one preset, one value"):
+        load_presets(tmp_path)
+
+
+def test_bundle_configs_name_the_stacked_files():
+    from metalung_monai.errors import InputError
+    from metalung_monai.training import ARMS, bundle_configs
+
+    for name in NAMES:
+        root = BUNDLES / name
+        for arm in ARMS:
+            assert bundle_configs(root, "train", arm, "full") == [
+                "train.json",
+                "full.json",
+                f"augment_{arm}.json",
+            ]
+        assert bundle_configs(root, "evaluate", preset="quick") == [
+            "train.json",
+            "quick.json",
+            "evaluate.json",
+        ]
+        assert bundle_configs(root, "infer") == ["inference.json", "quick.json"]
+        assert sorted(p.name for p in (root / "configs").glob("augment_*.json")) == sorted(
+            f"augment_{arm}.json" for arm in ARMS
+        )
+    with pytest.raises(InputError, match="unknown augmentation arm 'flip'"):
+        bundle_configs(BUNDLES / NAMES[0], "train", "flip")
+    with pytest.raises(InputError, match="no tiny.json"):
+        bundle_configs(BUNDLES / NAMES[0], "train", "none", "tiny")
+    with pytest.raises(InputError, match="needs an augmentation arm"):
+        bundle_configs(BUNDLES / NAMES[0], "train")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_the_augment_shortcut_builds_what_the_stacked_arm_file_declares(name, spatial_dims):
+    """``--augment monai`` on train.json alone reads configs/augment_monai.json: the same
+    transforms, in the same order, with the same parameters as stacking the file."""
+    for arm in ("none", "metalung", "monai"):
+        stacked = parser_of(name, "train", "quick", f"augment_{arm}", spatial_dims=spatial_dims)
+        shortcut = parser_of(name, "train", augment=arm, spatial_dims=spatial_dims)
+        a = stacked.get_parsed_content("train#preprocessing")
+        b = shortcut.get_parsed_content("train#preprocessing")
+        assert describe(a) == describe(b)
+        ea, eb = (p.get_parsed_content("train#expansion") for p in (stacked, shortcut))
+        assert (ea is None) == (eb is None) == (arm != "metalung" or spatial_dims == 3)
+        kinds = [t for t, _ in describe(a)]
+        if arm == "monai":
+            assert kinds.count("RandFlipd") == spatial_dims and "RandAffined" in kinds
+        if arm == "metalung":
+            assert ("MetaLungd" in kinds) == (spatial_dims == 3)
+        assert kinds[-4:] == [
+            "SpatialPadd",
+            "RandCropByPosNegLabeld",
+            "RandSpatialCropd",
+            "EnsureTyped",
+        ]
+
+
+def test_dataset_dir_is_required_and_never_relative_to_the_bundle(cohort):
+    for name in NAMES:
+        for files in (["train"], ["inference"]):
+            text = "".join((BUNDLES / name / "configs" / f"{f}.json").read_text() for f in files)
+            assert "/../" not in text
+            with pytest.raises(Exception) as exc:
+                parser_of(name, *files).get_parsed_content("datalist")
+            chain = messages(exc.value)
+            assert any("dataset_dir: not set: run with --dataset_dir" in m for m in chain), chain
+    p = parser_of(NAMES[0], "train", dataset_dir=str(cohort))
+    assert p.get_parsed_content("datalist") == str(cohort / "datalist.json")
+
+
+@pytest.mark.slow
+def test_a_transform_parameter_overridden_on_the_command_line_takes_effect(cohort, tmp_path):
+    """``--train#expansion#copies 2``: MetaLung's offline expansion makes two variants per
+    operation; the parsed transform has the new value and the run trains on the larger set."""
+    name = "unet_lung_tumor"
+    root = BUNDLES / name
+    files = ("train", "quick", "augment_metalung")
+    p = parser_of(name, *files, dataset_dir=str(cohort), **{"train#expansion#copies": 2})
+    assert p.get_parsed_content("train#expansion").copies == 2
+    n_slices = len(p.get_parsed_content("train#samples"))
+    # the same override on a MONAI arm's transform
+    q = parser_of(name, "train", "quick", "augment_monai", **{"train#augmentation#3#prob": 0.3})
+    (affine,) = [
+        t
+        for t in q.get_parsed_content("train#preprocessing").transforms
+        if type(t).__name__ == "RandAffined"
+    ]
+    assert affine.prob == 0.3
+    res = run(
         bundle_cmd(
-            "run", "--config_file", "['configs/train.json','configs/evaluate.json']", *common
+            "run",
+            "--config_file",
+            stack(*files),
+            "--bundle_root",
+            str(root),
+            "--dataset_dir",
+            str(cohort),
+            "--preset_overrides",
+            TINY,
+            "--train#expansion#copies",
+            "2",
+            "--ckpt_dir",
+            str(tmp_path / "models"),
+            "--output_dir",
+            str(tmp_path / "eval"),
         ),
         root,
     )
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert summary["volumes"]["n_images"] == 1
+    hist = json.loads((tmp_path / "eval" / "history.json").read_text())
+    # six operations, one variant each by default (at most 7 x the slices); two each now
+    assert hist["train_samples"] > 7 * n_slices
+    assert "train metalung seed 0: 100%" in res.stderr  # the run's progress bar, on stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ARMS)
+def test_each_arm_file_trains_one_tiny_epoch(arm, cohort, tmp_path):
+    from metalung_monai.training import bundle_configs
+
+    name = "unet_lung_tumor"
+    workflow(
+        name,
+        bundle_configs(BUNDLES / name, "train", arm, "quick"),
+        "train",
+        dataset_dir=str(cohort),
+        preset_overrides=TINY_SETTINGS,
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
+        progress=False,
+    )
+    hist = json.loads((tmp_path / "eval" / "history.json").read_text())
+    assert hist["iterations"] == 2 and all(np.isfinite(hist["loss"]))
+    n = len(parser_of(name, "train", dataset_dir=str(cohort)).get_parsed_content("train#samples"))
+    assert (hist["train_samples"] > n) == (arm == "metalung")
+    assert (tmp_path / "models" / "model_final.pt").is_file()

@@ -1,8 +1,11 @@
-"""Training glue: slices in radiological display, arms, transforms, weights, the experiment runner."""
+"""Training glue: slices in radiological display, arms, the bundles' pipelines, weights, progress,
+the experiment runner."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +16,12 @@ from metalung_monai.errors import InputError
 from metalung_monai.training import (
     ARMS,
     Arm,
+    TrainingProgress,
+    bundle_parser,
     load_case,
     load_pretrained,
-    prepare,
-    preset,
     register_arm,
     slice_samples,
-    train_transforms,
 )
 from metalung_monai.transforms import metalung_records
 from metalung_monai.utils.orientation import canonical_axes
@@ -36,9 +38,26 @@ TINY = {
 }
 
 
+UNET = Path(__file__).resolve().parents[1] / "bundles" / "unet_lung_tumor"
+
+
 @pytest.fixture(scope="module")
 def cohort(small_cohort):
     return small_cohort
+
+
+def train_parser(cohort, arm, seed=0, bundle=UNET, **overrides):
+    """The unet bundle's training config for ``arm`` (train.json + quick.json + the arm's file)."""
+    return bundle_parser(
+        bundle,
+        "train",
+        arm,
+        "quick",
+        dataset_dir=str(cohort),
+        preset_overrides=TINY,
+        seed=seed,
+        **overrides,
+    )
 
 
 def test_slices_are_canonical_whatever_the_file_orientation(tmp_path):
@@ -75,14 +94,16 @@ def test_slices_are_canonical_whatever_the_file_orientation(tmp_path):
     assert (s["patient_id"], s["lung_rads"]) == ("P", "LR3")
 
 
+@pytest.mark.slow
 def test_metalung_arm_expands_offline_and_reproducibly(cohort):
-    settings = preset("quick", **TINY)
-    a = prepare(cohort / "datalist.json", "metalung", settings, seed=3)
-    b = prepare(cohort / "datalist.json", "metalung", settings, seed=3)
-    none = prepare(cohort / "datalist.json", "none", settings, seed=3)
-    assert none.n_train == none.n_original == a.n_original
-    assert a.n_train >= 5 * a.n_original  # thesis: 708 -> 4,865 (x6.9)
-    ops = {metalung_records(s["image"])[-1]["op"] for s in a.train[a.n_original :]}
+    a = train_parser(cohort, "metalung", seed=3)
+    b = train_parser(cohort, "metalung", seed=3)
+    none = train_parser(cohort, "none", seed=3)
+    n_original = len(a.get_parsed_content("train#samples"))
+    train_a, train_b = a.get_parsed_content("train#data"), b.get_parsed_content("train#data")
+    assert len(none.get_parsed_content("train#data")) == n_original
+    assert len(train_a) >= 5 * n_original  # thesis: 708 -> 4,865 (x6.9)
+    ops = {metalung_records(s["image"])[-1]["op"] for s in train_a[n_original:]}
     assert ops == {
         "mirror",
         "relocate",
@@ -91,41 +112,60 @@ def test_metalung_arm_expands_offline_and_reproducibly(cohort):
         "noise_image",
         "noise_tumor",
     }
-    for x, y in zip(a.train, b.train):
+    for x, y in zip(train_a, train_b):
         assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
-    c = prepare(cohort / "datalist.json", "metalung", settings, seed=4)
-    assert any(not torch.equal(x["image"], y["image"]) for x, y in zip(a.train, c.train))
-    assert a.info["val_patients"] >= 1 and not {s["patient_id"] for s in a.train} & {
-        s["patient_id"] for s in a.val
-    }
+    c = train_parser(cohort, "metalung", seed=4).get_parsed_content("train#data")
+    assert any(not torch.equal(x["image"], y["image"]) for x, y in zip(train_a, c))
+    val = a.get_parsed_content("validate#data")
+    assert val and not {s["patient_id"] for s in train_a} & {s["patient_id"] for s in val}
 
 
-def test_adding_an_arm_is_one_registration(cohort):
-    def doubled(samples, settings, seed):
-        return samples + samples
-
-    register_arm(Arm("twice", "every slice twice", expand=doubled))
+def test_adding_an_arm_is_one_file_and_one_registration(cohort, tmp_path):
+    bundle = tmp_path / "unet_lung_tumor"
+    shutil.copytree(UNET / "configs", bundle / "configs")
+    mirror_only = json.loads((UNET / "configs" / "augment_metalung.json").read_text())
+    mirror_only["augment"] = "mirrored"
+    mirror_only["train#expansion"]["ops"] = ["mirror"]
+    (bundle / "configs" / "augment_mirrored.json").write_text(json.dumps(mirror_only))
+    with pytest.raises(InputError, match="unknown augmentation arm 'mirrored'"):
+        train_parser(cohort, "mirrored", bundle=bundle)
+    register_arm(Arm("mirrored", "every tumour slice and its mirror image"))
     try:
-        p = prepare(cohort / "datalist.json", "twice", preset("quick", **TINY))
-        assert p.n_train == 2 * p.n_original
+        p = train_parser(cohort, "mirrored", bundle=bundle)
+        n = len(p.get_parsed_content("train#samples"))
+        data = p.get_parsed_content("train#data")
+        assert n < len(data) <= 2 * n
+        assert {metalung_records(s["image"])[-1]["op"] for s in data[n:]} == {"mirror"}
     finally:
-        ARMS.pop("twice")
-    with pytest.raises(ValueError, match="unknown augmentation arm 'twice'"):
-        prepare(cohort / "datalist.json", "twice", preset("quick", **TINY))
+        ARMS.pop("mirrored")
 
 
 @pytest.mark.parametrize("arm", ["none", "metalung", "monai"])
 def test_training_transforms_give_binary_patches(cohort, arm):
-    settings = preset("quick", **TINY)
-    p = prepare(cohort / "datalist.json", arm, settings, seed=0)
-    tf = train_transforms(arm, settings, 2)
+    p = train_parser(cohort, arm)
+    tf = p.get_parsed_content("train#preprocessing")
     tf.set_random_state(0)
-    out = tf(p.train[0])
+    out = tf(p.get_parsed_content("train#samples")[0])
     out = out[0] if isinstance(out, list) else out
     assert out["image"].shape == (1, 64, 64) and out["label"].shape == (1, 64, 64)
     assert set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0}
     assert 0.0 <= float(out["image"].min()) and float(out["image"].max()) <= 1.0
     assert "lung" not in out
+
+
+def test_progress_bar_counts_every_iteration_of_the_run_on_stderr(capsys):
+    from ignite.engine import Engine
+
+    engine = Engine(lambda e, batch: {"loss": torch.tensor(0.5)})
+    TrainingProgress(desc="run", mininterval=0.0).attach(engine)
+    engine.run(range(3), max_epochs=2)
+    err = capsys.readouterr().err
+    assert "run: 100%" in err and "6/6" in err and "loss=0.5000" in err
+    quiet = Engine(lambda e, batch: None)
+    TrainingProgress(enabled=False).attach(quiet)
+    TrainingProgress(enabled="false").attach(quiet)  # --progress false on a command line
+    quiet.run(range(3), max_epochs=1)
+    assert capsys.readouterr().err == ""
 
 
 def test_load_pretrained(tmp_path):
@@ -146,6 +186,7 @@ def test_load_pretrained(tmp_path):
     assert torch.equal(load_pretrained(net, tmp_path / "ok.pt").weight, other.weight)
 
 
+@pytest.mark.slow
 def test_experiment_end_to_end_resume_and_refusal(cohort, tmp_path, capsys):
     from metalung_monai.cli import main
 

@@ -252,6 +252,22 @@ def test_experiment_refuses_a_bad_setting_before_any_work(ws, tmp_path, capsys, 
     assert not out.exists()
 
 
+def test_the_commands_name_every_model_and_read_settings_as_literals():
+    from metalung_monai.commands.experiment import MODEL_NAMES, parse_set
+    from metalung_monai.training.bundle_run import MODELS
+
+    assert MODEL_NAMES == tuple(MODELS)  # the light command module spells the registry's names
+    assert parse_set(["epochs=4", "lr=1e-3", "window=(-1000, 400)", "amp=False", "x= adam "]) == {
+        "epochs": 4,
+        "lr": 0.001,
+        "window": (-1000, 400),
+        "amp": False,
+        "x": "adam",
+    }
+    with pytest.raises(InputError, match="--set: expected KEY=VALUE, got 'epochs'"):
+        parse_set(["epochs"])
+
+
 # --------------------------------------------------------------------------- #10: checkpoints
 def _bad_checkpoints(ws: Path, d: Path) -> dict[str, Path]:
     (d / "garbage.pt").write_bytes(b"not a checkpoint at all")
@@ -499,6 +515,67 @@ def test_overwrite_deletes_only_what_the_experiment_wrote(ws, tmp_path, monkeypa
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_resume_redoes_damaged_records_and_clears_killed_writes(ws, tmp_path, monkeypatch):
+    import subprocess
+
+    from metalung_monai.training import experiment
+
+    calls, steps = [], []
+
+    def fake_bundle(bundle, configs, workflow_type, verbose=False, **kw):
+        calls.append((workflow_type, kw["progress"]))
+        run = Path(kw["ckpt_dir"]).parent
+        for f in experiment.RUN_OUTPUTS:
+            (run / f).parent.mkdir(parents=True, exist_ok=True)
+            (run / f).write_text("{}")
+
+    class Bar:  # the bar over runs: what it is told
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def set_postfix_str(self, s):
+            steps.append(s)
+
+        def update(self, n=1):
+            steps.append(f"+{n}")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(experiment, "run_bundle", fake_bundle)
+    monkeypatch.setattr(experiment, "write_results", lambda out, *a, **k: out / "results.md")
+    monkeypatch.setattr(experiment, "progress_bar", Bar)
+    out = tmp_path / "exp"
+    run = out / "runs" / "unet" / "none" / "seed0"
+    kw = dict(arms=["none"], seeds=1, preset_overrides=TINY, progress=False)
+    experiment.run_experiment(ws / "dl2d.json", out, **kw)
+    # the bundle is told --no-progress; the bar names the run and its step
+    assert calls == [("train", False), ("infer", False)]
+    assert steps == ["unet / none / seed 0: training", "unet / none / seed 0: evaluating", "+1"]
+    experiment.run_experiment(ws / "dl2d.json", out, **kw)
+    assert len(calls) == 2 and steps[-2:] == ["unet / none / seed 0: done before", "+1"]
+    # a damaged completion record is not a finished run; a killed write's temporary file goes
+    (run / "done.json").write_text("[]")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    partials = [
+        out / f".results.partial-{gone.pid}-0123abcd.md",
+        run / f".done.partial-{gone.pid}-0123abcd.json",
+    ]
+    for p in partials:
+        p.write_text("half")
+    experiment.run_experiment(ws / "dl2d.json", out, **kw)
+    assert len(calls) == 4 and (run / "done.json").is_file()
+    assert not any(p.exists() for p in partials)
+    # a tampered manifest is refused, naming it
+    (out / "experiment.json").write_text('{"keys": ["unet"]}')
+    with pytest.raises(InputError, match=r"experiment\.json: not an? experiment manifest"):
+        experiment.run_experiment(ws / "dl2d.json", out, **kw)
+
+
 # --------------------------------------------------------------------------- #13f: failed evaluations
 def test_a_failed_evaluation_leaves_nothing_behind(ws, tmp_path, monkeypatch, capsys):
     from metalung_monai.training import evaluate
@@ -531,7 +608,7 @@ def test_history_writes_a_diverged_loss_as_null(tmp_path):
 
     from metalung_monai.evaluation import training_curves
     from metalung_monai.training import TrainingHistory
-    from metalung_monai.training.experiment import _smooth
+    from metalung_monai.training.experiment_figures import smooth
 
     validator = SimpleNamespace(
         state=SimpleNamespace(metrics={}, epoch=0, key_metric_name="val_mean_dice")
@@ -565,7 +642,7 @@ def test_history_writes_a_diverged_loss_as_null(tmp_path):
     training_curves(
         {
             "none": {
-                "loss": [_smooth(hist["loss"])],
+                "loss": [smooth(hist["loss"])],
                 "val_dice": [hist["val_dice"]],
                 "val_dice_x": hist["val_iteration"],
             }
@@ -659,6 +736,7 @@ def trained2d(ws, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_2d_datalists_train_and_evaluate(ws, trained2d, tmp_path, capsys):
     text = (trained2d / "results.md").read_text()
     assert "| unet | none |" in text
@@ -706,6 +784,7 @@ def test_2d_datalists_train_and_evaluate(ws, trained2d, tmp_path, capsys):
     assert np.array_equal(sitk.GetArrayFromImage(img) > 0, preds["2d"]["pred"])
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_a_converted_dicom_slice_evaluates(real_data, trained2d, tmp_path, capsys):
     from metalung_monai.io.convert import convert

@@ -1,58 +1,75 @@
-"""Training glue for the MONAI bundles: presets, data of each augmentation arm, handlers, reports.
+"""Training glue for the MONAI bundles: presets, arms, data, handlers, reports.
 
-The bundles in ``bundles/`` import this package as ``mt`` in their configs.
+The bundles in ``bundles/`` spell out their pipelines in JSON and import this package as ``mt``
+for what JSON cannot say (reading a datalist, checking settings, loading weights).
 """
 
-from .arms import ARMS, Arm, eval_transforms, get_arm, register_arm, train_transforms
+from .arms import ARMS, Arm, arm_config, get_arm, register_arm
 from .data import (
     expand_metalung,
+    expand_samples,
     load_case,
     slice_affine,
     slice_samples,
     split_entries,
     volume_samples,
 )
-from .handlers import TrainingHistory
-from .presets import PRESETS, SETTINGS, SettingError, check_setting, preset
+from .handlers import TrainingHistory, TrainingProgress
+from .presets import (
+    PRESETS,
+    SETTINGS,
+    SettingError,
+    bundle_settings,
+    check_setting,
+    preset,
+    read_preset,
+)
 from .report import SegmentationReport, volume_rows
 from .workflow import (
-    AXCODES,
-    Prepared,
+    STAGES,
+    CropToLungsd,
+    arm_slot,
+    bundle_configs,
+    bundle_parser,
+    datalist_file,
     load_pretrained,
-    prepare,
-    roi_size,
+    training_samples,
+    validation_samples,
     volume_data,
-    volume_inferer,
-    volume_transforms,
 )
 
 __all__ = [
     "ARMS",
     "Arm",
-    "AXCODES",
+    "CropToLungsd",
     "PRESETS",
     "SETTINGS",
-    "SettingError",
-    "Prepared",
+    "STAGES",
     "SegmentationReport",
+    "SettingError",
     "TrainingHistory",
+    "TrainingProgress",
+    "arm_config",
+    "arm_slot",
+    "bundle_configs",
+    "bundle_parser",
+    "bundle_settings",
     "check_setting",
-    "eval_transforms",
+    "datalist_file",
     "expand_metalung",
+    "expand_samples",
     "get_arm",
     "load_case",
     "load_pretrained",
-    "prepare",
     "preset",
+    "read_preset",
     "register_arm",
-    "roi_size",
     "slice_affine",
     "slice_samples",
     "split_entries",
-    "train_transforms",
+    "training_samples",
+    "validation_samples",
     "volume_data",
-    "volume_inferer",
     "volume_rows",
-    "volume_transforms",
     "volume_samples",
 ]

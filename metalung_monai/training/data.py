@@ -19,10 +19,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
 import torch
+from monai.data import MetaTensor
 
+from ..anatomy import lung_mask
 from ..errors import DatalistError
 from ..io.datalist import datalist_entries
+from ..transforms import METALUNG_OPS, MetaLungd, metalung_records
 from ..utils.orientation import sitk_to_canonical
 
 __all__ = [
@@ -33,6 +37,7 @@ __all__ = [
     "slice_samples",
     "volume_samples",
     "expand_metalung",
+    "expand_samples",
 ]
 
 
@@ -57,9 +62,6 @@ def load_case(entry: dict, lungs: bool = True) -> CanonicalCase:
     A 2D case becomes a volume of one slice. Without a ``mask`` the mask is empty; without a
     ``lung_mask`` the lungs are computed by HU thresholds when ``lungs`` is true.
     """
-    import SimpleITK as sitk
-
-    from ..anatomy import lung_mask
 
     def read(path):
         return sitk_to_canonical(sitk.ReadImage(str(path)))
@@ -106,8 +108,6 @@ def split_entries(entries: list[dict], val_fold: int | None) -> tuple[list[dict]
 
 
 def _slice_sample(case: CanonicalCase, z: int) -> dict:
-    from monai.data import MetaTensor
-
     aff = slice_affine(case.spacing[1:], z * case.spacing[0])
 
     def mt(a, dtype):
@@ -165,17 +165,37 @@ def _sample_seed(seed: int, sample: dict) -> int:
     )
 
 
+def expand_samples(samples: list[dict], transform, seed: int) -> list[dict]:
+    """The samples followed by their variants made by ``transform`` (offline expansion in memory).
+
+    ``transform`` works in ``"expand"`` mode (as :class:`~metalung_monai.transforms.MetaLungd` with
+    ``mode="expand"``: a list of variants per sample, the original not included). It is seeded
+    per sample by ``(seed, case_id, slice_index)``, so a sample's variants do not depend on the
+    other samples. A variant's ``case_id`` is the sample's plus ``+<operation>``. Without a
+    transform (``None``: an arm without expansion) the samples are returned as they are.
+    """
+    if transform is None:
+        return samples
+    out = list(samples)
+    for s in samples:
+        transform.set_random_state(_sample_seed(seed, s))
+        for v in transform(s):
+            v = dict(v)
+            v["case_id"] = f"{s['case_id']}+{_last_op(v)}"
+            out.append(v)
+    return out
+
+
 def expand_metalung(
     samples: list[dict], seed: int, ops: Sequence[str] | None = None, copies: int = 1
 ) -> list[dict]:
     """The samples followed by their MetaLung variants (offline expansion in memory, as the thesis).
 
     Each sample is expanded by :class:`~metalung_monai.transforms.MetaLungd` in ``"expand"`` mode
-    with the sample's lung labels, seeded by ``(seed, case_id, slice_index)``; variants whose
-    operation could not be applied are dropped.
+    with the sample's lung labels (:func:`expand_samples`); variants whose operation could not be
+    applied are dropped. The bundles' ``augment_metalung.json`` declares the same transform as
+    ``train#expansion``.
     """
-    from ..transforms import METALUNG_OPS, MetaLungd
-
     t = MetaLungd(
         keys=("image", "label"),
         lung_key="lung",
@@ -184,19 +204,10 @@ def expand_metalung(
         copies=copies,
         include_original=False,
     )
-    out = list(samples)
-    for s in samples:
-        t.set_random_state(_sample_seed(seed, s))
-        for v in t(s):
-            v = dict(v)
-            v["case_id"] = f"{s['case_id']}+{_last_op(v)}"
-            out.append(v)
-    return out
+    return expand_samples(samples, t, seed)
 
 
 def _last_op(sample: dict) -> str:
-    from ..transforms import metalung_records
-
     recs = metalung_records(sample["image"])
     return recs[-1]["op"] if recs else "original"
 

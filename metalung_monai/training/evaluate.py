@@ -1,13 +1,14 @@
-"""``metalung evaluate``: score a trained bundle model on any datalist, the thesis' way.
+"""Score a trained bundle model on any datalist, the thesis' way (``metalung evaluate``).
 
-Runs the bundle's ``evaluate.json`` (on top of its ``train.json``) with a given checkpoint on a
-datalist section, and prints the summary: DICE, IoU, Precision, Recall per test tumour slice (mean
-over slices), DICE per Lung-RADS class, per-patient 3D DICE and false positives on calcified
-nodules. Tables go to ``--out`` (``slices``, ``volumes``, ``per_class`` as CSV and Markdown,
-``summary.json``). Use it to see how a model trained on the phantom carries over to real CT
-converted with ``metalung convert`` (``--pixel-mm`` resamples such scans to the training pixel
-size first). 2D cases (a converted DICOM slice, a thesis-pickle case) are single axial slices and
-are evaluated as such.
+:func:`evaluate_checkpoint` runs the bundle's ``evaluate.json`` (on top of its ``train.json``) with
+a given checkpoint on a datalist section and returns the summary (the command line,
+:mod:`metalung_monai.commands.evaluate`, prints it): DICE, IoU, Precision, Recall per test
+tumour slice (mean over slices), DICE per Lung-RADS class, per-patient 3D DICE and false
+positives on calcified nodules. Tables go to the output folder (``slices``, ``volumes``,
+``per_class`` as CSV and Markdown, ``summary.json``). Use it to see how a model trained on the
+phantom carries over to real CT converted with ``metalung convert`` (``pixel_mm`` resamples such
+scans to the training pixel size first). 2D cases (a converted DICOM slice, a thesis-pickle
+case) are single axial slices and are evaluated as such.
 
 Nothing runs before every input is checked (model, settings, datalist section, output folder,
 checkpoint: :func:`check_checkpoint`), and a failed evaluation leaves no output behind.
@@ -17,14 +18,22 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
-import time
+import warnings
 from pathlib import Path
 
-from ..errors import InputError
-from .experiment import MODELS, datalist_files, default_bundles_dir, run_bundle, section_entries
+import torch
+from monai.bundle import ConfigParser
 
-__all__ = ["evaluate_checkpoint", "check_checkpoint", "add_parser", "run"]
+from ..errors import InputError
+from ..utils.paths import refuse_overlap
+from .bundle_run import MODELS, default_bundles_dir, run_bundle
+from .inputs import datalist_files, require_tumor, section_entries
+from .presets import preset as get_preset
+from .workflow import bundle_configs
+
+__all__ = ["evaluate_checkpoint", "check_checkpoint"]
 
 #: the outputs without which an evaluation did not finish
 _OUTPUTS = ("summary.json", "slices.csv", "volumes.csv")
@@ -46,8 +55,6 @@ def _bundle_dir(bundle: str) -> Path:
 
 def _network(bundle_dir: Path, preset: str, overrides: dict):
     """The network the bundle builds (``network_def`` of its ``train.json``), on the CPU."""
-    from monai.bundle import ConfigParser
-
     parser = ConfigParser()
     parser.read_config(str(bundle_dir / "configs" / "train.json"))
     parser.update(
@@ -74,8 +81,6 @@ def check_checkpoint(
     is ever unpickled, so a malicious file cannot run code), then compared with the network the
     bundle builds for this preset: the same tensor names and shapes, finite values.
     """
-    import torch
-
     p = Path(checkpoint)
     what = model or bundle_dir.name
     if not p.is_file():
@@ -86,14 +91,10 @@ def check_checkpoint(
     with open(p, "rb") as fh:
         is_zip = fh.read(4) == b"PK\x03\x04"
     try:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file: one message, never torch's advice
-        import pickle
-
         if isinstance(e, pickle.UnpicklingError):
             problem = (
                 "is not a PyTorch checkpoint of weights: it holds Python objects other than tensors, or is not "
@@ -187,9 +188,6 @@ def evaluate_checkpoint(
     Raises:
         InputError: naming the file or setting at fault (settings: a ``SettingError`` naming it).
     """
-    from .experiment import _require_tumour
-    from .presets import preset as get_preset
-
     b = _bundle_dir(bundle)
     overrides = dict(preset_overrides or {})
     get_preset(preset, **overrides)  # typed and ranged settings (pixel_mm included)
@@ -197,13 +195,11 @@ def evaluate_checkpoint(
     if not dl.is_file():
         raise InputError(dl, "datalist file does not exist")
     entries = section_entries(dl, section, "to evaluate (choose it with --section)")
-    _require_tumour(dl, entries, f"its '{section}' section", "to score the model")
+    require_tumor(dl, entries, f"its '{section}' section", "to score the model")
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise InputError(ckpt, "checkpoint file does not exist")
     out = Path(os.path.abspath(out_dir))
-    from ..utils.paths import refuse_overlap
-
     refuse_overlap(out, [*datalist_files(dl), ckpt, b], "--out")
     if out.exists() and not out.is_dir():
         raise InputError("--out", f"{out} is a file, not a folder")
@@ -216,14 +212,13 @@ def evaluate_checkpoint(
         tmp.mkdir()
         run_bundle(
             b,
-            ["train.json", "evaluate.json"],
+            bundle_configs(b, "evaluate", preset=preset),
             "infer",
             verbose=verbose,
             dataset_dir=str(dl.resolve().parent),
             datalist=str(dl.resolve()),
             eval_datalist=str(dl.resolve()),
             eval_section=section,
-            preset=preset,
             preset_overrides=overrides,
             ckpt_dir=str(ckpt.resolve().parent),
             output_dir=str(tmp),
@@ -252,90 +247,3 @@ def evaluate_checkpoint(
                 break
         raise
     return summary
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "evaluate",
-        help="score a trained model on a datalist (per slice, per Lung-RADS class, per patient)",
-        description="Run a bundle's evaluate.json with CHECKPOINT on a datalist section and print DICE, IoU, "
-        "Precision, Recall per tumour slice, DICE per Lung-RADS class, per-patient 3D DICE and false "
-        "positives on calcified nodules; tables go to --out.",
-    )
-    p.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="model weights (e.g. .../models/model.pt)"
-    )
-    p.add_argument(
-        "--model",
-        default="unet",
-        help=f"bundle: one of {', '.join(MODELS)} or a bundle folder (default unet)",
-    )
-    p.add_argument(
-        "--datalist",
-        required=True,
-        metavar="JSON",
-        help="datalist to score (e.g. from metalung convert)",
-    )
-    p.add_argument(
-        "--section",
-        default="test",
-        choices=("training", "validation", "test"),
-        help="datalist section",
-    )
-    p.add_argument(
-        "--preset",
-        default="quick",
-        choices=("quick", "full"),
-        help="the preset the model was trained with",
-    )
-    p.add_argument(
-        "--pixel-mm",
-        type=float,
-        default=None,
-        help="resample scans in-plane to this pixel size first (the training data's, e.g. 1.4 for the "
-        "256 x 256 phantom)",
-    )
-    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder for the tables")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    import pandas as pd
-
-    from ..evaluation import markdown_table
-    from .presets import SettingError, check_setting
-
-    t0 = time.perf_counter()
-    overrides = {}
-    if args.pixel_mm is not None:  # 0, -1, nan are refused, not ignored
-        check_setting("pixel_mm", args.pixel_mm, source="--pixel-mm")
-        overrides["pixel_mm"] = args.pixel_mm
-    try:
-        summary = evaluate_checkpoint(
-            args.model,
-            args.checkpoint,
-            args.datalist,
-            args.out,
-            section=args.section,
-            preset=args.preset,
-            preset_overrides=overrides,
-            verbose=bool(getattr(args, "verbose", False)),
-        )
-    except SettingError as e:
-        raise e.renamed("--pixel-mm" if e.setting == "pixel_mm" else f"setting {e.setting}") from e
-    cols = ("n_images", "dice", "iou", "precision", "recall", "n_missed", "calcified_fp_components")
-    rows = [
-        {"level": level, **{k: (summary.get(part) or {}).get(k) for k in cols}}
-        for level, part in (("tumour slices", "slices"), ("volumes (3D)", "volumes"))
-    ]
-    print(markdown_table(pd.DataFrame.from_records(rows)))
-    if summary.get("per_class_dice"):
-        print(
-            "DICE per Lung-RADS class: "
-            + ", ".join(
-                f"{k} {'n/a' if val is None else f'{val:.3f}'}"
-                for k, val in summary["per_class_dice"].items()
-            )
-        )
-    print(f"metalung evaluate: tables in {args.out} ({time.perf_counter() - t0:.0f} s)")
-    return 0

@@ -1,14 +1,19 @@
-"""Ignite handlers used by the bundles: training history and the share of time spent on data."""
+"""Ignite handlers used by the bundles: training history, the share of time spent on data, and
+the progress of a training run."""
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
+from ignite.engine import Events
+from tqdm import tqdm
+
 from ..utils.atomic import write_json_atomic
 
-__all__ = ["TrainingHistory"]
+__all__ = ["TrainingHistory", "TrainingProgress"]
 
 
 class TrainingHistory:
@@ -44,8 +49,6 @@ class TrainingHistory:
         self._t0 = 0.0
 
     def attach(self, engine) -> None:
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.GET_BATCH_STARTED, self._batch_started)
         engine.add_event_handler(Events.GET_BATCH_COMPLETED, self._batch_completed)
@@ -101,6 +104,73 @@ class TrainingHistory:
             }
         )
         write_json_atomic(out, self.path)
+
+
+class TrainingProgress:
+    """A progress bar of one training run on stderr: iterations done, of all, the loss, an ETA.
+
+    One bar for the whole run (``max_epochs x epoch_length`` iterations, so its ETA is the run's),
+    updated after every iteration; the epoch and the last loss are shown beside it. It reads the
+    engine's state only: the run's results do not depend on it. (No ``EXCEPTION_RAISED`` handler: one
+    would take the re-raising of errors over from ignite; a failed run leaves its bar as it was.) ``enabled=False`` (the bundles'
+    ``progress`` key: ``--progress false``) attaches nothing.
+
+    Args:
+        enabled: show the bar (from a command line, the strings ``"false"``, ``"0"``, ``"no"`` and
+            ``"off"`` also turn it off).
+        desc: the bar's label (e.g. the run's arm and seed).
+        mininterval: seconds between redraws at least (tqdm's).
+    """
+
+    def __init__(self, enabled: bool = True, desc: str = "training", mininterval: float = 1.0):
+        if isinstance(enabled, str):
+            enabled = enabled.strip().lower() not in ("false", "0", "no", "off", "")
+        self.enabled = bool(enabled)
+        self.desc = str(desc)
+        self.mininterval = float(mininterval)
+        self.bar: tqdm | None = None
+
+    def attach(self, engine) -> None:
+        if not self.enabled:
+            return
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.COMPLETED, self._close)
+
+    def _started(self, engine) -> None:
+        s = engine.state
+        total = int(s.max_epochs) * int(s.epoch_length) if s.epoch_length else None
+        self.bar = tqdm(
+            total=total,
+            initial=int(s.iteration),
+            desc=self.desc,
+            unit="it",
+            file=sys.stderr,
+            mininterval=self.mininterval,
+            dynamic_ncols=True,
+        )
+
+    def _iteration(self, engine) -> None:
+        if self.bar is None:
+            return
+        out = engine.state.output
+        loss = (
+            out[0].get("loss")
+            if isinstance(out, list) and out and isinstance(out[0], dict)
+            else out.get("loss")
+            if isinstance(out, dict)
+            else None
+        )
+        post = {"epoch": f"{engine.state.epoch}/{engine.state.max_epochs}"}
+        if loss is not None:
+            post["loss"] = f"{float(loss):.4f}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def _close(self, engine) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _finite(value) -> float | None:

@@ -1,109 +1,72 @@
 """Training presets: ``quick`` (2 CPU cores, minutes) and ``full`` (thesis scale, one GPU).
 
-Every arm of an experiment uses the same preset: same number of iterations, batch size, crop
-size, optimiser and seeds, so augmentations are compared at equal compute.
+The presets' values live in the bundles, as Model Zoo override files:
+``bundles/<bundle>/configs/quick.json`` and ``full.json`` (``{"preset": ..., "preset_settings":
+{...}}``), stacked on ``train.json`` / ``inference.json``. Each bundle's file holds the settings
+that bundle uses; :data:`PRESETS` is their union, read from those files (a setting two bundles
+share must have the same value in both: :func:`load_presets` refuses files that disagree). This
+module holds no second copy of a value: it types and ranges every setting (:data:`SETTINGS`,
+:func:`check_setting`) and resolves a preset with overrides (:func:`preset`, and
+:func:`bundle_settings` inside a bundle).
 
-Every setting is typed and ranged in one place (:data:`SETTINGS`, checked by :func:`preset`), so
-an override from ``metalung experiment --set``, ``metalung evaluate --pixel-mm`` or a bundle's
-``--preset_overrides`` is refused up front with a :class:`SettingError` naming the setting, instead
-of failing (or silently doing something else) deep inside a training run.
+Every arm of an experiment uses the same preset: same number of iterations, batch size, crop
+size, optimiser and seeds, so augmentations are compared at equal compute. Why some values are
+what they are:
+
+* ``window`` (-1000, 600) HU -> [0, 1] keeps calcification (> 200 HU) apart from tumour;
+* ``val_fold``: the training patients of this fold validate (best checkpoint);
+* ``pos_neg`` (1, 1): crop centres on tumour vs elsewhere; ``eval_roi``: the whole-slice inference
+  window (larger slices are tiled); ``pixel_mm``: evaluation and inference resample in-plane to
+  this pixel size (mm) when set;
+* ``quick``: 128-pixel training patches (3D: 96 x 96 x 16), 24 epochs of 25 iterations (600
+  iterations whatever the dataset size);
+* ``quick`` Mask R-CNN, from scratch: whole slices, not patches (trained on 96-pixel crops it scored
+  0.92 on tumour crops and 0.18 on the same slices whole: the context must match inference), a
+  slim FPN and box/mask heads (64 channels instead of 256, a 256-wide box MLP instead of 1,024:
+  12.5 M parameters instead of 30.9 M, 31-37 ms per 256-pixel slice instead of 88-105), AdamW
+  one-cycle and half-positive RoI sampling; 20 epochs of 25 iterations of 2 slices, about 0.2 s
+  each on 2 cores. After 500-600 iterations from scratch the detections' scores are low (median
+  best score on a tumour of a training slice 0.26): torchvision's customary 0.5 discarded every
+  detection (DICE 0 on every validation and test slice), so ``maskrcnn_score_threshold`` 0.2 was
+  chosen on the validation fold;
+* ``full``: 20,000 iterations (200 x 100); ``num_workers`` 12, measured on one H100 with 16 CPU
+  cores (U-Net, 256 crops, AMP): 4 loader workers left the GPU waiting 43 % of the loop's time,
+  12 workers 14 %.
+
+Every setting is typed and ranged in one place (:data:`SETTINGS`, checked by :func:`preset` and
+:func:`bundle_settings`), so an override from ``metalung experiment --set``, ``metalung evaluate
+--pixel-mm``, a bundle's ``--preset_overrides`` or ``--preset_settings#KEY`` is refused up front
+with a :class:`SettingError` naming the setting, instead of failing (or silently doing something
+else) deep inside a training run.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["PRESETS", "SETTINGS", "SettingError", "preset", "check_setting"]
+__all__ = [
+    "BUNDLES_DIR",
+    "PRESETS",
+    "SETTINGS",
+    "SettingError",
+    "bundle_settings",
+    "check_setting",
+    "load_presets",
+    "preset",
+    "read_preset",
+]
 
-_COMMON = {
-    "window": (-1000.0, 600.0),  # HU -> [0, 1]; keeps calcification (> 200 HU) apart from tumour
-    "val_fold": 0,  # training patients of this fold validate (best checkpoint)
-    "pos_neg": (1, 1),  # crop centres: tumour vs elsewhere
-    "lr": 2e-3,
-    "weight_decay": 1e-4,
-    "metalung_ops": (
-        "mirror",
-        "relocate",
-        "rotate_image",
-        "rotate_tumor",
-        "noise_image",
-        "noise_tumor",
-    ),
-    "metalung_copies": 1,
-    "eval_roi": 256,  # whole-slice inference window (larger slices are tiled)
-    "pixel_mm": None,  # evaluation/inference: resample in-plane to this pixel size (mm)
-}
-
-PRESETS: dict[str, dict] = {
-    "quick": {
-        **_COMMON,
-        "crop": 128,  # training patches (2D: 128 x 128; 3D: 96 x 96 x 16)
-        "crop_3d": (96, 96, 16),
-        "batch_size": 16,
-        "epochs": 24,
-        "epoch_length": 25,  # iterations per epoch: 600 iterations whatever the dataset size
-        "val_interval": 2,
-        "num_workers": 1,
-        "amp": False,
-        "unet_channels": (16, 32, 64, 128),
-        "unet_strides": (2, 2, 2),
-        "deeplab_channels": (16, 32, 64, 128),
-        "deeplab_aspp_channels": 64,
-        "deeplab_aspp_rates": (2, 4, 6),
-        # Mask R-CNN from scratch: whole slices, not patches (trained on 96-px crops it scored 0.92
-        # on tumour crops and 0.18 on the same slices whole: the context must match inference),
-        # a slim FPN and box/mask heads (64 channels instead of 256, a 256-wide box MLP instead of
-        # 1024: 12.5 M parameters instead of 30.9 M, 31-37 ms per 256-px slice instead of 88-105),
-        # AdamW one-cycle and half-positive RoI sampling. 500 iterations of 2 slices, about 0.2 s
-        # each on 2 cores.
-        "maskrcnn_backbone": "resnet18",
-        "maskrcnn_fpn_channels": 64,
-        "maskrcnn_representation_size": 256,
-        "maskrcnn_crop": 256,
-        "maskrcnn_pos_neg": (1, 0),
-        "maskrcnn_batch_size": 2,
-        "maskrcnn_epochs": 20,  # 500 iterations
-        "maskrcnn_lr": 1e-3,
-        # after 500-600 iterations from scratch the detections' scores are low (median best score on a
-        # tumour of a training slice 0.26): torchvision's customary 0.5 discarded every detection
-        # (DICE 0 on every validation and test slice); 0.2 chosen on the validation fold
-        "maskrcnn_score_threshold": 0.2,
-        "sw_batch_size": 16,
-    },
-    "full": {
-        **_COMMON,
-        "crop": 256,
-        "crop_3d": (160, 160, 32),
-        "eval_roi": 512,
-        "batch_size": 16,
-        "epochs": 200,
-        "epoch_length": 100,  # 20,000 iterations
-        "val_interval": 5,
-        # measured on one H100 with 16 CPU cores (U-Net, 256 crops, AMP): 4 loader workers left the
-        # GPU waiting 43 % of the loop's time, 12 workers 14 %
-        "num_workers": 12,
-        "amp": True,
-        "unet_channels": (32, 64, 128, 256, 512),
-        "unet_strides": (2, 2, 2, 2),
-        "deeplab_channels": (64, 128, 256, 512),
-        "deeplab_aspp_channels": 256,
-        "deeplab_aspp_rates": (6, 12, 18),
-        "maskrcnn_backbone": "resnet50",
-        "maskrcnn_fpn_channels": 256,  # torchvision's widths
-        "maskrcnn_representation_size": 1024,
-        "maskrcnn_crop": 512,  # whole slices
-        "maskrcnn_pos_neg": (1, 0),
-        "maskrcnn_batch_size": 8,
-        "maskrcnn_epochs": 100,
-        "maskrcnn_lr": 1e-3,
-        "maskrcnn_score_threshold": 0.5,
-        "sw_batch_size": 8,
-    },
-}
+#: the repository's ``bundles/`` (beside the package in a source checkout): the presets' values
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+#: the presets every bundle provides (``configs/<name>.json``)
+PRESET_NAMES = ("quick", "full")
 
 
 class SettingError(InputError):
@@ -305,18 +268,26 @@ def check_setting(key: str, value, source: str | None = None) -> None:
 
 
 def _check_together(s: dict, changed: set[str]) -> None:
-    """Checks that involve two settings (named after the one the user changed)."""
+    """Checks that involve two settings (named after the one the user changed).
+
+    A check whose settings are not all in ``s`` is skipped: a bundle's settings hold only what that
+    bundle uses (the Mask R-CNN bundle has no ``unet_strides``)."""
 
     def culprit(*keys):
         return next((k for k in keys if k in changed), keys[0])
 
-    if s["val_interval"] > s["epochs"]:
+    def has(*keys):
+        return all(k in s for k in keys)
+
+    if has("val_interval", "epochs") and s["val_interval"] > s["epochs"]:
         k = culprit("val_interval", "epochs")
         raise SettingError(
             k,
             f"val_interval {s['val_interval']} exceeds epochs {s['epochs']}: the model would never "
             "be validated, so no best checkpoint (model.pt) would be saved",
         )
+    if not has("unet_strides", "unet_channels"):
+        return
     if len(s["unet_strides"]) != len(s["unet_channels"]) - 1:
         k = culprit("unet_strides", "unet_channels")
         raise SettingError(
@@ -325,11 +296,10 @@ def _check_together(s: dict, changed: set[str]) -> None:
             f"strides for {len(s['unet_channels'])} channels",
         )
     down = math.prod(int(x) for x in s["unet_strides"])
-    for key, sizes in (
-        ("crop", [s["crop"]]),
-        ("eval_roi", [s["eval_roi"]]),
-        ("crop_3d", list(s["crop_3d"])),
-    ):
+    for key in ("crop", "eval_roi", "crop_3d"):
+        if key not in s:
+            continue
+        sizes = list(s[key]) if key == "crop_3d" else [s[key]]
         if any(int(x) % down for x in sizes):
             k = culprit(key, "unet_strides")
             raise SettingError(
@@ -337,6 +307,82 @@ def _check_together(s: dict, changed: set[str]) -> None:
                 f"{key} {s[key]!r} must be a multiple of {down}, the U-Net's total stride "
                 f"(unet_strides {tuple(s['unet_strides'])})",
             )
+
+
+def _typed(value):
+    """A JSON value as the settings hold it: lists become tuples (``(-1000.0, 600.0)``)."""
+    return tuple(_typed(v) for v in value) if isinstance(value, list) else value
+
+
+def read_preset(bundle_root: str | os.PathLike, name: str) -> dict:
+    """The ``preset_settings`` of a bundle's preset file ``<bundle_root>/configs/<name>.json``.
+
+    Lists are returned as tuples; nothing is checked here (:func:`bundle_settings` does).
+
+    Raises:
+        InputError: an unknown preset (no such file), or a file without a ``preset_settings``
+            dictionary.
+    """
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise InputError("preset", f"expected a preset name such as 'quick', got {name!r}")
+    path = Path(bundle_root) / "configs" / f"{name}.json"
+    if not path.is_file():
+        have = sorted(p.stem for p in path.parent.glob("*.json") if p.stem in PRESET_NAMES)
+        raise InputError(
+            "preset", f"unknown preset {name!r}: no {path} (this bundle has: {', '.join(have)})"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(path, f"cannot be read as JSON ({e})") from e
+    values = data.get("preset_settings") if isinstance(data, dict) else None
+    if not isinstance(values, dict):
+        raise InputError(path, "has no 'preset_settings' dictionary")
+    return {k: _typed(v) for k, v in values.items()}
+
+
+def load_presets(bundles_dir: str | os.PathLike = BUNDLES_DIR) -> dict[str, dict]:
+    """Every preset: the union of the bundles' preset files (``<bundle>/configs/<name>.json``).
+
+    Raises:
+        InputError: two bundles give one setting different values (one preset, one value), or a
+            preset file is missing or unreadable.
+    """
+    out: dict[str, dict] = {}
+    bundles = sorted(p.parents[1] for p in Path(bundles_dir).glob("*/configs/train.json"))
+    for name in PRESET_NAMES:
+        merged: dict = {}
+        origin: dict[str, Path] = {}
+        for b in bundles:
+            for key, value in read_preset(b, name).items():
+                if key in merged and merged[key] != value:
+                    raise InputError(
+                        b / "configs" / f"{name}.json",
+                        f"setting '{key}' is {value!r} here but {merged[key]!r} in "
+                        f"{origin[key] / 'configs' / f'{name}.json'}: one preset, one value",
+                    )
+                merged.setdefault(key, value)
+                origin.setdefault(key, b)
+        if merged:
+            out[name] = merged
+    return out
+
+
+#: every preset (``quick``, ``full``), read from the bundles' preset files: setting -> value
+PRESETS: dict[str, dict] = load_presets() if BUNDLES_DIR.is_dir() else {}
+
+
+def _resolve(base: dict, name: str, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in out.items():
+        if key not in overrides:
+            check_setting(key, value)
+    for key, value in overrides.items():
+        check_setting(key, value)
+    out.update(overrides)
+    _check_together(out, set(overrides))
+    out["name"] = name
+    return out
 
 
 def preset(name: str, **overrides) -> dict:
@@ -349,10 +395,21 @@ def preset(name: str, **overrides) -> dict:
     """
     if not isinstance(name, str) or name not in PRESETS:
         raise InputError("preset", f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
-    out = copy.deepcopy(PRESETS[name])
-    for key, value in overrides.items():
-        check_setting(key, value)
-    out.update(overrides)
-    _check_together(out, set(overrides))
-    out["name"] = name
-    return out
+    return _resolve(PRESETS[name], name, overrides)
+
+
+def bundle_settings(preset_settings: dict, overrides: dict | None = None, name: str = "") -> dict:
+    """A bundle's settings: its preset file's ``preset_settings`` with ``preset_overrides`` applied.
+
+    Every value is checked (:data:`SETTINGS`), including those of the preset file and those
+    overridden on the command line (``--preset_settings#epochs 2``); lists become tuples.
+
+    Raises:
+        SettingError: an unknown setting, or a value of the wrong type or out of range.
+    """
+    if not isinstance(preset_settings, dict):
+        raise InputError("preset_settings", f"expected a dictionary, got {preset_settings!r}")
+    if not isinstance(overrides or {}, dict):
+        raise InputError("preset_overrides", f"expected a dictionary, got {overrides!r}")
+    base = {k: _typed(v) for k, v in preset_settings.items()}
+    return _resolve(base, name, {k: _typed(v) for k, v in (overrides or {}).items()})

@@ -1,92 +1,170 @@
-"""Glue between the bundles' JSON configs and the package: data, transforms, inferers, weights.
+"""Glue between the bundles' JSON configs and the package: config stacks, data, weights.
 
-The bundles (``bundles/*/configs/*.json``) call these functions so that a config stays a short,
-readable Model Zoo config while the behaviour lives in tested code:
+The bundles (``bundles/*/configs/*.json``) spell out their transforms, inferers and handlers as
+``_target_`` entries, Model Zoo style; what they call here is what a JSON file cannot say:
 
-* :func:`prepare` builds the training and validation data of one arm (2D tumour slices or 3D
-  volumes) with their transforms and the validation inferer;
-* :func:`volume_data` / :func:`volume_transforms` / :func:`volume_inferer` serve evaluation and
-  inference on whole volumes of any datalist (a 2D network runs slice by slice);
-* :func:`load_pretrained` loads local weights (no download, ever).
+* :func:`bundle_configs` names the config files of one run, stacked (``train.json`` + preset file
+  + arm file), and :func:`bundle_parser` reads such a stack in Python;
+* :func:`datalist_file`, :func:`training_samples`, :func:`validation_samples` and
+  :func:`volume_data` read a datalist into samples (2D tumour slices for the thesis' protocol,
+  files of whole volumes for 3D patches, evaluation and inference);
+* :func:`arm_slot` reads an arm's override file when a run names its arm with ``augment`` instead
+  of stacking the file (a shortcut: the file is the truth either way);
+* :class:`CropToLungsd` (evaluation on the lungs' bounding box) and :func:`load_pretrained`
+  (local weights, no download, ever).
 
-Orientation: volumes are brought to ``PLS`` (MONAI/nibabel axcodes: array axes towards posterior,
-the patient's left, superior), so that an axial slice ``[:, :, z]`` is exactly the canonical
-``(y, x)`` slice the 2D networks were trained on (radiological display). A 2D image (a converted
-DICOM slice, a thesis-pickle case) is one axial slice: it is evaluated as a volume of one slice
+Orientation: volumes are brought to ``PLS`` (``Orientationd`` in the configs; MONAI/nibabel
+axcodes: array axes towards posterior, the patient's left, superior), so that an axial slice
+``[:, :, z]`` is exactly the canonical ``(y, x)`` slice the 2D networks were trained on
+(radiological display). A 2D image (a converted DICOM slice, a thesis-pickle case) is one axial
+slice: it is evaluated as a volume of one slice
 (:class:`~metalung_monai.training.as_volume.AsVolumed`), and predictions are written back in 2D.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from monai.bundle import ConfigParser
+from monai.transforms import CropForegroundd
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from ..errors import InputError
-from .arms import eval_transforms, get_arm, train_transforms
+from .arms import arm_config
 from .data import entries_of, slice_samples, split_entries, volume_samples
 
 __all__ = [
-    "Prepared",
-    "prepare",
-    "roi_size",
+    "STAGES",
+    "bundle_configs",
+    "bundle_parser",
+    "arm_slot",
+    "datalist_file",
+    "training_samples",
+    "validation_samples",
     "volume_data",
-    "volume_transforms",
-    "volume_inferer",
     "load_pretrained",
-    "AXCODES",
     "CropToLungsd",
 ]
 
-#: orientation of volumes for 2D slice-wise and 3D networks (axial slices in radiological display)
-AXCODES = "PLS"
-#: nibabel's axis labels, given explicitly (MONAI 1.6 warns that its default will change)
-ORIENTATION_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+#: the slots of ``train.json`` an arm's override file fills (see :mod:`.arms`), with their empty value
+ARM_SLOTS = {"expansion": None, "hu_augmentation": [], "augmentation": []}
+
+#: what a run stacks on its main config (``bundle_configs``): ``{preset}`` and ``{arm}`` files
+STAGES = {
+    "train": ("train.json", "{preset}", "{arm}"),
+    "multi_gpu_train": ("train.json", "{preset}", "{arm}", "multi_gpu_train.json"),
+    "evaluate": ("train.json", "{preset}", "evaluate.json"),
+    "infer": ("inference.json", "{preset}"),
+}
 
 
-@dataclass
-class Prepared:
-    """Training and validation data of one arm, with their transforms and validation inferer."""
+def bundle_configs(
+    bundle_dir: str | os.PathLike, stage: str, arm: str | None = None, preset: str = "quick"
+) -> list[str]:
+    """The config files of one run of a bundle, in stacking order (names inside ``configs/``).
 
-    train: list
-    val: list
-    train_transform: object
-    val_transform: object
-    val_inferer: object
-    n_original: int
-    n_train: int
-    info: dict = field(default_factory=dict)
+    ``bundle_configs(b, "train", "metalung", "quick")`` is
+    ``["train.json", "quick.json", "augment_metalung.json"]``: pass them (prefixed with
+    ``configs/``) to ``python -m monai.bundle run --config_file "[...]"``. ``"evaluate"`` and
+    ``"infer"`` need no arm (evaluation does not augment); ``"multi_gpu_train"`` adds
+    ``multi_gpu_train.json``.
 
-
-def roi_size(settings: dict, spatial_dims: int) -> tuple[int, ...]:
-    """Patch size of training crops and sliding-window inference."""
-    return (settings["crop"],) * 2 if spatial_dims == 2 else tuple(settings["crop_3d"])
-
-
-def prepare(
-    datalist: str | os.PathLike,
-    augment: str,
-    settings: dict,
-    seed: int = 0,
-    spatial_dims: int = 2,
-    train_mode: str = "slices",
-) -> Prepared:
-    """Data of one training run.
-
-    Args:
-        datalist: datalist JSON (its ``training`` section; patients of fold ``settings["val_fold"]``
-            validate).
-        augment: arm name (``none``, ``metalung``, ``monai``, ...; see :mod:`.arms`).
-        settings: a preset (:func:`metalung_monai.training.preset`).
-        seed: seeds the offline expansion (and, through the bundle, everything else).
-        spatial_dims: 2 (slices) or 3 (patches of volumes).
-        train_mode: ``"slices"`` (2D tumour slices, the thesis' protocol) or ``"patches"``
-            (3D patches of whole volumes).
+    Raises:
+        InputError: an unknown stage, a training stage without an arm, an unknown arm, or a file
+            the bundle does not have.
     """
-    from monai.inferers import SlidingWindowInferer
+    if stage not in STAGES:
+        raise InputError("stage", f"unknown stage {stage!r} (choose from {', '.join(STAGES)})")
+    if "{arm}" in STAGES[stage] and arm is None:
+        raise InputError("augment", f"stage '{stage}' needs an augmentation arm")
+    names = []
+    for part in STAGES[stage]:
+        if part == "{preset}":
+            part = f"{preset}.json"
+        elif part == "{arm}":
+            part = arm_config(arm)
+        names.append(part)
+    configs = Path(bundle_dir) / "configs"
+    for name in names:
+        if not (configs / name).is_file():
+            raise InputError(
+                configs / name, f"the bundle has no {name} (needed for stage '{stage}')"
+            )
+    return names
 
+
+def bundle_parser(
+    bundle_dir: str | os.PathLike,
+    stage: str = "train",
+    arm: str | None = "none",
+    preset: str = "quick",
+    **overrides,
+) -> ConfigParser:
+    """A ``ConfigParser`` holding a bundle's stacked configs (:func:`bundle_configs`) and overrides.
+
+    ``bundle_parser(b, "train", "monai", dataset_dir=...).get_parsed_content("train#preprocessing")``
+    is the training ``Compose`` of the arm, as ``python -m monai.bundle run`` builds it.
+    """
+    stage_arm = arm if "{arm}" in STAGES.get(stage, ()) else None
+    files = [
+        str(Path(bundle_dir) / "configs" / c)
+        for c in bundle_configs(bundle_dir, stage, stage_arm, preset)
+    ]
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update({"bundle_root": str(bundle_dir), **overrides})
+    return parser
+
+
+def arm_slot(
+    bundle_root: str | os.PathLike, augment: str, slot: str, settings: dict, spatial_dims: int
+):
+    """Slot ``slot`` of ``train.json`` (``expansion``, ``hu_augmentation``, ``augmentation``) as
+    arm ``augment``'s override file ``configs/augment_<augment>.json`` fills it.
+
+    ``train.json`` uses this when the arm is named (``--augment metalung``) rather than stacked;
+    a stacked arm file replaces these expressions with its own entries. The file's entries may
+    refer to ``@settings`` and ``@spatial_dims`` (given here); the objects are those the stacked
+    file gives.
+
+    Raises:
+        InputError: an unknown arm or slot, or an arm the bundle has no file for.
+    """
+    if slot not in ARM_SLOTS:
+        raise InputError("arm slot", f"unknown slot {slot!r} (choose from {', '.join(ARM_SLOTS)})")
+    path = Path(bundle_root) / "configs" / arm_config(augment)
+    if not path.is_file():
+        raise InputError(path, f"the bundle has no override file for the arm '{augment}'")
+    parser = ConfigParser(
+        {"settings": dict(settings), "spatial_dims": spatial_dims, "train": dict(ARM_SLOTS)}
+    )
+    for key, value in ConfigParser.load_config_file(path).items():
+        parser[key] = value
+    return parser.get_parsed_content(f"train#{slot}")
+
+
+def datalist_file(dataset_dir: str | os.PathLike | None) -> str:
+    """``<dataset_dir>/datalist.json``: the default datalist of a bundle.
+
+    Raises:
+        InputError: ``dataset_dir`` is not set or is not a folder.
+    """
+    if dataset_dir in (None, ""):
+        raise InputError(
+            "dataset_dir",
+            "not set: run with --dataset_dir /path/to/cohort (a folder holding the datalist.json "
+            "written by `metalung phantom` or `metalung convert`), or --datalist /path/to/datalist.json",
+        )
+    d = Path(dataset_dir)
+    if not d.is_dir():
+        raise InputError(d, "dataset_dir is not a folder")
+    return str(d / "datalist.json")
+
+
+def _check_mode(train_mode: str, spatial_dims: int) -> None:
     if train_mode not in ("slices", "patches"):
         raise InputError("train_mode", f"must be 'slices' or 'patches', got '{train_mode}'")
     if (train_mode == "slices") != (spatial_dims == 2):
@@ -95,55 +173,55 @@ def prepare(
             f"'{train_mode}' needs spatial_dims {2 if train_mode == 'slices' else 3}, "
             f"got {spatial_dims}",
         )
-    arm = get_arm(augment)
-    entries = entries_of(datalist, "training")
-    train_e, val_e = split_entries(entries, settings.get("val_fold"))
+
+
+def _samples(entries: list[dict], train_mode: str) -> list[dict]:
+    return slice_samples(entries) if train_mode == "slices" else volume_samples(entries)
+
+
+def training_samples(
+    datalist: str | os.PathLike,
+    val_fold: int | None,
+    train_mode: str = "slices",
+    spatial_dims: int = 2,
+) -> list[dict]:
+    """The training samples of a datalist (its ``training`` section outside fold ``val_fold``).
+
+    ``"slices"`` (``spatial_dims`` 2): the tumour slices of every case, in memory (the thesis'
+    protocol); ``"patches"`` (3): the files of every case with a mask, for ``LoadImaged``.
+
+    Raises:
+        InputError: an inconsistent mode, no training case left outside the validation fold, or
+            no sample with a tumour.
+    """
+    _check_mode(train_mode, spatial_dims)
+    train_e, _ = split_entries(entries_of(datalist, "training"), val_fold)
     if not train_e:
         raise InputError(datalist, "no training cases left after setting the validation fold aside")
-    if train_mode == "slices":
-        train = slice_samples(train_e)
-        val = slice_samples(val_e)
-        n_original = len(train)
-        train = arm.expand(train, settings, seed)
-        load = False
-        val_tf = eval_transforms(settings, 2)
-    else:
-        train = volume_samples(train_e)
-        val = volume_samples(val_e)
-        n_original = len(train)
-        load = True
-        val_tf = volume_transforms(settings, with_label=True)
-    if not train:
+    out = _samples(train_e, train_mode)
+    if not out:
         raise InputError(datalist, "no training samples with a tumour")
-    if (
-        not val and settings.get("val_fold") is not None
-    ):  # the validator would fail after the first epoch
+    return out
+
+
+def validation_samples(
+    datalist: str | os.PathLike, val_fold: int | None, train_mode: str = "slices"
+) -> list[dict]:
+    """The validation samples: the training section's cases of fold ``val_fold`` (none when None).
+
+    Raises:
+        InputError: ``val_fold`` is set but its cases hold no tumour (the validator would fail
+            after the first epoch).
+    """
+    _, val_e = split_entries(entries_of(datalist, "training"), val_fold)
+    out = _samples(val_e, train_mode)
+    if not out and val_fold is not None:
         raise InputError(
             datalist,
-            f"no validation samples with a tumour in the validation fold {settings['val_fold']} "
+            f"no validation samples with a tumour in the validation fold {val_fold} "
             f"(training cases with that 'fold': {len(val_e)})",
         )
-    inferer = SlidingWindowInferer(
-        roi_size=roi_size(settings, spatial_dims),
-        sw_batch_size=settings["sw_batch_size"],
-        overlap=0.25,
-        mode="gaussian",
-    )
-    return Prepared(
-        train=train,
-        val=val,
-        train_transform=train_transforms(augment, settings, spatial_dims, load=load),
-        val_transform=val_tf,
-        val_inferer=inferer,
-        n_original=n_original,
-        n_train=len(train),
-        info={
-            "arm": arm.name,
-            "description": arm.description,
-            "train_patients": len(train_e),
-            "val_patients": len(val_e),
-        },
-    )
+    return out
 
 
 def volume_data(datalist: str | os.PathLike, section: str = "test") -> list[dict]:
@@ -170,15 +248,17 @@ class CropToLungsd:
     Evaluation only looks where tumours can be: the slices and the in-plane region that hold
     lung (faster, and false positives are counted inside the chest). A sample without a ``lung``
     key is returned unchanged (then the whole volume is evaluated).
+
+    Args:
+        keys: keys to crop (``image``, ``label``, ``lung``; missing ones are skipped).
+        margin: voxels added on every side of the lungs' bounding box.
     """
 
-    def __init__(self, keys, margin: int = 4) -> None:
+    def __init__(self, keys: Sequence[str], margin: int = 4) -> None:
         self.keys = tuple(keys)
         self.margin = int(margin)
 
     def __call__(self, data: dict) -> dict:
-        from monai.transforms import CropForegroundd
-
         if "lung" not in data:
             return data
         crop = CropForegroundd(
@@ -189,78 +269,6 @@ class CropToLungsd:
             allow_missing_keys=True,
         )
         return crop(data)
-
-
-def _resample(settings: dict, keys: tuple) -> list:
-    """In-plane resampling to ``settings["pixel_mm"]`` (when set): real CT at another pixel size
-    than the training data (e.g. 0.57 mm vs the phantom's 1.4 mm) is seen at the trained scale.
-    Images bilinear, label and lungs nearest; the slice spacing is kept."""
-    from monai.transforms import Spacingd
-
-    px = settings.get("pixel_mm")
-    if not px:
-        return []
-    modes = tuple("nearest" if k in ("label", "lung") else "bilinear" for k in keys)
-    return [
-        Spacingd(keys=keys, pixdim=(float(px), float(px), 0.0), mode=modes, allow_missing_keys=True)
-    ]
-
-
-def volume_transforms(settings: dict, with_label: bool = True, crop_to_lungs: bool = False):
-    """Load a volume (and label, lungs), orient it ``PLS``, keep its HU as ``hu``, window ``image``.
-
-    With ``crop_to_lungs`` (evaluation) every key is cropped to the lungs' bounding box first
-    (:class:`CropToLungsd`)."""
-    from monai.transforms import (
-        Compose,
-        CopyItemsd,
-        EnsureChannelFirstd,
-        EnsureTyped,
-        LoadImaged,
-        Orientationd,
-    )
-
-    from .arms import _window
-    from .as_volume import AsVolumed
-
-    keys = ("image", "label", "lung") if with_label else ("image", "lung")
-    return Compose(
-        [
-            LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
-            EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
-            AsVolumed(keys=keys),
-            Orientationd(
-                keys=keys, axcodes=AXCODES, labels=ORIENTATION_LABELS, allow_missing_keys=True
-            ),
-            *_resample(settings, keys),
-            *([CropToLungsd(keys=keys)] if crop_to_lungs else []),
-            CopyItemsd(keys="image", names="hu"),
-            _window(settings),
-            EnsureTyped(keys=keys + ("hu",), allow_missing_keys=True),
-        ]
-    )
-
-
-def volume_inferer(settings: dict, spatial_dims: int):
-    """Whole-volume inferer: 2D networks slice by slice along the axial axis, 3D by sliding window."""
-    from monai.inferers import SliceInferer, SlidingWindowInferer
-
-    if spatial_dims == 2:
-        # whole slices up to eval_roi pixels in one window (the networks are fully convolutional)
-        return SliceInferer(
-            roi_size=(settings["eval_roi"],) * 2,
-            sw_batch_size=settings["sw_batch_size"],
-            spatial_dim=2,
-            overlap=0.25,
-            mode="gaussian",
-            progress=False,
-        )
-    return SlidingWindowInferer(
-        roi_size=roi_size(settings, 3),
-        sw_batch_size=settings["sw_batch_size"],
-        overlap=0.25,
-        mode="gaussian",
-    )
 
 
 def load_pretrained(network: torch.nn.Module, path: str | os.PathLike | None) -> torch.nn.Module:
@@ -285,7 +293,7 @@ def load_pretrained(network: torch.nn.Module, path: str | os.PathLike | None) ->
     for key in ("model", "network", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
-    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    consume_prefix_in_state_dict_if_present(state, "module.")
     try:
         network.load_state_dict(state)
     except RuntimeError as e:

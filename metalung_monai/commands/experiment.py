@@ -1,0 +1,132 @@
+"""``metalung experiment``: train and evaluate every model x arm x seed; write ``results.md``.
+
+Example::
+
+    metalung experiment --datalist cohort/datalist.json --models unet \\
+        --augment none,metalung,monai --preset quick --seeds 3 --out outputs/experiment
+
+runs :func:`metalung_monai.training.experiment.run_experiment` (resumable; what it writes: its
+docstring and ``docs/experiments.md``) and prints where ``results.md`` is. ``--set KEY=VALUE``
+changes a preset setting (:func:`parse_set`); an error about a setting names the option the user
+typed (``--set epochs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import time
+from pathlib import Path
+
+from ..errors import InputError
+
+__all__ = ["add_parser", "run", "parse_set", "MODEL_NAMES"]
+
+#: the models the experiment trains (the keys of :data:`metalung_monai.training.bundle_run.MODELS`,
+#: spelled here so that building the parser does not import torch; a test holds them equal)
+MODEL_NAMES = ("unet", "deeplabv3", "maskrcnn")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``experiment`` sub-command on ``subparsers`` (argparse's sub-parsers)."""
+    p = subparsers.add_parser(
+        "experiment",
+        help="train and evaluate every model x augmentation arm x seed; write results.md",
+        description="Run the MONAI bundles for every combination of models and augmentation arms, with the same "
+        "preset and seeds, evaluate on the test patients and write DIR/results.md (the thesis' Tables 7 "
+        "and 8, per-patient DICE, calcified false positives, cost), figures and CSV tables. Resumable.",
+    )
+    p.add_argument(
+        "--datalist",
+        default=None,
+        metavar="JSON",
+        help="datalist to use (default: outputs/cohort/datalist.json of the main job)",
+    )
+    p.add_argument(
+        "--models",
+        default="unet",
+        help=f"comma-separated, from {','.join(MODEL_NAMES)} (default unet)",
+    )
+    p.add_argument(
+        "--augment",
+        default="none,metalung,monai",
+        help="comma-separated arms (default none,metalung,monai)",
+    )
+    p.add_argument(
+        "--preset",
+        default="quick",
+        choices=("quick", "full"),
+        help="training preset (default quick)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset setting, e.g. --set epochs=4 (repeatable)",
+    )
+    p.add_argument(
+        "--bundles", default=None, metavar="DIR", help="bundles folder (default: the repository's)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an experiment made with another configuration",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (the bar over runs and each training run's bar of iterations)",
+    )
+    p.set_defaults(func=run)
+    return p
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["epochs=4", "lr=1e-3"]`` -> ``{"epochs": 4, "lr": 0.001}``: the ``--set`` options.
+
+    Each value is read as a Python literal (numbers, booleans, tuples, quoted strings); a value
+    that is not one stays a string. Type and range checks are the preset's.
+
+    Raises:
+        InputError: naming ``--set`` for an item without ``=``.
+    """
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError("--set", f"expected KEY=VALUE, got '{item}'")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = ast.literal_eval(v.strip())
+        except (ValueError, SyntaxError):
+            out[k.strip()] = v.strip()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment the options describe; print where its results are."""
+    from ..training.experiment import run_experiment
+    from ..training.presets import SettingError
+
+    datalist = args.datalist or str(Path.cwd() / "outputs" / "cohort" / "datalist.json")
+    t0 = time.perf_counter()
+    try:
+        path = run_experiment(
+            datalist,
+            args.out,
+            models=[m.strip() for m in args.models.split(",") if m.strip()],
+            arms=[a.strip() for a in args.augment.split(",") if a.strip()],
+            preset=args.preset,
+            seeds=args.seeds,
+            preset_overrides=parse_set(args.set),
+            bundles_dir=args.bundles,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            verbose=bool(getattr(args, "verbose", False)),
+        )
+    except SettingError as e:  # name the option the user typed
+        raise e.renamed(f"--set {e.setting}") from e
+    print(f"metalung experiment: results in {path} ({(time.perf_counter() - t0) / 60:.1f} min)")
+    return 0
