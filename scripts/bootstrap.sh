@@ -17,9 +17,10 @@ WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/bootstrap.sh" | sha1sum | cut 
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[bootstrap] installing $TORCH_SPEC and metalung-monai[dev] (first run: about 2-3 minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  # torch first, from the pinned local builds, so that no dependency pulls another torch
+  # one resolution: the pinned torch and everything else together, so that no dependency can
+  # pull (or later upgrade to) another torch. Byte-compiling stays on: with
+  # PYTHONDONTWRITEBYTECODE set, every test process would otherwise recompile torch and MONAI.
   # shellcheck disable=SC2086
-  "$VENV/bin/python" -m pip install -q $TORCH_SPEC
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  "$VENV/bin/python" -m pip install -q $TORCH_SPEC -e "$ROOT[dev]"
   echo "$WANT" > "$STAMP"
 fi

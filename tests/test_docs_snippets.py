@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from metalung_monai.phantom.cohort import generate_cohort
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -17,25 +15,19 @@ def python_blocks(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_cohort(tmp_path_factory):
+def workdir(small_cohort, tmp_path_factory):
+    """A working folder whose ``outputs/cohort`` is the shared phantom cohort (the snippets read it)."""
     root = tmp_path_factory.mktemp("readme")
-    generate_cohort(
-        root / "outputs" / "cohort",
-        n_patients=5,
-        seed=0,
-        size=128,
-        slice_thickness=5.0,
-        n_test_per_class=1,
-        progress=False,
-        figure=False,
-    )
+    (root / "outputs").mkdir()
+    (root / "outputs" / "cohort").symlink_to(small_cohort, target_is_directory=True)
     return root
 
 
-def test_metalung_pipeline_snippet_runs(tiny_cohort, monkeypatch, capsys):
+@pytest.mark.slow
+def test_metalung_pipeline_snippet_runs(workdir, monkeypatch, capsys):
     blocks = python_blocks(REPO / "docs" / "metalung.md")
     assert blocks, "docs/metalung.md has no python example"
-    monkeypatch.chdir(tiny_cohort)
+    monkeypatch.chdir(workdir)
     ns: dict = {}
     for code in blocks:
         exec(compile(code, "docs/metalung.md", "exec"), ns)
@@ -51,10 +43,10 @@ def test_metalung_pipeline_snippet_runs(tiny_cohort, monkeypatch, capsys):
     assert {"mirror", "rotate_image", "noise_image"} <= ops
 
 
-def test_readme_pipeline_snippet_runs(tiny_cohort, monkeypatch):
+def test_readme_pipeline_snippet_runs(workdir, monkeypatch):
     blocks = python_blocks(REPO / "README.md")
     assert blocks, "README.md has no python example"
-    monkeypatch.chdir(tiny_cohort)
+    monkeypatch.chdir(workdir)
     for code in blocks:
         ns: dict = {}
         exec(compile(code, "README.md", "exec"), ns)

@@ -98,6 +98,7 @@ def ws(tmp_path_factory) -> Workspace:
     import SimpleITK as sitk
     import torch
 
+    from metalung_monai.anatomy import lung_rads_from_mask_image
     from metalung_monai.io.convert import convert
     from metalung_monai.io.dicom_write import write_dicom_series
 
@@ -198,6 +199,7 @@ def ws(tmp_path_factory) -> Workspace:
         mask=[str(inp / f"v{k}_mask.nii.gz") for k in range(3)],
         split="train",
         progress=False,
+        lung_rads_of_mask=lung_rads_from_mask_image,
     )
     convert(
         [str(inp / "v3.nii.gz")],
@@ -205,6 +207,7 @@ def ws(tmp_path_factory) -> Workspace:
         mask=[str(inp / "v3_mask.nii.gz")],
         split="test",
         progress=False,
+        lung_rads_of_mask=lung_rads_from_mask_image,
     )
     dl = json.loads((data / "datalist.json").read_text())
     for i, e in enumerate(dl["training"]):
@@ -857,7 +860,13 @@ def test_the_suite_is_large_and_covers_every_command():
         assert sum(i.startswith(cmd) for i in ids) >= 5, cmd
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+#: rows over ~2 s (they run a real augmentation / plan a huge cohort): ``-m "not slow"`` skips them
+SLOW_ROWS = ("augment-hostile-case-ids", "phantom-patients-huge")
+
+
+@pytest.mark.parametrize(
+    "row", [pytest.param(r, id=r.id, marks=[pytest.mark.slow] * (r.id in SLOW_ROWS)) for r in ROWS]
+)
 def test_hostile_input(row: Row, ws: Workspace, capsys):
     out = Path(ws.out(row.id))
     before = _snapshot(ws.root, out)
