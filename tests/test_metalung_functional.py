@@ -178,14 +178,14 @@ def test_relocation_properties(shape, tumours, seed, pleura, edge, all_vessel):
     if all_vessel:  # lungs full of dense tissue: no free space anywhere
         c.dense = c.dense | (c.lungs > 0)
     rng = np.random.default_rng(seed)
-    img, mask, results = F.relocate_tumours(c.hu, c.mask, c.lungs, c.dense, c.spacing, rng)
-    assert len(results) == len(F.tumour_components(c.mask))
+    img, mask, results = F.relocate_tumors(c.hu, c.mask, c.lungs, c.dense, c.spacing, rng)
+    assert len(results) == len(F.tumor_components(c.mask))
     _check_relocation(c, img, mask, results)
     if all_vessel:
         assert not any(r.applied for r in results)
         assert np.array_equal(img, c.hu) and np.array_equal(mask, c.mask)
     # same seed, same result
-    img2, mask2, _ = F.relocate_tumours(
+    img2, mask2, _ = F.relocate_tumors(
         c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(seed)
     )
     assert np.array_equal(img, img2) and np.array_equal(mask, mask2)
@@ -194,7 +194,7 @@ def test_relocation_properties(shape, tumours, seed, pleura, edge, all_vessel):
 @pytest.mark.parametrize("shape", [(80, 112), (9, 72, 96)])
 def test_relocation_goes_to_the_opposite_lung_first(shape):
     c = make_chest(shape=shape, tumours=(("left", 4.0),), seed=3)
-    img, mask, res = F.relocate_tumours(
+    img, mask, res = F.relocate_tumors(
         c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(0)
     )
     assert res[0].applied and res[0].from_lung == "left" and res[0].to_lung == "right"
@@ -212,13 +212,13 @@ def test_relocation_goes_to_the_opposite_lung_first(shape):
 def test_relocation_falls_back_to_the_same_lung_then_gives_up():
     c = make_chest(shape=(80, 112), tumours=(("left", 4.0),), seed=5)
     dense = c.dense | (c.lungs == 1)  # the right lung is all vessels: no room there
-    img, mask, res = F.relocate_tumours(
+    img, mask, res = F.relocate_tumors(
         c.hu, c.mask, c.lungs, dense, c.spacing, np.random.default_rng(0)
     )
     assert res[0].applied and res[0].to_lung == "left" and res[0].fallback == "same lung"
     assert not ((mask > 0) & (c.mask > 0)).all()
     full = c.dense | (c.lungs > 0)  # both lungs all dense: nowhere to go
-    img, mask, res = F.relocate_tumours(
+    img, mask, res = F.relocate_tumors(
         c.hu, c.mask, c.lungs, full, c.spacing, np.random.default_rng(0)
     )
     assert not res[0].applied and "no free lung space" in res[0].reason
@@ -227,7 +227,7 @@ def test_relocation_falls_back_to_the_same_lung_then_gives_up():
 
 def test_relocation_without_tumour_is_identity():
     c = make_chest(shape=(64, 96), tumours=(), seed=1)
-    img, mask, res = F.relocate_tumours(
+    img, mask, res = F.relocate_tumors(
         c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(0)
     )
     assert res == [] and np.array_equal(img, c.hu) and not mask.any()
@@ -244,8 +244,8 @@ def test_relocation_without_tumour_is_identity():
 )
 def test_tumour_rotation_properties(shape, tumours, seed, angle, sign):
     c = _chest(shape, tumours, seed)
-    n = len(F.tumour_components(c.mask))
-    img, mask, res = F.rotate_tumours(
+    n = len(F.tumor_components(c.mask))
+    img, mask, res = F.rotate_tumors(
         c.hu, c.mask, c.lungs, c.dense, c.spacing, np.random.default_rng(seed), [sign * angle] * n
     )
     assert len(res) == n
@@ -254,7 +254,7 @@ def test_tumour_rotation_properties(shape, tumours, seed, angle, sign):
     # only the tumours' neighbourhoods change; the rest of the image is untouched
     changed = img != c.hu
     near = np.zeros_like(changed)
-    for comp in F.tumour_components(c.mask):
+    for comp in F.tumor_components(c.mask):
         grow = tuple(slice(max(b.start - 8, 0), b.stop + 8) for b in comp.box)
         near[grow] = True
     assert not (changed & ~near).any()

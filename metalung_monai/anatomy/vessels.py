@@ -14,6 +14,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._checks import as_volume, check_mask
+from ._images import from_canonical_image, to_canonical_image
+from .lung_mask import lungs_canonical
 
 __all__ = ["CALCIFICATION_HU", "vessel_mask", "vessel_mask_image"]
 
@@ -74,16 +76,23 @@ def _dense(vol, lung, sp, was_2d, threshold, min_size, calcification_hu, tissue=
         structure[:] = True
         voxel = sp[0] * sp[1] * sp[2]
     lab, n = ndi.label(dense, structure=structure)
-    sizes = np.bincount(lab.ravel(), minlength=n + 1) * voxel
+    # the labels of the dense voxels only (a few percent of the lungs): the component sizes,
+    # calcified components and dropped voxels follow from them without a pass over the volume
+    where = np.flatnonzero(dense)
+    lab_d = lab.reshape(-1)[where]
+    sizes = np.bincount(lab_d, minlength=n + 1) * voxel
     small = sizes < min_size
     small[0] = False
     if not small.any():
         return dense
+    vol_d = vol.reshape(-1)[where] if vol.flags.c_contiguous else vol[dense]
     calc = np.zeros(n + 1, bool)
-    calc[np.unique(lab[dense & (vol > calcification_hu)])] = True
+    calc[np.unique(lab_d[vol_d > calcification_hu])] = True
     drop = small & ~calc
     drop[0] = False
-    return dense & ~drop[lab]
+    out = dense.copy()
+    out.reshape(-1)[where[drop[lab_d]]] = False
+    return out
 
 
 def vessel_mask_image(image, lungs_image=None, **kwargs):
@@ -95,8 +104,6 @@ def vessel_mask_image(image, lungs_image=None, **kwargs):
             :func:`~metalung_monai.anatomy.lung_mask_image` when None.
         **kwargs: passed to :func:`vessel_mask`.
     """
-    from ._images import from_canonical_image, lungs_canonical, to_canonical_image
-
     arr, spacing = to_canonical_image(image)
     lungs = lungs_canonical(image, lungs_image, arr, spacing)
     return from_canonical_image(vessel_mask(arr, lungs, spacing, **kwargs).astype(np.uint8), image)

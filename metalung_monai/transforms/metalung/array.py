@@ -12,10 +12,29 @@ to, e.g. ``"PL"`` for a 2D slice in radiological display, rows to posterior, col
 patient's left; ``"LPS"`` for an ITK/DICOM-ordered volume).
 
 New anatomy, same affine: MetaLung's geometric operations create a new case (a mirrored patient
-has the tumour in the other lung), so the affine is *not* changed; the operation is recorded in
-``applied_operations`` (mirror, image rotation) so that ``inverse`` / ``Invertd`` can undo it, and
-every operation appends a JSON record to ``meta["metalung"]`` (see :func:`metalung_records`),
-including ``"applied": false`` when it could not be carried out.
+has the tumour in the other lung), so the affine is *not* changed.
+
+Randomness (MONAI's contract): every ``Rand*`` transform draws *all* its random parameters in
+``randomize()`` (from ``self.R``, so ``set_random_state`` rules), then applies its deterministic
+twin with them: :class:`MirrorLR`, :class:`RotateImage` ``(angle=)``, :class:`RelocateTumor`
+``(seed=)``, :class:`RotateTumor` ``(angles=, seed=)``, :class:`IntegerNoise` ``(seed=)``,
+:class:`TumorNoise` ``(seed=)``. ``t(x, randomize=False)`` therefore replays the last draw bit for
+bit, and ``Twin.from_record(record)`` replays a logged operation without any random state.
+
+One operation log, two views of it. Every operation builds one record (a dict) and writes it:
+
+* into ``meta["metalung"]``, the augmentation *history* (see :func:`metalung_records`): every
+  operation, invertible or not, ``"applied": false`` included when it could not be carried out;
+  a JSON string, so it collates in batches and survives ``inverse``. A record holds its twin's
+  random arguments under the argument names (``angle``, ``seed``, ``angles``), so it can be
+  replayed exactly;
+* for the invertible operations (mirror, image rotation) also into MONAI's ``applied_operations``
+  stack, as the trace's ``extra_info`` (the same record, plus the padding ``fill`` that only the
+  inverse needs), pushed with ``push_transform`` and, by the ``Rand*`` versions, replaced with
+  ``push_transform(..., replace=True)`` and delegated back on ``inverse`` as MONAI's ``RandFlip``
+  does. This stack is popped by ``inverse`` / ``Invertd``; the history is not. The non-invertible
+  operations (tumour operations, noise) are not traced (a trace without an inverse would block
+  ``Compose.inverse``).
 
 Masks: a tumour mask must have the image's spatial shape (refused otherwise, naming the array).
 Nonzero is tumour; the mask an operation returns is always ``{0, 1}`` in the input mask's own
@@ -34,15 +53,16 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import InvertibleTransform, RandomizableTransform
+from monai.transforms import InvertibleTransform, RandomizableTransform, Transform
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type
 
 from ...errors import InputError
@@ -56,10 +76,15 @@ __all__ = [
     "axcodes_affine",
     "MirrorLR",
     "RandMirrorLR",
+    "RotateImage",
     "RandRotateImage",
+    "RelocateTumor",
     "RandRelocateTumor",
+    "RotateTumor",
     "RandRotateTumor",
+    "IntegerNoise",
     "RandIntegerNoise",
+    "TumorNoise",
     "RandTumorNoise",
 ]
 
@@ -230,6 +255,32 @@ def _np(x: NdarrayOrTensor) -> np.ndarray:
     return np.asarray(x)
 
 
+#: dtypes ``cv2.transpose`` copies as they are (one channel, 1 to 8 bytes an element)
+_CV_TRANSPOSE_DTYPES = frozenset(
+    np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)
+)
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """``np.ascontiguousarray(a)``, the same values, fast for a canonical view of a MONAI volume.
+
+    A ``(z, y, x)`` view of a ``(C, x, y, z)`` array has ``z`` innermost in memory: numpy's copy
+    then reads one element per memory page (about 250 ms for a 125 x 257 x 350 lung box). Such a
+    view is copied one ``(z, x)`` plane at a time with OpenCV's cache-blocked transpose (about
+    30 ms); anything else (flipped, other layouts, other dtypes) goes to numpy.
+    """
+    if a.ndim != 3 or a.flags.c_contiguous or a.size == 0 or a.dtype not in _CV_TRANSPOSE_DTYPES:
+        return np.ascontiguousarray(a)
+    item = a.itemsize
+    s0, s1, s2 = a.strides
+    if s0 != item or s1 <= 0 or s2 < a.shape[0] * item or s2 % item:
+        return np.ascontiguousarray(a)
+    out = np.empty(a.shape, a.dtype)
+    for j in range(a.shape[1]):
+        out[:, j, :] = cv2.transpose(a[:, j, :].T)  # (x, z) rows of stride s2 -> (z, x)
+    return out
+
+
 def _like(out: np.ndarray, ref: NdarrayOrTensor) -> NdarrayOrTensor:
     """``out`` with the type, dtype, device and metadata of ``ref``."""
     if isinstance(ref, torch.Tensor):
@@ -245,10 +296,13 @@ def _like(out: np.ndarray, ref: NdarrayOrTensor) -> NdarrayOrTensor:
 
 
 @functools.lru_cache(maxsize=16)
-def _rotation_map(shape_ab: tuple[int, int], angle: float) -> np.ndarray:
-    rot = F.rotation_map(shape_ab, angle)
-    rot.setflags(write=False)
-    return rot
+def _rotation_map(shape_ab: tuple[int, int], angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`.functional.rotation_maps` (read-only), built once per (shape, angle): every key of
+    a sample is rotated with the same maps."""
+    maps = F.rotation_maps(shape_ab, angle)
+    for m in maps:
+        m.setflags(write=False)
+    return maps
 
 
 def _rotate_native(
@@ -258,6 +312,8 @@ def _rotate_native(
 
     The angle is the turn seen in radiological display; the map is built once per (shape, angle)
     and shared by every key of a sample. With ``undo``, :func:`.functional.unrotate_axial`.
+    The output has the input's memory layout: a MONAI ``(C, x, y, z)`` volume is rotated where it
+    lies (OpenCV's interleaved planes), with no transposed copy on the way in or out.
     """
     view = _Canonical(img, axcodes)
     a, b, sign = view.axial_plane()
@@ -273,9 +329,26 @@ def _rotate_native(
     return np.moveaxis(out, (-2, -1), (a, b))
 
 
-def _seeded_rng(R: np.random.RandomState) -> np.random.Generator:
-    """A fast numpy ``Generator`` seeded from MONAI's ``self.R`` (so ``set_random_state`` rules)."""
-    return np.random.default_rng(int(R.randint(0, _MAX_SEED, dtype=np.int64)))
+def _draw_seed(R: np.random.RandomState) -> int:
+    """A seed for a fast numpy ``Generator``, drawn from MONAI's ``self.R`` (so
+    ``set_random_state`` rules); the deterministic twins run ``np.random.default_rng(seed)``."""
+    return int(R.randint(0, _MAX_SEED, dtype=np.int64))
+
+
+def _replay_arg(record: Mapping, name: str) -> Any:
+    """Argument ``name`` of a record's deterministic twin; a clear error for records without it."""
+    if name not in record:
+        raise ValueError(
+            f"MetaLung record {dict(record)} has no '{name}': it cannot be replayed (records made "
+            "before the deterministic twins did not log it)"
+        )
+    return record[name]
+
+
+def _not_drawn(owner: str) -> RuntimeError:
+    return RuntimeError(
+        f"{owner}: nothing drawn yet; call randomize() (or the transform with randomize=True) first"
+    )
 
 
 def _check_pair(
@@ -358,25 +431,43 @@ class MirrorLR(InvertibleTransform):
         """Axis of ``img`` (channel first, so >= 1) along the patient's left-right direction."""
         nd = _spatial_ndim(img, "image")
         affine, space = _affine_of(img, nd, self.axcodes, None)
-        ax = canonical_axes(affine, nd, space)
+        ax, _ = _axes_and_spacing(
+            np.ascontiguousarray(affine, dtype=float).tobytes(), affine.shape, nd, space
+        )
         return ax.perm[-1] + 1
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """Args: img: channel-first ``(C, H, W[, D])`` array. Returns the mirrored array."""
         axis = self.lr_axis(img)
-        if isinstance(img, torch.Tensor):
+        if isinstance(img, MetaTensor) and not img.is_batch:
+            # flip the plain data, then copy the metadata as a MetaTensor's torch.flip would:
+            # same result without __torch_function__; on the CPU a numpy copy (torch.flip's
+            # threads spin for milliseconds on a loaded machine, even for one slice)
+            plain = img.as_tensor()
+            numpy_ok = plain.device.type == "cpu" and plain.dtype != torch.bfloat16
+            if numpy_ok and not plain.requires_grad:
+                out = torch.from_numpy(np.ascontiguousarray(np.flip(plain.numpy(), axis)))
+            else:
+                out = torch.flip(plain, (axis,))
+            if get_track_meta():
+                out = MetaTensor(out)
+                out.copy_meta_from(img, copy_attr=True)
+        elif isinstance(img, torch.Tensor):
             out = torch.flip(img, (axis,))
             if isinstance(img, MetaTensor) and not isinstance(out, MetaTensor) and get_track_meta():
                 out = _like(out.numpy(), img)
         else:
             out = np.ascontiguousarray(np.flip(img, axis))
         if isinstance(out, MetaTensor):
-            _append_record(out, {"op": "mirror", "applied": True, "axis": int(axis)})
-        return (
-            self.push_transform(out, extra_info={"axis": int(axis)})
-            if isinstance(out, MetaTensor)
-            else out
-        )
+            record = {"op": "mirror", "applied": True, "axis": int(axis)}
+            _append_record(out, record)
+            out = self.push_transform(out, extra_info=dict(record))  # the trace is the record
+        return out
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> MirrorLR:
+        """The mirror of a ``"mirror"`` record (nothing random: the axis comes from the affine)."""
+        return cls(**kwargs)
 
     def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
         xform = self.pop_transform(data)
@@ -397,35 +488,90 @@ class RandMirrorLR(RandomizableTransform, InvertibleTransform):
         RandomizableTransform.__init__(self, prob)
         self.mirror = MirrorLR(axcodes)
 
+    def twin_of(self, record: Mapping) -> MirrorLR:
+        """The deterministic twin of a ``"mirror"`` record this transform made."""
+        return self.mirror
+
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        """Args: img: channel-first array; randomize: draw a new coin (``False``: replay the last)."""
         if randomize:
             self.randomize(None)
         out = self.mirror(img) if self._do_transform else img
-        if isinstance(out, MetaTensor):
-            if self._do_transform:
-                out.applied_operations.pop()  # re-pushed below under this transform's id
-            self.push_transform(out, extra_info={"axis": self.mirror.lr_axis(img)})
+        if isinstance(out, MetaTensor):  # MONAI's RandFlip: the mirror's trace, under this id
+            out = self.push_transform(out, replace=True)
         return _stamp(out)
 
     def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
         xform = self.pop_transform(data)
         if not xform[TraceKeys.DO_TRANSFORM]:
             return data
-        axis = int(xform[TraceKeys.EXTRA_INFO]["axis"])
-        return (
-            torch.flip(data, (axis,))
-            if isinstance(data, torch.Tensor)
-            else np.flip(data, axis).copy()
-        )
+        data.applied_operations.append(xform[TraceKeys.EXTRA_INFO])  # the mirror's own trace
+        return self.mirror.inverse(data)
 
 
 # --------------------------------------------------------------------------- 3. rotate image
-class RandRotateImage(RandomizableTransform, InvertibleTransform):
-    """Rotate the whole image in the axial plane by a random angle (MetaLung op 3).
+class RotateImage(InvertibleTransform):
+    """Rotate the whole image in the axial plane by ``angle`` degrees (deterministic MetaLung op 3).
 
     Nearest neighbour, so every output voxel is an input value or the padding ``fill``; padding
     is air (``-1024`` HU) for images and ``0`` for masks (0 HU would be soft tissue). In 3D every
-    axial slice turns by the same angle about the same axis.
+    axial slice turns by the same angle about the same axis. The angle is the turn seen in
+    radiological display (positive: counter-clockwise). Invertible (see :meth:`inverse`).
+
+    Args:
+        angle: signed angle in degrees (a ``"rotate_image"`` record's ``angle``).
+        fill: padding value (HU for images; use 0 for masks).
+        axcodes: orientation of arrays without a meaningful affine.
+    """
+
+    backend = [TransformBackends.NUMPY]
+
+    def __init__(self, angle: float, fill: float = F.AIR_HU, axcodes: str | None = None) -> None:
+        self.angle = float(angle)
+        self.fill = fill
+        self.axcodes = axcodes
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> RotateImage:
+        """The rotation of a ``"rotate_image"`` record (its exact ``angle``); ``kwargs``: ``fill``, ``axcodes``."""
+        return cls(angle=_replay_arg(record, "angle"), **kwargs)
+
+    def __call__(self, img: NdarrayOrTensor, fill: float | None = None) -> NdarrayOrTensor:
+        """Args: img: channel-first ``(C, H, W[, D])``; fill: padding for this call (default ``self.fill``)."""
+        fill = self.fill if fill is None else fill
+        out = _like(_rotate_native(img, self.angle, fill, self.axcodes), img)
+        if isinstance(out, MetaTensor):
+            record = {
+                "op": "rotate_image",
+                "applied": True,
+                "angle_deg": round(self.angle, 4),
+                "angle": self.angle,
+            }
+            _append_record(out, record)
+            out = self.push_transform(out, extra_info=dict(record, fill=float(fill)))
+        return out
+
+    def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Undo the recorded rotation: exact on every voxel the rotation kept (see
+        :func:`.functional.unrotate_axial`); corners that left the grid come back as ``fill``."""
+        return self.inverse_transform(data, self.pop_transform(data))
+
+    def inverse_transform(self, data: NdarrayOrTensor, transform: Mapping) -> NdarrayOrTensor:
+        """Undo the rotation a trace entry (already popped) describes."""
+        info = transform[TraceKeys.EXTRA_INFO]
+        return _like(
+            _rotate_native(
+                data, float(info["angle"]), float(info["fill"]), self.axcodes, undo=True
+            ),
+            data,
+        )
+
+
+class RandRotateImage(RandomizableTransform, InvertibleTransform):
+    """Rotate the whole image in the axial plane by a random angle (MetaLung op 3).
+
+    :meth:`randomize` draws the coin and the angle; the rotation is :class:`RotateImage` with that
+    angle, traced under this transform (``push_transform(..., replace=True)``) and inverted by it.
 
     Args:
         prob: probability of rotating.
@@ -435,7 +581,7 @@ class RandRotateImage(RandomizableTransform, InvertibleTransform):
         axcodes: orientation of arrays without a meaningful affine.
     """
 
-    backend = [TransformBackends.NUMPY]
+    backend = RotateImage.backend
 
     def __init__(
         self,
@@ -453,9 +599,15 @@ class RandRotateImage(RandomizableTransform, InvertibleTransform):
         self.angle = 0.0
 
     def randomize(self, data: Any = None) -> None:
+        """Draw the coin (``R.rand()``), then the angle (``R.uniform``, and ``R.rand()`` for its sign)."""
         super().randomize(None)
         if self._do_transform:
             self.angle = _angle(self.R, self.angle_range, self.random_sign)
+
+    def twin_of(self, record: Mapping) -> RotateImage:
+        """The deterministic twin of a ``"rotate_image"`` record this transform made (its settings,
+        the record's exact angle)."""
+        return RotateImage.from_record(record, fill=self.fill, axcodes=self.axcodes)
 
     def rotate(self, img: NdarrayOrTensor, angle: float, fill: float) -> NdarrayOrTensor:
         """Deterministic rotation of ``img`` by ``angle`` degrees (no trace, no record)."""
@@ -464,53 +616,53 @@ class RandRotateImage(RandomizableTransform, InvertibleTransform):
     def __call__(
         self, img: NdarrayOrTensor, randomize: bool = True, fill: float | None = None
     ) -> NdarrayOrTensor:
+        """Args: img: channel-first array; randomize: draw anew (``False``: replay the last draw);
+        fill: padding for this call (default ``self.fill``)."""
         if randomize:
             self.randomize()
         fill = self.fill if fill is None else fill
-        out = self.rotate(img, self.angle, fill) if self._do_transform else img
-        if isinstance(out, MetaTensor):
-            if self._do_transform:
-                _append_record(
-                    out, {"op": "rotate_image", "applied": True, "angle_deg": round(self.angle, 4)}
-                )
-            self.push_transform(out, extra_info={"angle": self.angle, "fill": fill})
+        if self._do_transform:
+            out = RotateImage(self.angle, fill, self.axcodes)(img)
+        else:
+            out = img
+        if isinstance(out, MetaTensor):  # MONAI's RandRotate: the rotation's trace, under this id
+            out = self.push_transform(out, replace=True)
         return _stamp(out)
 
     def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
-        """Undo the recorded rotation: exact on every voxel the rotation kept (see
-        :func:`.functional.unrotate_axial`); corners that left the grid come back as ``fill``."""
+        """Undo the traced rotation (see :meth:`RotateImage.inverse`)."""
         xform = self.pop_transform(data)
         if not xform[TraceKeys.DO_TRANSFORM]:
             return data
-        info = xform[TraceKeys.EXTRA_INFO]
-        return _like(
-            _rotate_native(
-                data, float(info["angle"]), float(info["fill"]), self.axcodes, undo=True
-            ),
-            data,
-        )
+        inner = xform[TraceKeys.EXTRA_INFO]
+        info = inner[TraceKeys.EXTRA_INFO]
+        return RotateImage(info["angle"], info["fill"], self.axcodes).inverse_transform(data, inner)
 
 
 # --------------------------------------------------------------------------- tumour operations
-class _TumourOp(RandomizableTransform):
-    """Shared machinery of the operations that need the tumour mask and the lung anatomy."""
+class _TumourOp(Transform):
+    """Shared machinery of the deterministic operations that need the tumour mask and the lungs.
+
+    Their randomness is one numpy ``Generator`` seeded with ``seed`` (positions and donor
+    patches of parenchyma), plus the arguments of the subclass (rotation angles).
+    """
 
     backend = [TransformBackends.NUMPY]
     op_name = ""
 
-    def __init__(self, prob: float, axcodes: str | None, spacing: Sequence[float] | None) -> None:
-        RandomizableTransform.__init__(self, prob)
+    def __init__(self, seed: int, axcodes: str | None, spacing: Sequence[float] | None) -> None:
+        self.seed = int(seed)
         self.axcodes = axcodes
         self.spacing = spacing
 
-    def __call__(self, img, mask, lungs=None, randomize: bool = True):
+    def replay_args(self) -> dict:
+        """The random arguments, as logged in the record (the constructor's names)."""
+        return {"seed": self.seed}
+
+    def __call__(self, img, mask, lungs=None):
         """Args: img, mask: channel-first image and one-channel tumour mask (nonzero = tumour) of the
         image's spatial shape; lungs: optional lung labels (1 right, 2 left) on the same grid.
         Returns ``(image, mask)``, the mask ``{0, 1}`` in its input dtype."""
-        if randomize:
-            self.randomize(None)
-        if not self._do_transform:
-            return _stamp(img, mask)
         return self.run(img, mask, lungs)
 
     def _roi(
@@ -543,8 +695,9 @@ class _TumourOp(RandomizableTransform):
         arr = _np(img)
         marr = _np(mask)
         hu = view.array[0]
-        m = view.view(marr != 0)[0]  # compared in the array's own (contiguous) layout, then viewed
-        rng = _seeded_rng(self.R)
+        tumour = marr != 0  # compared in the array's own (contiguous) layout, then viewed
+        m = view.view(tumour)[0]
+        rng = np.random.default_rng(self.seed)
         if not m.any():
             return self._done(
                 img,
@@ -559,11 +712,11 @@ class _TumourOp(RandomizableTransform):
             lung = view.view(lungs)[0]
         roi = self._roi(m, lung, sp)
         lung_r = np.asarray(lung[roi]).astype(np.uint8)
-        hu_r = np.ascontiguousarray(hu[roi])
+        hu_r = _contiguous(hu[roi])
         dense_r = vessel_mask(hu_r, lung_r, sp)
         out_arr, out_marr = (
             arr.copy(),
-            (marr != 0).astype(marr.dtype),
+            tumour.astype(marr.dtype),
         )  # the mask convention: {0, 1}
         results = self._operate(
             hu_r,
@@ -583,10 +736,59 @@ class _TumourOp(RandomizableTransform):
         return self._done(img, mask, out_arr, out_marr, record)
 
     def _done(self, img, mask, out_arr, out_marr, record):
+        record.update(self.replay_args())
         out_img, out_mask = _like(out_arr, img), _like(out_marr, mask)
         for o in (out_img, out_mask):
             _append_record(o, record)
         return _stamp(out_img, out_mask)
+
+
+class _RandTumourOp(RandomizableTransform):
+    """A random tumour operation: :meth:`randomize` draws the twin's arguments, the twin applies them."""
+
+    backend = _TumourOp.backend
+
+    def __init__(self, prob: float, axcodes: str | None, spacing: Sequence[float] | None) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.axcodes = axcodes
+        self.spacing = spacing
+        self.seed: int | None = None
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the coin (``R.rand()``), then the twin's generator seed (``R.randint``).
+
+        ``data``: the tumour mask (channel first), which :class:`RandRotateTumor` needs.
+        """
+        super().randomize(None)
+        if self._do_transform:
+            self.seed = _draw_seed(self.R)
+
+    def twin(self) -> _TumourOp:
+        """The deterministic operation of the last draw."""
+        if self.seed is None:
+            raise _not_drawn(type(self).__name__)
+        return self.twin_of(self.last_draw())
+
+    def last_draw(self) -> dict:
+        """The last draw, as a record holds it (the twin's random arguments)."""
+        return {"seed": self.seed}
+
+    def twin_of(self, record: Mapping) -> _TumourOp:
+        """The deterministic twin of a record this transform made (its settings, the record's draw)."""
+        raise NotImplementedError
+
+    def __call__(self, img, mask, lungs=None, randomize: bool = True):
+        """Args: img, mask: channel-first image and one-channel tumour mask (nonzero = tumour) of the
+        image's spatial shape; lungs: optional lung labels (1 right, 2 left) on the same grid;
+        randomize: draw anew (``False``: replay the last draw). Returns ``(image, mask)``, the
+        mask ``{0, 1}`` in its input dtype."""
+        if randomize:
+            self.randomize(mask)
+        if not self._do_transform:
+            return _stamp(img, mask)
+        if self.seed is None:
+            raise _not_drawn(type(self).__name__)
+        return self.twin()(img, mask, lungs)
 
 
 def _union_box(*boxes) -> tuple[slice, ...]:
@@ -597,17 +799,18 @@ def _union_box(*boxes) -> tuple[slice, ...]:
     )
 
 
-class RandRelocateTumor(_TumourOp):
-    """Move the tumour into free lung space, opposite lung first (MetaLung op 2).
+class RelocateTumor(_TumourOp):
+    """Move the tumour into free lung space, opposite lung first (deterministic MetaLung op 2).
 
     Each tumour component is cut out with its HU values, rotated 180 degrees and pasted into free
     parenchyma (at least ``margin_mm`` from vessels, pleura, calcifications) of the opposite
     lung, else of the same lung; the vacated place is filled with parenchyma voxels copied from
     the same lung. With no room anywhere the sample is returned unchanged and the record says
-    ``"applied": false``. See :func:`.functional.relocate_tumours`.
+    ``"applied": false``. See :func:`.functional.relocate_tumors`.
 
     Args:
-        prob: probability of trying.
+        seed: seed of the numpy ``Generator`` that picks the place and the donor parenchyma (a
+            ``"relocate"`` record's ``seed``).
         margin_mm: clearance kept around the pasted tumour.
         ring: halo voxels (partial-volume boundary) moved with the tumour.
         rotate_180: rotate the tumour by 180 degrees before pasting (the thesis' choice).
@@ -620,6 +823,59 @@ class RandRelocateTumor(_TumourOp):
     """
 
     op_name = "relocate"
+
+    def __init__(
+        self,
+        seed: int,
+        margin_mm: float = 2.0,
+        ring: int = 1,
+        rotate_180: bool = True,
+        opposite_first: bool = True,
+        axcodes: str | None = None,
+        spacing: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(seed, axcodes, spacing)
+        self.margin_mm, self.ring, self.rotate_180, self.opposite_first = (
+            margin_mm,
+            ring,
+            rotate_180,
+            opposite_first,
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> RelocateTumor:
+        """The relocation of a ``"relocate"`` record (its ``seed``); ``kwargs``: the settings."""
+        return cls(seed=_replay_arg(record, "seed"), **kwargs)
+
+    def _roi(self, tumour, lungs, spacing):
+        return _union_box(F._bbox(lungs > 0, 2), F._bbox(tumour, 2))
+
+    def _operate(self, hu, mask, lungs, dense, spacing, rng, out_image, out_mask):
+        return F.relocate_tumors(
+            hu,
+            mask,
+            lungs,
+            dense,
+            spacing,
+            rng,
+            margin_mm=self.margin_mm,
+            ring=self.ring,
+            rotate_180=self.rotate_180,
+            opposite_first=self.opposite_first,
+            out_image=out_image,
+            out_mask=out_mask,
+        )[2]
+
+
+class RandRelocateTumor(_RandTumourOp):
+    """With probability ``prob``, :class:`RelocateTumor` with a random seed (MetaLung op 2).
+
+    Args:
+        prob: probability of trying.
+        margin_mm, ring, rotate_180, opposite_first, axcodes, spacing: as :class:`RelocateTumor`.
+
+    Call with ``(image, mask, lungs=None, randomize=True)`` (see :class:`RelocateTumor`).
+    """
 
     def __init__(
         self,
@@ -639,42 +895,101 @@ class RandRelocateTumor(_TumourOp):
             opposite_first,
         )
 
+    def twin_of(self, record: Mapping) -> RelocateTumor:
+        return RelocateTumor.from_record(
+            record,
+            margin_mm=self.margin_mm,
+            ring=self.ring,
+            rotate_180=self.rotate_180,
+            opposite_first=self.opposite_first,
+            axcodes=self.axcodes,
+            spacing=self.spacing,
+        )
+
+
+class RotateTumor(_TumourOp):
+    """Rotate only the tumour about its own centre by given angles (deterministic MetaLung op 4).
+
+    The rest of the image is unchanged apart from the voxels the tumour leaves, which are filled
+    with parenchyma from the same lung; the mask follows the tumour. An angle that would push
+    too much of the tumour onto vessels or pleura is retried with angles drawn from
+    ``angle_range`` by the seeded generator. See :func:`.functional.rotate_tumors`.
+
+    Args:
+        angles: first angle (degrees, signed) for each tumour component, largest component first
+            (a ``"rotate_tumor"`` record's ``angles``); as many as the mask has components.
+        seed: seed of the numpy ``Generator`` for the retries and the donor parenchyma.
+        ring: halo voxels rotated with the tumour.
+        angle_range: ``(min, max)`` absolute angle in degrees of the retries.
+        axcodes, spacing: as :class:`RelocateTumor`.
+    """
+
+    op_name = "rotate_tumor"
+
+    def __init__(
+        self,
+        angles: Sequence[float],
+        seed: int,
+        ring: int = 0,
+        angle_range: tuple[float, float] = (1.0, 90.0),
+        axcodes: str | None = None,
+        spacing: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(seed, axcodes, spacing)
+        self.angles = [float(a) for a in angles]
+        self.ring, self.angle_range = ring, angle_range
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> RotateTumor:
+        """The rotation of a ``"rotate_tumor"`` record (its ``angles`` and ``seed``)."""
+        return cls(angles=_replay_arg(record, "angles"), seed=_replay_arg(record, "seed"), **kwargs)
+
+    def replay_args(self) -> dict:
+        return {"seed": self.seed, "angles": list(self.angles)}
+
+    #: the region kept around the tumour (mm): room for a donor patch of parenchyma nearby
+    roi_margin_mm = (12.0, 48.0, 48.0)
+
     def _roi(self, tumour, lungs, spacing):
-        return _union_box(F._bbox(lungs > 0, 2), F._bbox(tumour, 2))
+        margins = self.roi_margin_mm[-tumour.ndim :]
+        pad = tuple(int(math.ceil(mm / sp)) for mm, sp in zip(margins, spacing))
+        return F._bbox(tumour, pad)
 
     def _operate(self, hu, mask, lungs, dense, spacing, rng, out_image, out_mask):
-        return F.relocate_tumours(
+        n = len(F.tumor_components(mask))
+        if n != len(self.angles):
+            raise ValueError(
+                f"RotateTumor: the mask has {n} tumour component(s) but {len(self.angles)} "
+                "angle(s) were given (one per component, largest first)"
+            )
+        return F.rotate_tumors(
             hu,
             mask,
             lungs,
             dense,
             spacing,
             rng,
-            margin_mm=self.margin_mm,
+            self.angles,
             ring=self.ring,
-            rotate_180=self.rotate_180,
-            opposite_first=self.opposite_first,
+            angle_range=self.angle_range,
             out_image=out_image,
             out_mask=out_mask,
         )[2]
 
 
-class RandRotateTumor(_TumourOp):
+class RandRotateTumor(_RandTumourOp):
     """Rotate only the tumour about its own centre by a random angle (MetaLung op 4).
 
-    The rest of the image is unchanged apart from the voxels the tumour leaves, which are filled
-    with parenchyma from the same lung; the mask follows the tumour. See
-    :func:`.functional.rotate_tumours`.
+    :meth:`randomize` (which needs the mask) draws the coin, the generator seed and one angle per
+    tumour component; :class:`RotateTumor` applies them.
 
     Args:
         prob: probability of rotating.
         angle_range: ``(min, max)`` absolute angle in degrees (1-90).
         random_sign: both directions.
         ring: halo voxels rotated with the tumour.
-        axcodes, spacing: as :class:`RandRelocateTumor`.
+        axcodes, spacing: as :class:`RelocateTumor`.
     """
-
-    op_name = "rotate_tumor"
 
     def __init__(
         self,
@@ -687,103 +1002,155 @@ class RandRotateTumor(_TumourOp):
     ) -> None:
         super().__init__(prob, axcodes, spacing)
         self.angle_range, self.random_sign, self.ring = angle_range, random_sign, ring
+        self.angles: list[float] = []
 
-    #: the region kept around the tumour (mm): room for a donor patch of parenchyma nearby
-    roi_margin_mm = (12.0, 48.0, 48.0)
+    def randomize(self, data: Any = None) -> None:
+        """Draw the coin, the seed, then one angle per tumour component of ``data`` (the mask)."""
+        super().randomize(None)
+        if not self._do_transform:
+            return
+        if data is None:
+            raise ValueError(
+                "RandRotateTumor.randomize needs the tumour mask (one angle per component)"
+            )
+        mask = _np(data)
+        # one angle per component (a mask that is not channel-first 2D/3D is refused by the twin)
+        n = len(F.tumor_components(mask[0])) if mask.ndim in (3, 4) else 0
+        self.angles = [_angle(self.R, self.angle_range, self.random_sign) for _ in range(n)]
 
-    def _roi(self, tumour, lungs, spacing):
-        margins = self.roi_margin_mm[-tumour.ndim :]
-        pad = tuple(int(math.ceil(mm / sp)) for mm, sp in zip(margins, spacing))
-        return F._bbox(tumour, pad)
+    def last_draw(self) -> dict:
+        return {"seed": self.seed, "angles": list(self.angles)}
 
-    def _operate(self, hu, mask, lungs, dense, spacing, rng, out_image, out_mask):
-        n = len(F.tumour_components(mask))
-        angles = [_angle(self.R, self.angle_range, self.random_sign) for _ in range(n)]
-        return F.rotate_tumours(
-            hu,
-            mask,
-            lungs,
-            dense,
-            spacing,
-            rng,
-            angles,
+    def twin_of(self, record: Mapping) -> RotateTumor:
+        return RotateTumor.from_record(
+            record,
             ring=self.ring,
             angle_range=self.angle_range,
-            out_image=out_image,
-            out_mask=out_mask,
-        )[2]
+            axcodes=self.axcodes,
+            spacing=self.spacing,
+        )
 
 
 # --------------------------------------------------------------------------- 5./6. integer noise
-class RandIntegerNoise(RandomizableTransform):
-    """Add integer noise in HU, uniform in ``noise_range`` (default 0-20), to every voxel (op 5).
+class IntegerNoise(Transform):
+    """Add integer noise in HU, uniform in ``noise_range``, to every voxel (deterministic op 5).
 
-    Each voxel changes by an integer in the closed range; nothing is rescaled or clipped (integer
-    dtypes saturate instead of wrapping). The thesis' "noise on image".
+    Each voxel changes by an integer in the closed range, drawn by ``np.random.default_rng(seed)``;
+    nothing is rescaled or clipped (integer dtypes saturate instead of wrapping).
 
     Args:
-        prob: probability of adding noise.
+        seed: generator seed (a ``"noise_image"`` record's ``seed``).
         noise_range: closed integer range in HU.
     """
 
     backend = [TransformBackends.NUMPY]
 
-    def __init__(self, prob: float = 1.0, noise_range: tuple[int, int] = (0, 20)) -> None:
-        RandomizableTransform.__init__(self, prob)
+    def __init__(self, seed: int, noise_range: tuple[int, int] = (0, 20)) -> None:
+        self.seed = int(seed)
         self.noise_range = (int(noise_range[0]), int(noise_range[1]))
 
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
-        if randomize:
-            self.randomize(None)
-        if not self._do_transform:
-            return _stamp(img)
-        seed = int(self.R.randint(0, _MAX_SEED, dtype=np.int64))
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> IntegerNoise:
+        """The noise of a ``"noise_image"`` record (its ``seed`` and ``noise_range``)."""
+        kwargs.setdefault("noise_range", tuple(_replay_arg(record, "noise_range")))
+        return cls(seed=_replay_arg(record, "seed"), **kwargs)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Args: img: channel-first image (HU). Returns the noisy image, same type and dtype."""
         arr = _np(img)
-        out = _like(F.add_integer_noise(arr, self.noise_range, np.random.default_rng(seed)), img)
+        out = _like(
+            F.add_integer_noise(arr, self.noise_range, np.random.default_rng(self.seed)), img
+        )
         _append_record(
             out,
             {
                 "op": "noise_image",
                 "applied": True,
                 "noise_range": list(self.noise_range),
-                "seed": seed,
+                "seed": self.seed,
             },
         )
         return out
 
 
-class RandTumorNoise(RandomizableTransform):
-    """Add integer noise in HU (default 0-20) inside the tumour mask only (MetaLung op 6).
+class RandIntegerNoise(RandomizableTransform):
+    """Add integer noise in HU, uniform in ``noise_range`` (default 0-20), to every voxel (op 5).
 
-    Call with ``(image, mask)`` (the mask of the image's spatial shape, nonzero = tumour); voxels
-    outside the mask keep their exact values. The mask is returned ``{0, 1}`` in its own dtype.
+    :meth:`randomize` draws the coin and the seed; :class:`IntegerNoise` adds the noise. The
+    thesis' "noise on image".
+
+    Args:
+        prob: probability of adding noise.
+        noise_range: closed integer range in HU.
     """
 
-    backend = [TransformBackends.NUMPY]
+    backend = IntegerNoise.backend
 
     def __init__(self, prob: float = 1.0, noise_range: tuple[int, int] = (0, 20)) -> None:
         RandomizableTransform.__init__(self, prob)
         self.noise_range = (int(noise_range[0]), int(noise_range[1]))
+        self.seed: int | None = None
 
-    def __call__(self, img: NdarrayOrTensor, mask: NdarrayOrTensor, randomize: bool = True):
+    def randomize(self, data: Any = None) -> None:
+        """Draw the coin (``R.rand()``), then the noise seed (``R.randint``)."""
+        super().randomize(None)
+        if self._do_transform:
+            self.seed = _draw_seed(self.R)
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        """Args: img: channel-first image; randomize: draw anew (``False``: replay the last draw)."""
         if randomize:
             self.randomize(None)
         if not self._do_transform:
-            return _stamp(img, mask)
+            return _stamp(img)
+        if self.seed is None:
+            raise _not_drawn(type(self).__name__)
+        return IntegerNoise(self.seed, self.noise_range)(img)
+
+    def twin_of(self, record: Mapping) -> IntegerNoise:
+        """The deterministic twin of a ``"noise_image"`` record (its seed and range)."""
+        return IntegerNoise.from_record(record)
+
+
+class TumorNoise(Transform):
+    """Add integer noise in HU inside the tumour mask only (deterministic MetaLung op 6).
+
+    Call with ``(image, mask)`` (the mask of the image's spatial shape, nonzero = tumour); voxels
+    outside the mask keep their exact values. The mask is returned ``{0, 1}`` in its own dtype.
+
+    Args:
+        seed: generator seed (a ``"noise_tumor"`` record's ``seed``).
+        noise_range: closed integer range in HU.
+    """
+
+    backend = [TransformBackends.NUMPY]
+
+    def __init__(self, seed: int, noise_range: tuple[int, int] = (0, 20)) -> None:
+        self.seed = int(seed)
+        self.noise_range = (int(noise_range[0]), int(noise_range[1]))
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> TumorNoise:
+        """The noise of a ``"noise_tumor"`` record (its ``seed`` and ``noise_range``)."""
+        kwargs.setdefault("noise_range", tuple(_replay_arg(record, "noise_range")))
+        return cls(seed=_replay_arg(record, "seed"), **kwargs)
+
+    def __call__(self, img: NdarrayOrTensor, mask: NdarrayOrTensor):
         _check_pair(img, mask)
-        seed = int(self.R.randint(0, _MAX_SEED, dtype=np.int64))
         arr = _np(img)
         m = _np(mask)
         where = np.broadcast_to(np.any(m != 0, axis=0, keepdims=True), arr.shape)
         out = _like(
-            F.add_integer_noise(arr, self.noise_range, np.random.default_rng(seed), where=where),
+            F.add_integer_noise(
+                arr, self.noise_range, np.random.default_rng(self.seed), where=where
+            ),
             img,
         )
         record = {
             "op": "noise_tumor",
             "applied": bool(where.any()),
             "noise_range": list(self.noise_range),
-            "seed": seed,
+            "seed": self.seed,
         }
         if not where.any():
             record["reason"] = "empty tumour mask"
@@ -794,3 +1161,37 @@ class RandTumorNoise(RandomizableTransform):
         if isinstance(mask, MetaTensor):
             _append_record(mask, record)
         return _stamp(out, mask)
+
+
+class RandTumorNoise(RandomizableTransform):
+    """Add integer noise in HU (default 0-20) inside the tumour mask only (MetaLung op 6).
+
+    :meth:`randomize` draws the coin and the seed; :class:`TumorNoise` adds the noise. Call with
+    ``(image, mask, randomize=True)``.
+    """
+
+    backend = TumorNoise.backend
+
+    def __init__(self, prob: float = 1.0, noise_range: tuple[int, int] = (0, 20)) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.noise_range = (int(noise_range[0]), int(noise_range[1]))
+        self.seed: int | None = None
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the coin (``R.rand()``), then the noise seed (``R.randint``)."""
+        super().randomize(None)
+        if self._do_transform:
+            self.seed = _draw_seed(self.R)
+
+    def __call__(self, img: NdarrayOrTensor, mask: NdarrayOrTensor, randomize: bool = True):
+        if randomize:
+            self.randomize(None)
+        if not self._do_transform:
+            return _stamp(img, mask)
+        if self.seed is None:
+            raise _not_drawn(type(self).__name__)
+        return TumorNoise(self.seed, self.noise_range)(img, mask)
+
+    def twin_of(self, record: Mapping) -> TumorNoise:
+        """The deterministic twin of a ``"noise_tumor"`` record (its seed and range)."""
+        return TumorNoise.from_record(record)

@@ -37,12 +37,19 @@ from typing import Any
 import numpy as np
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
+from monai.transforms import (
+    InvertibleTransform,
+    MapTransform,
+    Randomizable,
+    RandomizableTransform,
+    SomeOf,
+)
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
 from ...errors import InputError
 from . import functional as F
 from .array import (
+    IntegerNoise,
     MirrorLR,
     RandIntegerNoise,
     RandMirrorLR,
@@ -50,19 +57,31 @@ from .array import (
     RandRotateImage,
     RandRotateTumor,
     RandTumorNoise,
+    RelocateTumor,
+    RotateImage,
+    RotateTumor,
+    TumorNoise,
+    _replay_arg,
     _stamp,
+    _TumourOp,
     binary_mask,
     metalung_records,
 )
 
 __all__ = [
     "METALUNG_OPS",
+    "replay_record",
     "MirrorLRd",
     "RandMirrorLRd",
+    "RotateImaged",
     "RandRotateImaged",
+    "RelocateTumord",
     "RandRelocateTumord",
+    "RotateTumord",
     "RandRotateTumord",
+    "IntegerNoised",
     "RandIntegerNoised",
+    "TumorNoised",
     "RandTumorNoised",
     "MetaLungd",
     "MirrorLRD",
@@ -167,6 +186,15 @@ class MirrorLRd(MapTransform, _InvertsPerKey):
         self.mirror = self._array = MirrorLR(axcodes)
         self.mask_keys = ensure_tuple(mask_keys) if mask_keys is not None else ()
 
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> MirrorLRd:
+        """The mirror of a ``"mirror"`` record (nothing random); ``kwargs``: ``keys``, ``axcodes``..."""
+        return cls(**kwargs)
+
+    def twin_of(self, record: Mapping) -> MirrorLRd:
+        """Itself: the mirror is deterministic."""
+        return self
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         _check_grid(d, self.keys, type(self).__name__)
@@ -179,7 +207,7 @@ class MirrorLRd(MapTransform, _InvertsPerKey):
 class RandMirrorLRd(_SeedsInner, MapTransform, _InvertsPerKey):
     """With probability ``prob``, mirror all keys along the patient's left-right axis (same draw).
 
-    ``mask_keys``: as :class:`MirrorLRd`.
+    ``mask_keys``: as :class:`MirrorLRd`. ``randomize=False`` replays the last coin.
     """
 
     backend = MirrorLR.backend
@@ -197,11 +225,18 @@ class RandMirrorLRd(_SeedsInner, MapTransform, _InvertsPerKey):
         self.mirror = self._inner = self._array = RandMirrorLR(prob=1.0, axcodes=axcodes)
         self.mask_keys = ensure_tuple(mask_keys) if mask_keys is not None else ()
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    def twin_of(self, record: Mapping) -> MirrorLRd:
+        """The deterministic twin of a ``"mirror"`` record this transform made."""
+        return MirrorLRd(
+            self.keys, self.mirror.mirror.axcodes, self.allow_missing_keys, self.mask_keys
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
         d = dict(data)
         _check_grid(d, self.keys, type(self).__name__)
         _binarise_keys(d, self.mask_keys)
-        self.randomize(None)
+        if randomize:
+            self.randomize(None)
         self.mirror._do_transform = self._do_transform
         for key in self.key_iterator(d):
             d[key] = self.mirror(d[key], randomize=False)
@@ -209,6 +244,46 @@ class RandMirrorLRd(_SeedsInner, MapTransform, _InvertsPerKey):
 
 
 # --------------------------------------------------------------------------- 3. rotate image
+class RotateImaged(MapTransform, _InvertsPerKey):
+    """Dictionary twin of :class:`.array.RotateImage`: rotate every key by ``angle`` degrees.
+
+    Args:
+        keys: keys to rotate (image first, then masks / label maps).
+        angle: signed angle in degrees (a ``"rotate_image"`` record's ``angle``).
+        fill: padding per key; default air (-1024 HU) for the first key and 0 for the others.
+        axcodes, allow_missing_keys, mask_keys: as :class:`RandRotateImaged`.
+    """
+
+    backend = RotateImage.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        angle: float = 0.0,
+        fill: Sequence[float] | float | None = None,
+        axcodes: str | None = None,
+        allow_missing_keys: bool = False,
+        mask_keys: KeysCollection | None = None,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.fill = _fills(self.keys, fill)
+        self.rotator = self._array = RotateImage(angle, axcodes=axcodes)
+        self.mask_keys = ensure_tuple(mask_keys) if mask_keys is not None else ()
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> RotateImaged:
+        """The rotation of a ``"rotate_image"`` record (its exact ``angle``)."""
+        return cls(angle=_replay_arg(record, "angle"), **kwargs)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        _check_grid(d, self.keys, type(self).__name__)
+        _binarise_keys(d, self.mask_keys)
+        for key, fill in self.key_iterator(d, self.fill):
+            d[key] = self.rotator(d[key], fill=fill)
+        return d
+
+
 class RandRotateImaged(_SeedsInner, MapTransform, _InvertsPerKey):
     """Dictionary twin of :class:`.array.RandRotateImage`: one random angle for every key.
 
@@ -219,6 +294,8 @@ class RandRotateImaged(_SeedsInner, MapTransform, _InvertsPerKey):
         mask_keys: keys holding binary masks: they come out ``{0, 1}`` in their own dtype (the
             other keys keep their values, e.g. lung labels 1/2). Every key must have the spatial
             shape of the first.
+
+    ``randomize=False`` replays the last draw (coin and angle).
     """
 
     backend = RandRotateImage.backend
@@ -242,22 +319,80 @@ class RandRotateImaged(_SeedsInner, MapTransform, _InvertsPerKey):
         )
         self.mask_keys = ensure_tuple(mask_keys) if mask_keys is not None else ()
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        _check_grid(d, self.keys, type(self).__name__)
-        _binarise_keys(d, self.mask_keys)
-        self.randomize(None)
+    def twin_of(self, record: Mapping) -> RotateImaged:
+        """The deterministic twin of a ``"rotate_image"`` record this transform made."""
+        return RotateImaged(
+            self.keys,
+            _replay_arg(record, "angle"),
+            self.fill,
+            self.rotator.axcodes,
+            self.allow_missing_keys,
+            self.mask_keys,
+        )
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the coin (own ``R``), then the angle (the array transform's ``R``)."""
+        super().randomize(None)
         if self._do_transform:
             self.rotator.randomize()
         self.rotator._do_transform = self._do_transform
+
+    def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
+        d = dict(data)
+        _check_grid(d, self.keys, type(self).__name__)
+        _binarise_keys(d, self.mask_keys)
+        if randomize:
+            self.randomize(None)
         for key, fill in self.key_iterator(d, self.fill):
             d[key] = self.rotator(d[key], randomize=False, fill=fill)
         return d
 
 
 # --------------------------------------------------------------------------- tumour operations
+def _apply_pair(owner: MapTransform, d: dict, image_key, mask_key, lung_key, op, **kwargs) -> dict:
+    """``d[image_key], d[mask_key] = op(image, mask[, lungs=d[lung_key]], **kwargs)``."""
+    if owner.allow_missing_keys and (image_key not in d or mask_key not in d):
+        return d
+    img = _require(d, image_key, type(owner).__name__)
+    mask = _require(d, mask_key, type(owner).__name__)
+    if lung_key is not None and lung_key in d:
+        kwargs["lungs"] = d[lung_key]
+    d[image_key], d[mask_key] = op(img, mask, **kwargs)
+    return d
+
+
+class _PairTwind(MapTransform):
+    """``(image_key, mask_key)`` dictionary wrapper of a deterministic tumour operation."""
+
+    backend = _TumourOp.backend
+
+    def __init__(
+        self, keys: KeysCollection, lung_key: Hashable | None, op, allow_missing_keys: bool
+    ) -> None:
+        self.image_key, self.mask_key = _pair(keys, type(self).__name__)
+        MapTransform.__init__(self, (self.image_key, self.mask_key), allow_missing_keys)
+        self.lung_key = lung_key
+        self.op = op
+
+    @classmethod
+    def _wrap(cls, keys, lung_key, op, allow_missing_keys: bool) -> _PairTwind:
+        """An instance around an already built array twin ``op``."""
+        obj = cls.__new__(cls)
+        _PairTwind.__init__(obj, keys, lung_key, op, allow_missing_keys)
+        return obj
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        _check_grid(d, (self.image_key, self.mask_key, self.lung_key), type(self).__name__)
+        return _apply_pair(self, d, self.image_key, self.mask_key, self.lung_key, self.op)
+
+
 class _PairOpd(_SeedsInner, MapTransform):
-    """``(image_key, mask_key)`` dictionary wrapper of a tumour operation."""
+    """``(image_key, mask_key)`` dictionary wrapper of a random tumour operation.
+
+    :meth:`randomize` draws the coin (own ``R``), then the operation's arguments (the array
+    transform's ``R``, which may look at the mask); ``randomize=False`` replays them.
+    """
 
     def __init__(
         self, keys: KeysCollection, lung_key: Hashable | None, op, allow_missing_keys: bool
@@ -269,21 +404,61 @@ class _PairOpd(_SeedsInner, MapTransform):
         self.op = self._inner = op
         self.op.prob = 1.0
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    _twin_class: type[_PairTwind]
+
+    def twin_of(self, record: Mapping) -> _PairTwind:
+        """The deterministic twin of a record this transform made (its keys and settings)."""
+        return self._twin_class._wrap(
+            (self.image_key, self.mask_key),
+            self.lung_key,
+            self.op.twin_of(record),
+            self.allow_missing_keys,
+        )
+
+    def randomize(self, data: Mapping[Hashable, Any] | None = None) -> None:
+        super().randomize(None)
+        if self._do_transform and data is not None:
+            if self.image_key in data and self.mask_key in data:
+                self.op.randomize(data[self.mask_key])
+
+    def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
         d = dict(data)
         _check_grid(d, (self.image_key, self.mask_key, self.lung_key), type(self).__name__)
-        self.randomize(None)
+        if randomize:
+            self.randomize(d)
         if not self._do_transform:
             return _stamp_keys(_binarise_keys(d, (self.mask_key,)), (self.image_key, self.mask_key))
-        if self.allow_missing_keys and (self.image_key not in d or self.mask_key not in d):
-            return d
-        img = _require(d, self.image_key, type(self).__name__)
-        mask = _require(d, self.mask_key, type(self).__name__)
-        kwargs = {}
-        if self.lung_key is not None and self.lung_key in d:
-            kwargs["lungs"] = d[self.lung_key]
-        d[self.image_key], d[self.mask_key] = self.op(img, mask, **kwargs)
-        return d
+        return _apply_pair(
+            self, d, self.image_key, self.mask_key, self.lung_key, self.op, randomize=False
+        )
+
+
+class RelocateTumord(_PairTwind):
+    """Dictionary twin of :class:`.array.RelocateTumor` (keys = ``(image_key, mask_key)``).
+
+    Replays a ``"relocate"`` record exactly (``RelocateTumord.from_record(record)``); arguments
+    as :class:`RandRelocateTumord`, with ``seed`` instead of ``prob``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        lung_key: Hashable | None = None,
+        seed: int = 0,
+        margin_mm: float = 2.0,
+        ring: int = 1,
+        rotate_180: bool = True,
+        opposite_first: bool = True,
+        axcodes: str | None = None,
+        spacing: Sequence[float] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        op = RelocateTumor(seed, margin_mm, ring, rotate_180, opposite_first, axcodes, spacing)
+        super().__init__(keys, lung_key, op, allow_missing_keys)
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> RelocateTumord:
+        return cls(seed=_replay_arg(record, "seed"), **kwargs)
 
 
 class RandRelocateTumord(_PairOpd):
@@ -294,6 +469,7 @@ class RandRelocateTumord(_PairOpd):
     """
 
     backend = RandRelocateTumor.backend
+    _twin_class = RelocateTumord
 
     def __init__(
         self,
@@ -312,10 +488,37 @@ class RandRelocateTumord(_PairOpd):
         super().__init__(keys, lung_key, op, allow_missing_keys)
 
 
+class RotateTumord(_PairTwind):
+    """Dictionary twin of :class:`.array.RotateTumor` (keys = ``(image_key, mask_key)``).
+
+    Replays a ``"rotate_tumor"`` record exactly (``RotateTumord.from_record(record)``).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        lung_key: Hashable | None = None,
+        angles: Sequence[float] = (),
+        seed: int = 0,
+        ring: int = 0,
+        angle_range: tuple[float, float] = (1.0, 90.0),
+        axcodes: str | None = None,
+        spacing: Sequence[float] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        op = RotateTumor(angles, seed, ring, angle_range, axcodes, spacing)
+        super().__init__(keys, lung_key, op, allow_missing_keys)
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> RotateTumord:
+        return cls(angles=_replay_arg(record, "angles"), seed=_replay_arg(record, "seed"), **kwargs)
+
+
 class RandRotateTumord(_PairOpd):
     """Dictionary twin of :class:`.array.RandRotateTumor` (keys = ``(image_key, mask_key)``)."""
 
     backend = RandRotateTumor.backend
+    _twin_class = RotateTumord
 
     def __init__(
         self,
@@ -333,10 +536,32 @@ class RandRotateTumord(_PairOpd):
         super().__init__(keys, lung_key, op, allow_missing_keys)
 
 
+class TumorNoised(_PairTwind):
+    """Dictionary twin of :class:`.array.TumorNoise` (keys = ``(image_key, mask_key)``).
+
+    Replays a ``"noise_tumor"`` record exactly (``TumorNoised.from_record(record)``).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        seed: int = 0,
+        noise_range: tuple[int, int] = (0, 20),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, None, TumorNoise(seed, noise_range), allow_missing_keys)
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> TumorNoised:
+        kwargs.setdefault("noise_range", tuple(_replay_arg(record, "noise_range")))
+        return cls(seed=_replay_arg(record, "seed"), **kwargs)
+
+
 class RandTumorNoised(_PairOpd):
     """Dictionary twin of :class:`.array.RandTumorNoise` (keys = ``(image_key, mask_key)``)."""
 
     backend = RandTumorNoise.backend
+    _twin_class = TumorNoised
 
     def __init__(
         self,
@@ -348,10 +573,45 @@ class RandTumorNoised(_PairOpd):
         super().__init__(keys, None, RandTumorNoise(prob, noise_range), allow_missing_keys)
 
 
+class IntegerNoised(MapTransform):
+    """Dictionary twin of :class:`.array.IntegerNoise`: integer HU noise on the image keys.
+
+    Args:
+        keys: image keys (never a mask).
+        seed: one seed, or one per key (a ``"noise_image"`` record's ``seed``).
+        noise_range: closed integer range in HU.
+    """
+
+    backend = IntegerNoise.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        seed: int | Sequence[int] = 0,
+        noise_range: tuple[int, int] = (0, 20),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        seeds = ensure_tuple_rep(seed, len(self.keys))
+        self.noise = {k: IntegerNoise(s, noise_range) for k, s in zip(self.keys, seeds)}
+
+    @classmethod
+    def from_record(cls, record: Mapping, **kwargs: Any) -> IntegerNoised:
+        kwargs.setdefault("noise_range", tuple(_replay_arg(record, "noise_range")))
+        return cls(seed=_replay_arg(record, "seed"), **kwargs)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.noise[key](d[key])
+        return d
+
+
 class RandIntegerNoised(_SeedsInner, MapTransform):
     """Dictionary twin of :class:`.array.RandIntegerNoise`: integer HU noise on the image keys.
 
-    List only images in ``keys`` (never a mask). Each key gets its own noise draw.
+    List only images in ``keys`` (never a mask). Each key gets its own noise draw (``seeds``,
+    by key, after :meth:`randomize`); ``randomize=False`` replays them.
     """
 
     backend = RandIntegerNoise.backend
@@ -366,26 +626,148 @@ class RandIntegerNoised(_SeedsInner, MapTransform):
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.noise = self._inner = RandIntegerNoise(prob=1.0, noise_range=noise_range)
+        self.seeds: dict[Hashable, int] = {}
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    def twin_of(self, record: Mapping) -> IntegerNoised:
+        """The deterministic twin of one key's ``"noise_image"`` record (its seed for every key:
+        with several keys, build :class:`IntegerNoised` with one seed per key instead)."""
+        return IntegerNoised.from_record(
+            record, keys=self.keys, allow_missing_keys=self.allow_missing_keys
+        )
+
+    def randomize(self, data: Mapping[Hashable, Any] | None = None) -> None:
+        """Draw the coin (own ``R``), then for each key present a coin and a seed (the array
+        transform's ``R``, its coin always true)."""
+        super().randomize(None)
+        self.seeds = {}
+        if self._do_transform and data is not None:
+            for key in self.key_iterator(data):
+                self.noise.randomize(None)
+                self.seeds[key] = int(self.noise.seed)
+
+    def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
         d = dict(data)
-        self.randomize(None)
+        if randomize:
+            self.randomize(d)
         if not self._do_transform:
             return _stamp_keys(d, self.keys)
         for key in self.key_iterator(d):
-            d[key] = self.noise(d[key])
+            if key not in self.seeds:
+                raise InputError(
+                    str(key), "RandIntegerNoised: replayed (randomize=False) on a key not drawn"
+                )
+            d[key] = IntegerNoise(self.seeds[key], self.noise.noise_range)(d[key])
         return d
 
 
+# --------------------------------------------------------------------------- replay
+_TWINS = {
+    "mirror": (MirrorLR, MirrorLRd),
+    "relocate": (RelocateTumor, RelocateTumord),
+    "rotate_image": (RotateImage, RotateImaged),
+    "rotate_tumor": (RotateTumor, RotateTumord),
+    "noise_image": (IntegerNoise, IntegerNoised),
+    "noise_tumor": (TumorNoise, TumorNoised),
+}
+
+
+def replay_record(record: Mapping, keys: KeysCollection | None = None, **kwargs: Any):
+    """The deterministic transform that replays a MetaLung record exactly (TorchIO-style).
+
+    ``record`` is one entry of :func:`.array.metalung_records`; the record holds the random
+    arguments, ``kwargs`` the settings that are not random (``margin_mm``, ``ring``, ``axcodes``,
+    ``fill``... as the transform that made it; defaults otherwise). Without ``keys``: the array
+    twin (e.g. :class:`.array.RelocateTumor`); with ``keys``: the dictionary twin (e.g.
+    :class:`RelocateTumord`), ``keys`` as for that twin (``(image_key, mask_key)`` for the
+    tumour operations, ``lung_key`` in ``kwargs``).
+
+    Example: replay the augmentation of an image (all its records, oldest first)::
+
+        d = original
+        for rec in metalung_records(augmented["image"]):
+            d = replay_record(rec, keys=("image", "mask"))(d)
+    """
+    op = record.get("op") if isinstance(record, Mapping) else None
+    if op not in _TWINS:
+        raise ValueError(
+            f"not a MetaLung record (its 'op' must be one of {', '.join(METALUNG_OPS)}): {record}"
+        )
+    array_twin, dict_twin = _TWINS[op]
+    if keys is None:
+        return array_twin.from_record(record, **kwargs)
+    return dict_twin.from_record(record, keys=keys, **kwargs)
+
+
 # --------------------------------------------------------------------------- MetaLungd
+class MetaLungSomeOf(SomeOf):
+    """MONAI's ``SomeOf`` as :class:`MetaLungd` uses it: the choice is drawn in :meth:`randomize`.
+
+    What it keeps from ``SomeOf``: the validated ``num_transforms`` / ``weights`` (normalised by
+    ``SomeOf``, the same ``w / w.sum()`` as before), the draws (``R.randint(lo, hi + 1)``, then
+    ``R.choice(n, k, replace=False, p=weights)``), the trace (``{"applied_order": [...]}`` on
+    every MetaTensor it is given: :class:`MetaLungd` gives it only the keys it owns) and
+    ``inverse`` (pop the trace, invert the invertible transforms of the order, newest first).
+    What it changes, each for a reason (the first four shown by ``tests/test_metalung_replay.py``):
+
+    * the choice is drawn in :meth:`randomize` and replayed by ``apply(..., randomize=False)``
+      (``SomeOf`` draws inside ``__call__``, so it cannot replay);
+    * with one operation nothing is drawn (``SomeOf`` would draw a size and a choice and change
+      the random stream of every seeded single-operation ``MetaLungd``);
+    * the operations run directly, not through ``execute_compose``, whose ``apply_transform``
+      would wrap the operations' typed :class:`~metalung_monai.errors.InputError` in a
+      ``RuntimeError``;
+    * the trace is pushed only when an invertible operation (mirror, image rotation) ran: the
+      others have nothing to undo, and a trace would only lengthen ``applied_operations``;
+    * ``set_random_state`` seeds only this object's ``R`` (``Compose`` would also reseed the
+      operations, already at construction; :meth:`MetaLungd.set_random_state` seeds them, in its
+      fixed order, and shares its own ``R`` with this object).
+    """
+
+    def __init__(self, transforms: Sequence, num_transforms: tuple[int, int], weights) -> None:
+        super().__init__(transforms, num_transforms=num_transforms, weights=weights)
+        self.applied_order: list[int] = []
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        Randomizable.set_random_state(self, seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        if len(self.transforms) == 1:
+            self.applied_order = [0]
+            return
+        k = self.R.randint(self.min_num_transforms, self.max_num_transforms + 1)
+        self.applied_order = self.R.choice(
+            len(self.transforms), k, replace=self.replace, p=self.weights
+        ).tolist()
+
+    def apply(self, data: dict[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
+        """Run the chosen operations in order; ``randomize`` is passed to the random ones."""
+        for i in self.applied_order:
+            t = self.transforms[i]
+            data = t(data, randomize=randomize) if isinstance(t, Randomizable) else t(data)
+        if any(isinstance(self.transforms[i], InvertibleTransform) for i in self.applied_order):
+            for key in data:  # as SomeOf.__call__
+                if isinstance(data[key], MetaTensor):
+                    self.push_transform(
+                        data, key, extra_info={"applied_order": list(self.applied_order)}
+                    )
+        return data
+
+    def __call__(self, data, start=0, end=None, threading=False, lazy=None):
+        self.randomize()
+        return self.apply(data)
+
+
 class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
     """MetaLung: the six HU-preserving augmentations as one MONAI transform.
 
     Two modes:
 
     * ``"online"`` (default): with probability ``prob`` apply ``num_ops`` operations drawn
-      without replacement from ``ops`` (weights ``weights``), in that random order. Returns one
-      dictionary. Use inside a training ``Compose``.
+      without replacement from ``ops`` (weights ``weights``), in that random order: MONAI's
+      ``SomeOf`` (see :class:`MetaLungSomeOf`). Returns one dictionary. Use inside a training
+      ``Compose``. ``t(d, randomize=False)`` replays the last call exactly (the coin, the
+      choice and every chosen operation's draw).
     * ``"expand"``: return a list: the input (if ``include_original``) followed by ``copies``
       variants of each operation in ``ops`` (mirror, being deterministic, once). Variants whose
       operation could not be applied (relocation with no free space, an empty tumour mask) are
@@ -393,11 +775,18 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
       thesis' offline expansion (708 -> 4,865 slices). :meth:`iter_expand` yields the same
       variants one at a time (memory for one variant, however large ``copies``).
 
+    Every variant's operations are logged in its records (:func:`.array.metalung_records`), from
+    which :func:`replay_record` rebuilds it exactly without the random state.
+
     Inputs: the mask (and ``lung_key``) must have the image's spatial shape, else an
     :class:`~metalung_monai.errors.InputError` names the key. Mask convention, the same for every
     operation and both modes: the output mask is ``{0, 1}`` in the input mask's dtype (nonzero =
     tumour; ``{0, 255}`` or ``{0, 2}`` in, ``{0, 1}`` out; see :func:`.array.binary_mask`). Lung
     labels keep their values (1 right, 2 left).
+
+    Inversion (online mode): ``inverse`` / ``Invertd`` undo the mirror and the image rotation
+    (through ``SomeOf.inverse``); the tumour operations and the noise are not invertible and are
+    left as they are.
 
     Args:
         keys: ``(image_key, mask_key)``.
@@ -479,22 +868,58 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
             "noise_tumor": lambda: RandTumorNoised(pair, **kw.get("noise_tumor", {})),
         }
         self.transforms = {name: builders[name]() for name in ops}
+        self._owned = geo_keys
+        # SomeOf normalises the weights itself: given w, it computes the same w / w.sum()
+        self._someof = MetaLungSomeOf([self.transforms[n] for n in ops], (lo, hi), w)
+        self._someof.R = self.R
 
     def set_random_state(
         self, seed: int | None = None, state: np.random.RandomState | None = None
     ) -> MetaLungd:
         super().set_random_state(seed, state)
+        self._someof.R = self.R  # the choice is drawn from this transform's R, after its coin
         for t in self.transforms.values():
             if isinstance(t, RandomizableTransform):
                 t.set_random_state(seed=int(self.R.randint(0, 2**32 - 1, dtype=np.int64)))
         return self
 
-    def _choose(self) -> list[str]:
-        if len(self.ops) == 1:
-            return list(self.ops)
-        k = int(self.R.randint(self.num_ops[0], self.num_ops[1] + 1))
-        idx = self.R.choice(len(self.ops), size=k, replace=False, p=self.weights)
-        return [self.ops[i] for i in idx]
+    def randomize(self, data: Any = None) -> None:
+        """Draw the coin (``R.rand()``), then which operations and in which order (``SomeOf``'s
+        draws from the same ``R``; none with one operation). Each chosen operation draws its own
+        parameters when it runs (from its own ``R``: they may depend on the previous operation's
+        output, e.g. the number of tumour components)."""
+        super().randomize(None)
+        if self._do_transform:
+            self._someof.R = self.R
+            self._someof.randomize()
+        else:
+            self._someof.applied_order = []
+
+    def twin_of(self, record: Mapping) -> MapTransform:
+        """The deterministic dictionary twin of one of this transform's records (its keys and the
+        operation's settings, the record's draw): e.g. :class:`RelocateTumord` for ``"relocate"``."""
+        op = record.get("op") if isinstance(record, Mapping) else None
+        if op not in self.transforms:
+            raise ValueError(
+                f"MetaLungd: record {record} is not of one of its operations ({', '.join(self.ops)})"
+            )
+        return self.transforms[op].twin_of(record)
+
+    def replay(
+        self, data: Mapping[Hashable, Any], records: Sequence[Mapping]
+    ) -> dict[Hashable, Any]:
+        """``data`` through the deterministic twins of ``records`` (oldest first, e.g.
+        ``metalung_records(out[image_key])`` of an output of this transform made from ``data``):
+        the same image, mask and records, without any random state."""
+        d = _binarise_keys(self._prepare(data), (self.mask_key,))
+        for record in records:
+            d = self.twin_of(record)(d)
+        return _stamp_keys(d, self.keys)
+
+    @property
+    def chosen(self) -> list[str]:
+        """The operations of the last draw, in the order they run (``[]`` when the coin said no)."""
+        return [self.ops[i] for i in self._someof.applied_order]
 
     def _prepare(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Checked input: every key on the image's grid."""
@@ -503,21 +928,29 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
         return d
 
     def __call__(
-        self, data: Mapping[Hashable, Any]
+        self, data: Mapping[Hashable, Any], randomize: bool = True
     ) -> dict[Hashable, Any] | list[dict[Hashable, Any]]:
+        """Online mode: one augmented dictionary (``randomize=False``: the last call's draws again).
+        Expand mode: the list of :meth:`expand` (every variant a fresh draw)."""
         if self.mode == "expand":
+            if not randomize:
+                raise ValueError(
+                    "MetaLungd: randomize=False replays online mode; in expand mode replay a "
+                    "variant from its records (replay_record)"
+                )
             return self.expand(data)
         d = self._prepare(data)
-        self.randomize(None)
+        if randomize:
+            self.randomize(None)
         if not self._do_transform:
             return _stamp_keys(_binarise_keys(d, (self.mask_key,)), self.keys)
-        names = self._choose()
         if not _KEEP_MASK_VALUES.isdisjoint(
-            names
+            self.chosen
         ):  # the tumour operations write a {0, 1} mask themselves
             d = _binarise_keys(d, (self.mask_key,))
-        for name in names:
-            d = self.transforms[name](d)
+        # SomeOf sees only the keys MetaLungd owns: other MetaTensors of the sample get no trace
+        owned = {k: d[k] for k in self._owned if k in d}
+        d.update(self._someof.apply(owned, randomize=randomize))
         return _stamp_keys(d, self.keys)
 
     def expand(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
@@ -546,19 +979,20 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
                 yield variant
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """Undo the invertible operations this transform applied (mirror, image rotation), newest first."""
+        """Undo the invertible operations of the last online call (mirror, image rotation),
+        newest first, through ``SomeOf.inverse``; unchanged when none was applied."""
         d = dict(data)
-        by_id = {}
-        for t in self.transforms.values():
-            inner = getattr(t, "mirror", None) or getattr(t, "rotator", None)
-            if inner is not None:
-                by_id[id(inner)] = t
-        while True:
-            img = d.get(self.image_key)
-            ops = getattr(img, "applied_operations", None)
-            if not ops or ops[-1].get("id") not in by_id:
-                return d
-            d = by_id[ops[-1]["id"]].inverse(d)
+        ref = next((d[k] for k in self._owned if isinstance(d.get(k), MetaTensor)), None)
+        ops = getattr(ref, "applied_operations", None)
+        if not ops:
+            return d
+        try:
+            self._someof.check_transforms_match(ops[-1])
+        except RuntimeError:  # the newest trace is not this transform's: nothing of ours to undo
+            return d
+        owned = {k: d[k] for k in self._owned if k in d}
+        d.update(self._someof.inverse(owned))
+        return d
 
 
 def _stamp_keys(d: dict, keys) -> dict:
