@@ -300,10 +300,9 @@ def main(argv=None) -> int:
         lines += [f"| {k} | {v['ms']:.1f} |" for k, v in nolung.items()]
     if not args.no_volume:
         vol = load_volume()
-        chain = [
-            MetaLungd(ops=[op], lung_key="lung" if op in TUMOUR_OPS else None).set_random_state(0)
-            for op in METALUNG_OPS
-        ]
+        # the lung labels travel with the chain (mirror and image rotation move them too), so
+        # each tumour operation gets the lungs of the image it is given
+        chain = [MetaLungd(ops=[op], lung_key="lung").set_random_state(0) for op in METALUNG_OPS]
 
         def all_six(d=vol):
             d = dict(d)

@@ -3,8 +3,10 @@
 Each kernel that was sped up (issue 10, section 5) is compared bit for bit with a direct
 implementation of what it computes: OpenCV's float maps against the ``CV_16SC2`` rotation map,
 the in-place interleaved rotation against a rotation of a contiguous copy, the snapped distance
-table against the float64 formula, the doubling sliding AND against a cumulative sum, and the
-bounding-box noise against noise indexed on the whole array.
+table against the float64 formula (and its thresholds and slice-by-slice updates against the
+float32 map), the doubling sliding AND against a cumulative sum, the bounding-box noise against
+noise indexed on the whole array, the slab-wise labelling of tumour components against one
+labelling of the whole mask, and the one-voxel vessel filter against labelling.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from metalung_monai.anatomy import vessels as V
 from metalung_monai.transforms.metalung import functional as F
 
 
@@ -127,3 +130,63 @@ def test_noise_in_a_box_equals_noise_indexed_on_the_whole_array(dtype):
     else:
         ref = img + noise.astype(dtype)
     assert np.array_equal(whole, ref)
+
+
+@pytest.mark.parametrize("spacing", [(0.7, 0.7), (0.6, 0.9)])
+def test_distance_thresholds_and_updates_equal_a_new_float32_map(spacing):
+    rng = np.random.default_rng(3)
+    free = ndimage.binary_opening(rng.random((6, 70, 50)) > 0.1)
+    dist = F.InplaneDistance(free, spacing)
+    for _ in range(4):
+        ref = F._inplane_distance(free, spacing)  # float32 mm, as the search compared before
+        assert np.array_equal(dist.distance(), ref)
+        for t in (0.0, 0.5, spacing[0], 1.9999, 2.0, 3.3, 7.0, 1e6):
+            assert np.array_equal(dist.greater(t), ref > t)
+        # block a small region (a pasted tumour): only its slices change
+        z, y, x = (int(rng.integers(0, n - 3)) for n in free.shape)
+        free = free.copy()
+        free[z : z + 2, y : y + 3, x : x + 3] = False
+        assert dist.update(free)
+    assert not dist.update(free[:, :-1])  # another shape: not the same map
+
+
+def _components_by_one_labelling(mask):
+    m = np.asarray(mask) != 0
+    labels, n = ndimage.label(m, structure=ndimage.generate_binary_structure(m.ndim, m.ndim))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    objects = ndimage.find_objects(labels)
+    return [(objects[k], labels[objects[k]] == k + 1) for k in np.argsort(-sizes, kind="stable")]
+
+
+def test_slab_wise_components_equal_one_labelling():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        shape = tuple(int(v) for v in rng.integers(1, 24, int(rng.choice([2, 3]))))
+        mask = rng.random(shape) > rng.choice([0.5, 0.9, 0.99, 1.0])
+        got = F.tumor_components(mask.astype(np.uint8) * 2)
+        ref = _components_by_one_labelling(mask)
+        assert [c.box for c in got] == [box for box, _ in ref]
+        assert all(np.array_equal(c.local, local) for c, (_, local) in zip(got, ref))
+
+
+@pytest.mark.parametrize("was_2d", [False, True])
+def test_one_voxel_vessel_filter_equals_labelling(was_2d):
+    rng = np.random.default_rng(1)
+    shape = (1, 40, 40) if was_2d else (12, 30, 30)
+    vol = rng.normal(-600.0, 400.0, shape)
+    lung = rng.random(shape) > 0.2
+    sp = (1.0, 1.0, 1.0)
+    # min_size between one and two voxels: the filter path; above two voxels: labelling
+    fast = V._dense(vol, lung, sp, was_2d, -500.0, 1.5, 200.0)
+    dense = (vol > -500.0) & lung
+    structure = np.ones((3, 3, 3), bool)
+    if was_2d:
+        structure[[0, 2]] = False
+    labels, n = ndimage.label(dense, structure=structure)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    calcified = np.zeros(n + 1, bool)
+    calcified[np.unique(labels[vol > 200.0])] = True
+    drop = (sizes == 1) & ~calcified
+    drop[0] = False
+    assert drop.any()  # the case is exercised
+    assert np.array_equal(fast, dense & ~drop[labels])

@@ -75,6 +75,10 @@ def _dense(vol, lung, sp, was_2d, threshold, min_size, calcification_hu, tissue=
     else:
         structure[:] = True
         voxel = sp[0] * sp[1] * sp[2]
+    if not voxel < min_size:  # every component is at least one voxel: none is too small
+        return dense
+    if not 2 * voxel < min_size:  # only single voxels are too small: no labelling needed
+        return _drop_isolated(dense, vol, calcification_hu, axes=(1, 2) if was_2d else (0, 1, 2))
     lab, n = ndi.label(dense, structure=structure)
     # the labels of the dense voxels only (a few percent of the lungs): the component sizes,
     # calcified components and dropped voxels follow from them without a pass over the volume
@@ -93,6 +97,32 @@ def _dense(vol, lung, sp, was_2d, threshold, min_size, calcification_hu, tissue=
     out = dense.copy()
     out.reshape(-1)[where[drop[lab_d]]] = False
     return out
+
+
+def _drop_isolated(dense: np.ndarray, vol: np.ndarray, calcification_hu: float, axes) -> np.ndarray:
+    """``dense`` without its voxels that have no dense neighbour (a component of one voxel, with
+    the neighbourhood of ``axes``: all 26 in 3D, the 8 in-plane ones for slices), unless above
+    ``calcification_hu``. The same voxels as labelling and dropping one-voxel components.
+
+    Neighbours are counted by a separable 3-wide box sum (``uint8``, at most 27).
+    """
+    count = dense.view(np.uint8)
+    for ax in axes:
+        n = count.shape[ax]
+        if n < 2:
+            continue
+        summed = count.copy()
+        lo = [slice(None)] * count.ndim
+        hi = [slice(None)] * count.ndim
+        lo[ax], hi[ax] = slice(0, n - 1), slice(1, n)
+        summed[tuple(lo)] += count[tuple(hi)]
+        summed[tuple(hi)] += count[tuple(lo)]
+        count = summed
+    isolated = dense & (count == 1)
+    if not isolated.any():
+        return dense
+    isolated &= ~(vol > calcification_hu)
+    return dense & ~isolated
 
 
 def vessel_mask_image(image, lungs_image=None, **kwargs):

@@ -956,7 +956,8 @@ class RotateTumor(_TumourOp):
         return F._bbox(tumour, pad)
 
     def _operate(self, hu, mask, lungs, dense, spacing, rng, out_image, out_mask):
-        n = len(F.tumor_components(mask))
+        comps = F.tumor_components(mask)
+        n = len(comps)
         if n != len(self.angles):
             raise ValueError(
                 f"RotateTumor: the mask has {n} tumour component(s) but {len(self.angles)} "
@@ -974,6 +975,7 @@ class RotateTumor(_TumourOp):
             angle_range=self.angle_range,
             out_image=out_image,
             out_mask=out_mask,
+            components=comps,
         )[2]
 
 

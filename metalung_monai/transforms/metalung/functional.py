@@ -311,20 +311,39 @@ class Component:
 
 
 def tumor_components(mask: np.ndarray) -> list[Component]:
-    """Connected tumour components (full connectivity), largest first.
+    """Connected tumour components (full connectivity), largest first (ties: raster order).
 
-    Labelling runs on the bounding box of the mask only (a tumour is small, a CT volume large).
+    Labelling runs on the bounding boxes of the mask only (a tumour is small, a CT volume
+    large): the mask is cut into slabs along the first axis at empty planes (nothing connects
+    across one), and each slab is labelled on its own box. Labels are numbered slab after slab,
+    which is the raster order a labelling of the whole array gives, so the components and their
+    order are the same.
     """
     m = np.asarray(mask) != 0
-    box = _bbox(m)
-    if box is None:
+    if m.ndim == 0:
         return []
-    sub = m[box]
-    labels, n = ndimage.label(sub, structure=ndimage.generate_binary_structure(sub.ndim, sub.ndim))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    objects = ndimage.find_objects(labels)
+    rows = np.flatnonzero(m.reshape(m.shape[0], -1).any(axis=1))
+    if rows.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) > 1)
+    starts = np.concatenate([[rows[0]], rows[breaks + 1]])
+    stops = np.concatenate([rows[breaks], [rows[-1]]]) + 1
+    structure = ndimage.generate_binary_structure(m.ndim, m.ndim)
+    sizes_all: list[np.ndarray] = []
+    pieces: list[tuple[tuple[slice, ...], np.ndarray, list]] = []
+    for a, b in zip(starts, stops):
+        slab = m[int(a) : int(b)]
+        inner = _bbox(slab)
+        box = (slice(int(a) + inner[0].start, int(a) + inner[0].stop), *inner[1:])
+        labels, n = ndimage.label(m[box], structure=structure)
+        sizes_all.append(np.bincount(labels.ravel(), minlength=n + 1)[1:])
+        pieces.append((box, labels, ndimage.find_objects(labels)))
+    sizes = np.concatenate(sizes_all)
+    where = [(p, k) for p, (_, _, objects) in enumerate(pieces) for k in range(len(objects))]
     comps = []
-    for k in np.argsort(-sizes, kind="stable"):
+    for g in np.argsort(-sizes, kind="stable"):
+        p, k = where[g]
+        box, labels, objects = pieces[p]
         local_box = objects[k]
         glob = tuple(slice(b.start + lb.start, b.start + lb.stop) for b, lb in zip(box, local_box))
         comps.append(Component(glob, labels[local_box] == k + 1))
@@ -399,31 +418,101 @@ def _inplane_distance(free3: np.ndarray, spacing_yx: tuple[float, float]) -> np.
     from a table of ``float32(sqrt(k) * spacing)``: the values the float64 formula gives, with no
     float64 temporaries.
     """
-    out = np.zeros(free3.shape, np.float32)
-    nz, h, w = free3.shape
-    square = math.isclose(spacing_yx[0], spacing_yx[1], rel_tol=1e-3)
-    padded = np.zeros((h + 2, w + 2), np.uint8)  # the border is non-free
-    inner = padded[1:-1, 1:-1]
-    table = None
-    for z in range(nz):
-        sl = free3[z]
-        if not sl.any():
-            continue
-        inner[...] = sl
-        if square:
-            d = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-            # exact distances are square roots of integers; OpenCV's SIMD paths round the last
-            # bit differently depending on buffer alignment, so snap them (reproducible choices)
-            k = np.multiply(d, d)
-            np.rint(k, out=k)
-            idx = k.astype(np.int32)
-            if table is None:
-                size = 1 << int((h + 2) ** 2 + (w + 2) ** 2).bit_length()
-                table = _root_table(float(spacing_yx[0]), size)
-            np.take(table, idx, out=out[z])
-        else:
-            out[z] = ndimage.distance_transform_edt(padded, sampling=spacing_yx)[1:-1, 1:-1]
-    return out
+    return InplaneDistance(free3, spacing_yx).distance()
+
+
+class InplaneDistance:
+    """Per-slice distance maps of :func:`_inplane_distance`, kept in a form that is cheap to
+    threshold and to update.
+
+    Square pixels keep OpenCV's squared distance in pixels (an integer held exactly in
+    ``float32`` after snapping):
+    ``distance > t`` is then ``k >= k_min(t)``, where ``k_min`` is found in the table of
+    ``float32(sqrt(k) * spacing)`` (which never decreases with ``k``), so thresholding gives the
+    same voxels as the ``float32`` millimetre map without building it. Other pixels keep the
+    ``float32`` map in mm.
+
+    :meth:`update` recomputes only the slices whose free mask changed, so a search repeated
+    after a small change (a tumour pasted, a place vacated) costs one comparison of the masks
+    plus the changed slices, and gives the same maps as a new computation.
+    """
+
+    def __init__(self, free3: np.ndarray, spacing_yx: tuple[float, float]) -> None:
+        self.spacing = (float(spacing_yx[0]), float(spacing_yx[1]))
+        self.square = math.isclose(self.spacing[0], self.spacing[1], rel_tol=1e-3)
+        nz, h, w = free3.shape
+        self.free = np.array(free3, dtype=bool, copy=True)
+        self.values = np.zeros(free3.shape, np.float32)
+        self._padded = np.zeros((h + 2, w + 2), np.uint8)  # the border is non-free
+        size = 1 << int((h + 2) ** 2 + (w + 2) ** 2).bit_length()
+        self._table = _root_table(self.spacing[0], size) if self.square else None
+        self._slices(range(nz))
+
+    def _slices(self, zs) -> None:
+        inner = self._padded[1:-1, 1:-1]
+        for z in zs:
+            sl = self.free[z]
+            if not sl.any():
+                self.values[z] = 0
+                continue
+            inner[...] = sl
+            if self.square:
+                d = cv2.distanceTransform(self._padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                d = d[1:-1, 1:-1]
+                # exact distances are square roots of integers; OpenCV's SIMD paths round the
+                # last bit differently depending on buffer alignment, so snap them (reproducible)
+                k = self.values[z]
+                np.multiply(d, d, out=k)
+                np.rint(k, out=k)
+            else:
+                self.values[z] = ndimage.distance_transform_edt(
+                    self._padded, sampling=self.spacing
+                )[1:-1, 1:-1]
+
+    def update(self, free3: np.ndarray) -> bool:
+        """Recompute the slices where ``free3`` differs from the mask held; False (nothing done)
+        when its shape differs."""
+        if free3.shape != self.free.shape:
+            return False
+        changed = np.flatnonzero((self.free != free3).any(axis=(1, 2)))
+        if changed.size:
+            self.free[changed] = free3[changed]
+            self._slices(changed)
+        return True
+
+    def greater(self, threshold: float) -> np.ndarray:
+        """``distance > threshold`` (mm), voxel by voxel, as the float32 map would give it."""
+        if not self.square:
+            return self.values > threshold
+        above = self._table > threshold  # the comparison the float32 map would make
+        k_min = int(above.argmax()) if above[-1] else len(self._table)
+        return self.values >= k_min
+
+    def distance(self) -> np.ndarray:
+        """The distance map in mm (``float32``)."""
+        if not self.square:
+            return self.values.copy()
+        return np.take(self._table, self.values.astype(np.int32))
+
+
+class DistanceCache:
+    """The :class:`InplaneDistance` maps of the searches of one operation call, reused across its
+    tumour components: a new search whose free mask has the shape of a held one updates it slice
+    by slice (same maps as a new computation, see :meth:`InplaneDistance.update`)."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._held: list[InplaneDistance] = []
+
+    def get(self, free3: np.ndarray, spacing_yx: tuple[float, float]) -> InplaneDistance:
+        sp = (float(spacing_yx[0]), float(spacing_yx[1]))
+        for i, held in enumerate(self._held):
+            if held.spacing == sp and held.update(free3):
+                self._held.insert(0, self._held.pop(i))
+                return held
+        new = InplaneDistance(free3, sp)
+        self._held = [new, *self._held][: self.size]
+        return new
 
 
 def _all_within(mask3: np.ndarray, reach: int) -> np.ndarray:
@@ -480,6 +569,7 @@ def _find_place(
     rng: np.random.Generator,
     margin_mm: float = 0.0,
     tries: int = 32,
+    cache: DistanceCache | None = None,
 ) -> np.ndarray | None:
     """A random centre where every voxel of ``offsets`` lies in ``free``, more than ``margin_mm`` inside.
 
@@ -490,12 +580,13 @@ def _find_place(
     by voxel. When no voxel is that far, candidates at half the radius are checked too. Work is
     confined to the bounding box of ``free``.
     """
-    return _search(free, None, offsets, r_xy, half_z, spacing, rng, margin_mm, None, tries)
+    return _search(free, None, offsets, r_xy, half_z, spacing, rng, margin_mm, None, tries, cache)
 
 
-def _search(free, window, offsets, r_xy, half_z, spacing, rng, margin_mm, near, tries):
+def _search(free, window, offsets, r_xy, half_z, spacing, rng, margin_mm, near, tries, cache=None):
     """:func:`_find_place` inside ``window`` (a box, or everything); with ``near`` (a voxel
-    position) the ``tries`` candidates nearest to it are checked instead of random ones."""
+    position) the ``tries`` candidates nearest to it are checked instead of random ones;
+    ``cache``: a :class:`DistanceCache` shared by the searches of one call."""
     base = np.zeros(free.ndim, int) if window is None else np.array([w.start for w in window])
     region = free if window is None else free[window]
     box = _bbox(region)
@@ -509,14 +600,15 @@ def _search(free, window, offsets, r_xy, half_z, spacing, rng, margin_mm, near, 
     )
     sp3 = (1.0,) + tuple(spacing) if flat2d else tuple(spacing)
     m_z = 0 if flat2d or margin_mm <= 0 else int(math.ceil(margin_mm / sp3[0]))
-    d2 = _inplane_distance(sub3, (float(sp3[1]), float(sp3[2])))
+    sp_yx = (float(sp3[1]), float(sp3[2]))
+    dist = InplaneDistance(sub3, sp_yx) if cache is None else cache.get(sub3, sp_yx)
     reach = half_z + m_z
-    ok = d2 > margin_mm if margin_mm > 0 else sub3
+    ok = dist.greater(margin_mm) if margin_mm > 0 else sub3
     if m_z:
         ok = _all_within(ok, m_z)
     origin3 = np.concatenate([[0], origin]) if flat2d else origin
     for threshold in (r_xy + margin_mm, 0.5 * r_xy + margin_mm):
-        cand = np.flatnonzero(_all_within(d2 > threshold, reach))
+        cand = np.flatnonzero(_all_within(dist.greater(threshold), reach))
         if cand.size == 0:
             continue
         if near is None:
@@ -542,6 +634,7 @@ def fill_with_parenchyma(
     rng: np.random.Generator,
     source: np.ndarray | None = None,
     out: np.ndarray | None = None,
+    cache: DistanceCache | None = None,
 ) -> tuple[np.ndarray, str]:
     """Fill ``region`` with lung parenchyma copied from elsewhere in the same image.
 
@@ -559,6 +652,8 @@ def fill_with_parenchyma(
         rng: random generator.
         source: array to copy donor values from (default ``image``).
         out: array to write into (default a copy of ``image``).
+        cache: distance maps shared with the other searches of the call (:class:`DistanceCache`),
+            used by the search over the whole lung (the window search is small and new each time).
 
     Returns:
         ``(filled_image, how)`` with ``how`` in ``{"patch", "sampled", "none"}``.
@@ -594,7 +689,7 @@ def fill_with_parenchyma(
         place = place + w0
     else:
         place = _search(
-            parenchyma & ~region, None, offsets, r_xy, half_z, spacing, rng, 0.0, centre, 16
+            parenchyma & ~region, None, offsets, r_xy, half_z, spacing, rng, 0.0, centre, 16, cache
         )
     targets = tuple((offsets + centre).T)
     if place is not None:
@@ -729,7 +824,12 @@ def relocate_tumors(
         blocked[box] |= local
     # free space is looked for inside each lung's bounding box only (the search crops to the free
     # voxels' own box anyway, so the same candidates come out in the same order)
-    lung_boxes = {label: _bbox(lungs == label) for label in _LUNG_NAMES}
+    in_lung = {label: lungs == label for label in _LUNG_NAMES}
+    lung_boxes = {label: _bbox(in_lung[label]) for label in _LUNG_NAMES}
+    # each lung's free voxels, kept up to date as tumours are pasted (only near each one)
+    free_of = {label: in_lung[label] & ~blocked for label in _LUNG_NAMES}
+    del in_lung, blocked
+    cache = DistanceCache()  # each lung's free space changes little from one component to the next
     for k, comp in enumerate(comps):
         box, cut = cuts[k]
         res = ComponentResult(component=k, voxels=comp.voxels, applied=False)
@@ -759,8 +859,10 @@ def relocate_tumors(
             lbox = lung_boxes[target]
             if lbox is None:
                 continue
-            free = (lungs[lbox] == target) & ~blocked[lbox]
-            place = _find_place(free, offsets, r_xy, half_z, spacing, rng, margin_mm=margin_mm)
+            free = free_of[target][lbox]
+            place = _find_place(
+                free, offsets, r_xy, half_z, spacing, rng, margin_mm=margin_mm, cache=cache
+            )
             if place is None:
                 continue
             place = place + np.array([b.start for b in lbox])
@@ -770,9 +872,16 @@ def relocate_tumors(
             # donors in the same order as on the whole array (see fill_with_parenchyma)
             frame = _union_box(lung_boxes[src_lung], box)
             vacated = _to_global(_shift(box, frame), cut, tuple(f.stop - f.start for f in frame))
-            parenchyma = (lungs[frame] == src_lung) & ~blocked[frame]
+            parenchyma = free_of[src_lung][frame]
             _, how = fill_with_parenchyma(
-                img[frame], vacated, parenchyma, spacing, rng, source=img[frame], out=out_img[frame]
+                img[frame],
+                vacated,
+                parenchyma,
+                spacing,
+                rng,
+                source=img[frame],
+                out=out_img[frame],
+                cache=cache,
             )
             out_msk[comp.box][comp.local] = 0
             out_img[dst_pts] = vals[src_pts]
@@ -784,9 +893,11 @@ def relocate_tumors(
             nb = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
             pasted = np.zeros(tuple(b - a for a, b in zip(lo, hi)), bool)
             pasted[tuple((np.asarray(dst_pts).T - lo).T)] = True
-            blocked[nb] |= ndimage.binary_dilation(
+            near_pasted = ndimage.binary_dilation(
                 pasted, ndimage.generate_binary_structure(pasted.ndim, pasted.ndim)
             )
+            for lung_free in free_of.values():
+                lung_free[nb] &= ~near_pasted
             orig_centre = centre_local + np.array([b.start for b in box])
             res.applied = True
             res.to_lung = _LUNG_NAMES[target]
@@ -817,6 +928,7 @@ def rotate_tumors(
     max_clip: float = 0.1,
     out_image: np.ndarray | None = None,
     out_mask: np.ndarray | None = None,
+    components: list[Component] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[ComponentResult]]:
     """Rotate each tumour component in place about its own centre (MetaLung op 4).
 
@@ -837,6 +949,7 @@ def rotate_tumors(
         tries: angles tried per component.
         angle_range: range of absolute angles for retries.
         max_clip: largest fraction of tumour voxels that may be dropped at the pleura / vessels.
+        components: ``tumor_components(mask)`` when the caller has it already.
 
     Returns:
         ``(image, mask, results)`` as :func:`relocate_tumors`.
@@ -846,7 +959,7 @@ def rotate_tumors(
     lungs = np.asarray(lungs)
     dense = np.asarray(dense, dtype=bool)
     spacing = tuple(float(s) for s in spacing)
-    comps = tumor_components(msk)
+    comps = tumor_components(msk) if components is None else components
     out_img = img.copy() if out_image is None else out_image
     out_msk = msk.astype(np.uint8) if out_mask is None else out_mask
     results: list[ComponentResult] = []
