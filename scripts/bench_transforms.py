@@ -19,7 +19,8 @@ load of a shared machine falls on all of them alike, and each figure is the medi
 from different runs. The targets (issue 10): every operation within 2x of its floor, >= 5x
 faster than MONAI's equivalent, the volume through all six operations <= 1.5 s (wall time; the
 process CPU time is printed beside it, since on a loaded machine the wall time mostly measures
-the other processes).
+the other processes). The six-operation chain is an absolute figure, so it is timed on its own
+(and, for reference, interleaved with the peers too).
 
     python scripts/bench_transforms.py [--quick] [--repeats 50] [--volume-repeats 3] [--out DIR]
 """
@@ -310,20 +311,27 @@ def main(argv=None) -> int:
                 d = t(d)
             return d
 
+        # the chain is timed on its own first: it is an absolute target, not a ratio, and right
+        # after the peers' multi-GB volume calls every large allocation of the next call pays
+        # fresh page faults (a 130 MB copy was measured at 0.5 s instead of 0.03 s there)
+        alone = interleaved({"all six": all_six}, max(vrepeats, 5), warmup=1)["all six"]
         cases = {**our_cases(vol, True), "all six": all_six, **peer_cases(vol, True)}
         res_vol = interleaved(cases, vrepeats, warmup=1)
+        res_vol["all six (alone)"] = alone
         results["volume"] = res_vol
         vlines, vverdicts = table("512 x 512 x 128 volume (phantom), image + mask", res_vol, ops)
-        total = res_vol["all six"]
-        vverdicts["volume all six <= 1.5 s"] = (total["ms"] / 1e3, total["ms"] / 1e3 <= VOLUME_S)
+        mixed = res_vol["all six"]
+        vverdicts["volume all six <= 1.5 s"] = (alone["ms"] / 1e3, alone["ms"] / 1e3 <= VOLUME_S)
         lines += [
             "",
             *vlines,
             "",
             (
-                f"All six operations one after another: **{total['ms'] / 1e3:.2f} s** wall "
-                f"(target <= {VOLUME_S} s: {_ok(total['ms'] / 1e3 <= VOLUME_S)}), "
-                f"{total['cpu_ms'] / 1e3:.2f} s CPU time of this process."
+                f"All six operations one after another: **{alone['ms'] / 1e3:.2f} s** wall "
+                f"(median of {max(vrepeats, 5)}, timed alone; target <= {VOLUME_S} s: "
+                f"{_ok(alone['ms'] / 1e3 <= VOLUME_S)}), {alone['cpu_ms'] / 1e3:.2f} s CPU time "
+                f"of this process; {mixed['ms'] / 1e3:.2f} s when interleaved with the peers' "
+                "volume calls (their allocations leave the next large ones page-faulting)."
             ),
         ]
         verdicts.update({f"volume {k}": v for k, v in vverdicts.items() if k[0] != "v"})

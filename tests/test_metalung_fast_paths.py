@@ -75,7 +75,7 @@ def _inplane_reference(free3, spacing_yx):
 @pytest.mark.parametrize("spacing", [(0.7, 0.7), (1.0, 1.0), (0.6, 0.9)])
 def test_inplane_distance_equals_the_float64_formula(spacing):
     rng = np.random.default_rng(1)
-    for shape in ((3, 60, 90), (1, 257, 130), (5, 12, 300)):
+    for shape in ((3, 60, 90), (1, 257, 130), (5, 12, 300), (40, 30, 50)):  # 40: threaded
         free = ndimage.binary_opening(rng.random(shape) > 0.15)
         free[0] = False  # an empty slice
         assert np.array_equal(F._inplane_distance(free, spacing), _inplane_reference(free, spacing))

@@ -281,6 +281,15 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _meta_like(res: torch.Tensor, ref: MetaTensor) -> MetaTensor:
+    """``res`` as a MetaTensor with a copy of ``ref``'s metadata and attributes (what
+    ``MetaTensor(res)`` then ``copy_meta_from(ref, copy_attr=True)`` gives, without building
+    the default metadata that the copy replaces: a few microseconds instead of ~70)."""
+    mt = res.as_subclass(MetaTensor)
+    mt.copy_meta_from(ref, copy_attr=True)
+    return mt
+
+
 def _like(out: np.ndarray, ref: NdarrayOrTensor) -> NdarrayOrTensor:
     """``out`` with the type, dtype, device and metadata of ``ref``."""
     if isinstance(ref, torch.Tensor):
@@ -288,9 +297,7 @@ def _like(out: np.ndarray, ref: NdarrayOrTensor) -> NdarrayOrTensor:
         if isinstance(ref, MetaTensor):
             if not get_track_meta():
                 return res
-            mt = MetaTensor(res)
-            mt.copy_meta_from(ref, copy_attr=True)
-            return mt
+            return _meta_like(res, ref)
         return res
     return convert_to_dst_type(np.ascontiguousarray(out), ref, dtype=np.asarray(ref).dtype)[0]
 
@@ -380,10 +387,17 @@ def _is_binary(arr: np.ndarray) -> bool:
             np.issubdtype(arr.dtype, np.unsignedinteger) or int(arr.min()) >= 0
         )
     flat = arr.reshape(-1)
+    # counting nonzero bit patterns is several times faster than counting nonzero floats; they
+    # differ only for -0.0 (a nonzero pattern, a zero value), which the exact count then settles
+    bits = {4: np.uint32, 8: np.uint64, 2: np.uint16}.get(flat.dtype.itemsize)
+    floating = np.issubdtype(flat.dtype, np.floating) and bits is not None
     for start in range(0, flat.size, _BINARY_CHUNK):
         chunk = flat[start : start + _BINARY_CHUNK]
+        ones = np.count_nonzero(chunk == 1)
+        if floating and np.count_nonzero(chunk.view(bits)) == ones:
+            continue
         nz = np.count_nonzero(chunk)
-        if nz and np.count_nonzero(chunk == 1) != nz:
+        if nz and ones != nz:
             return False
     return True
 
@@ -450,8 +464,7 @@ class MirrorLR(InvertibleTransform):
             else:
                 out = torch.flip(plain, (axis,))
             if get_track_meta():
-                out = MetaTensor(out)
-                out.copy_meta_from(img, copy_attr=True)
+                out = _meta_like(out, img)
         elif isinstance(img, torch.Tensor):
             out = torch.flip(img, (axis,))
             if isinstance(img, MetaTensor) and not isinstance(out, MetaTensor) and get_track_meta():

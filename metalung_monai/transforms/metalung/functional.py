@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -421,6 +423,22 @@ def _inplane_distance(free3: np.ndarray, spacing_yx: tuple[float, float]) -> np.
     return InplaneDistance(free3, spacing_yx).distance()
 
 
+#: slices from which the distance maps are computed in two threads (fewer: not worth a thread)
+_THREADED_SLICES = 24
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _distance_pool() -> ThreadPoolExecutor | None:
+    """Two threads for the distance maps of this process (None on one CPU); a process forked
+    after the pool was made (a DataLoader worker) makes its own."""
+    global _POOL
+    if (os.cpu_count() or 1) < 2:
+        return None
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="metalung-distance"))
+    return _POOL[1]
+
+
 class InplaneDistance:
     """Per-slice distance maps of :func:`_inplane_distance`, kept in a form that is cheap to
     threshold and to update.
@@ -443,13 +461,25 @@ class InplaneDistance:
         nz, h, w = free3.shape
         self.free = np.array(free3, dtype=bool, copy=True)
         self.values = np.zeros(free3.shape, np.float32)
-        self._padded = np.zeros((h + 2, w + 2), np.uint8)  # the border is non-free
         size = 1 << int((h + 2) ** 2 + (w + 2) ** 2).bit_length()
         self._table = _root_table(self.spacing[0], size) if self.square else None
         self._slices(range(nz))
 
     def _slices(self, zs) -> None:
-        inner = self._padded[1:-1, 1:-1]
+        zs = list(zs)
+        pool = _distance_pool() if len(zs) >= _THREADED_SLICES else None
+        if pool is None:
+            self._slice_run(zs)
+            return
+        # OpenCV and scipy release the GIL: halves of the slices in two threads (each slice's
+        # map depends on that slice only, so the maps are the same in any order)
+        half = len(zs) // 2
+        list(pool.map(self._slice_run, (zs[:half], zs[half:])))
+
+    def _slice_run(self, zs) -> None:
+        h, w = self.free.shape[1:]
+        padded = np.zeros((h + 2, w + 2), np.uint8)  # the border is non-free; one per thread
+        inner = padded[1:-1, 1:-1]
         for z in zs:
             sl = self.free[z]
             if not sl.any():
@@ -457,7 +487,7 @@ class InplaneDistance:
                 continue
             inner[...] = sl
             if self.square:
-                d = cv2.distanceTransform(self._padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                d = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
                 d = d[1:-1, 1:-1]
                 # exact distances are square roots of integers; OpenCV's SIMD paths round the
                 # last bit differently depending on buffer alignment, so snap them (reproducible)
@@ -465,9 +495,9 @@ class InplaneDistance:
                 np.multiply(d, d, out=k)
                 np.rint(k, out=k)
             else:
-                self.values[z] = ndimage.distance_transform_edt(
-                    self._padded, sampling=self.spacing
-                )[1:-1, 1:-1]
+                self.values[z] = ndimage.distance_transform_edt(padded, sampling=self.spacing)[
+                    1:-1, 1:-1
+                ]
 
     def update(self, free3: np.ndarray) -> bool:
         """Recompute the slices where ``free3`` differs from the mask held; False (nothing done)
