@@ -140,7 +140,23 @@ def test_adding_an_arm_is_one_file_and_one_registration(cohort, tmp_path):
         ARMS.pop("mirrored")
 
 
-@pytest.mark.parametrize("arm", ["none", "metalung", "monai"])
+@pytest.mark.parametrize(
+    "bundle", ["unet_lung_tumor", "deeplabv3_lung_tumor", "maskrcnn_lung_tumor"]
+)
+def test_combined_arm_is_metalung_then_the_generic_pipeline(bundle):
+    configs = UNET.parent / bundle / "configs"
+    both = json.loads((configs / "augment_metalung+monai.json").read_text())
+    meta = json.loads((configs / "augment_metalung.json").read_text())
+    generic = json.loads((configs / "augment_monai.json").read_text())
+    assert both["augment"] == "metalung+monai" and "metalung+monai" in ARMS
+    for slot in ("train#expansion", "train#hu_augmentation"):
+        assert both[slot] == meta[slot]  # HU-exact, on HU
+    assert both["train#augmentation"] == generic["train#augmentation"]  # after the window
+    with pytest.raises(InputError, match="safe file name"):
+        register_arm(Arm("metalung+../x", "not a name"))
+
+
+@pytest.mark.parametrize("arm", ["none", "metalung", "monai", "metalung+monai"])
 def test_training_transforms_give_binary_patches(cohort, arm):
     p = train_parser(cohort, arm)
     tf = p.get_parsed_content("train#preprocessing")
@@ -214,7 +230,8 @@ def test_experiment_end_to_end_resume_and_refusal(cohort, tmp_path, capsys):
         and "| unet | none |" in text
         and "| unet | metalung |" in text
     )
-    assert "MetaLung" in text and "on dice" in text and "one seed: no spread to judge it by" in text
+    assert "MetaLung" in text and "on dice" in text and "## unet: paired comparisons" in text
+    assert "± nan" not in text and (out / "paired_unet.csv").is_file()  # one seed: means alone
     assert "2 runs; compute time" in text
     for name in (
         "table7_unet.csv",

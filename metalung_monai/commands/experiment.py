@@ -59,6 +59,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="training preset (default quick)",
     )
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="patient-grouped K-fold cross-validation over all the datalist's cases (for a "
+        "datalist without a held-out test section): every patient tested once per seed",
+    )
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     p.add_argument(
         "--set",
@@ -108,14 +116,13 @@ def parse_set(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Run the experiment the options describe; print where its results are."""
     from ..training.experiment import run_experiment
+    from ..training.folds import run_cross_validation
     from ..training.presets import SettingError
 
     datalist = args.datalist or str(Path.cwd() / "outputs" / "cohort" / "datalist.json")
     t0 = time.perf_counter()
     try:
-        path = run_experiment(
-            datalist,
-            args.out,
+        common = dict(
             models=[m.strip() for m in args.models.split(",") if m.strip()],
             arms=[a.strip() for a in args.augment.split(",") if a.strip()],
             preset=args.preset,
@@ -126,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             verbose=bool(getattr(args, "verbose", False)),
         )
+        if args.folds is not None:
+            path = run_cross_validation(datalist, args.out, args.folds, **common)
+        else:
+            path = run_experiment(datalist, args.out, **common)
     except SettingError as e:  # name the option the user typed
         raise e.renamed(f"--set {e.setting}") from e
     print(f"metalung experiment: results in {path} ({(time.perf_counter() - t0) / 60:.1f} min)")

@@ -44,11 +44,11 @@ def register_arm(arm: Arm) -> Arm:
     Raises:
         InputError: the name is not a safe file name (it names the arm's run folders and files).
     """
-    if not is_safe_name(arm.name):
+    if not isinstance(arm.name, str) or not all(is_safe_name(p) for p in arm.name.split("+")):
         raise InputError(
             "arm name",
-            f"{arm.name!r} is not a safe file name (letters, digits, '.', '_', '-'); it "
-            "names the arm's run folders",
+            f"{arm.name!r} is not a safe file name (letters, digits, '.', '_', '-', and '+' "
+            "between two such names for a combined arm); it names the arm's run folders",
         )
     ARMS[arm.name] = arm
     return arm
@@ -84,5 +84,11 @@ register_arm(
         "monai",
         "generic MONAI pipeline with nnU-Net-style defaults (flips, rotation/zoom, noise, blur, "
         "intensity scale/shift, gamma)",
+    )
+)
+register_arm(
+    Arm(
+        "metalung+monai",
+        "MetaLung's HU-exact operations on HU, then the generic MONAI pipeline after the window",
     )
 )

@@ -49,7 +49,8 @@ RUN_OUTPUTS = (
 
 def run_rel(model: str, arm: str, seed: int) -> str:
     """A run's folder relative to the experiment folder (names checked: they become paths)."""
-    return "/".join(("runs", safe_name(model), safe_name(arm), f"seed{int(seed)}"))
+    arm_dir = "+".join(safe_name(part) for part in str(arm).split("+"))  # "metalung+monai"
+    return "/".join(("runs", safe_name(model), arm_dir, f"seed{int(seed)}"))
 
 
 def run_files(out: Path, rel: str) -> list[str]:
