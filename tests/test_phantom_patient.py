@@ -255,7 +255,8 @@ def test_params_sampling_and_validation():
 
 
 def test_vessel_trees_follow_murray():
-    """Space-filling trees: hundreds of segments per lung, radius ~6 mm down to < 1 mm, r^3 conserved."""
+    """Space-filling trees: hundreds of segments per lung, radius ~6 mm down to < 1 mm at the twig
+    tips (branching stops at 2 mm, calibrated on real CT), r^3 conserved."""
     rng = np.random.default_rng(2)
     anatomy = ChestAnatomy.sample(rng, 350.0, contrast=False)
     pmap = PlanningMap(anatomy)
@@ -263,7 +264,7 @@ def test_vessel_trees_follow_murray():
     vessels = segs.kind < 2
     for lung in (1, 2):
         sel = vessels & (segs.lung == lung)
-        assert sel.sum() > 300
+        assert sel.sum() > 200
         assert segs.ra[sel].max() > 4.0 and segs.rb[sel].min() < 1.0
     # Murray's law at every bifurcation: parent r^3 = sum of children r^3 (radii at the branch start)
     par = segs.parent[vessels]

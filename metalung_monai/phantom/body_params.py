@@ -411,7 +411,7 @@ def sample_body_params(
     hu_csf = u(10.0, 30.0)
     hu_airway_wall = u(-20.0, 40.0)
     hu_table = u(120.0, 260.0)
-    hu_lung = u(-870.0, -830.0)
+    hu_lung = u(-910.0, -870.0)  # calibrated on real chest CT (docs/phantom.md)
     hu_lung_gradient = u(30.0, 70.0)
     # abdomen (stomach with a gas bubble under the left dome, spleen behind it)
     stomach_gas_fraction = u(0.12, 0.4)

@@ -4,7 +4,7 @@ Order of operations on the ideal HU volume (float32):
 
 1. blur in-plane with a gaussian whose sigma (mm) stands for the reconstruction kernel (soft
    about 1.0 mm, sharp about 0.45 mm), applied after tissue composition;
-2. add gaussian noise (sigma 8-40 HU per patient, higher with sharp kernels), optionally
+2. add gaussian noise (sigma 14-68 HU per patient, higher with sharp kernels), optionally
    correlated in-plane (a small gaussian filter on the noise, renormalised to the target sigma);
 3. round, clip to ``[-1024, 3071]`` (air -1000 + noise stays >= -1024);
 4. voxels outside the circular reconstruction field of view are padding: ``-1024`` in the HU
@@ -67,7 +67,8 @@ def sample_scanner(rng: np.random.Generator, vendor: str | None = None) -> dict:
     kernels = sorted(prof["kernels"])
     kernel = kernels[int(rng.integers(len(kernels)))]
     sigma = float(prof["kernels"][kernel])
-    noise = float(rng.uniform(8.0, 22.0) if sigma >= 0.9 else rng.uniform(15.0, 40.0))
+    # calibrated on real chest CT (docs/phantom.md): the parenchyma's low tail (p5) of real scans
+    noise = float(rng.uniform(14.0, 37.0) if sigma >= 0.9 else rng.uniform(25.0, 68.0))
     intercept = int(prof["intercepts"][int(rng.integers(len(prof["intercepts"])))])
     pad = int(prof["padding_value"])
     return {
