@@ -6,12 +6,16 @@
   :func:`per_class` (per Lung-RADS class, the thesis' Table 8), :func:`per_patient` (3D scores
   from pooled counts), arm/seed tables, :func:`markdown_table`, :func:`write_table`,
   :func:`mean_sd`, :func:`format_mean_sd`.
+* :mod:`.paired`: :func:`paired_comparison` (arm B against arm A, case by case: per-patient
+  differences, bootstrap interval over patients, Wilcoxon p-value, verdict),
+  :func:`paired_arm_table` (every arm against a reference arm, per metric, from a long frame).
 * :mod:`.figures`: :func:`overlay_grid`, :func:`training_curves` (imports matplotlib on use).
 
 Definitions and conventions: ``docs/evaluation.md``.
 """
 
 from .metrics import DEFAULT_CALCIFICATION_HU, METRICS, components, image_scores, scores_from_counts
+from .paired import PairedComparison, paired_arm_table, paired_comparison
 from .report import (
     LUNG_RADS_TEST_CLASSES,
     arm_table,
@@ -47,6 +51,9 @@ __all__ = [
     "format_mean_sd",
     "markdown_table",
     "write_table",
+    "PairedComparison",
+    "paired_comparison",
+    "paired_arm_table",
     *sorted(_LAZY),
 ]
 

@@ -10,6 +10,8 @@ thesis, per patient in 3D, calcified false positives), and writes ``DIR/results.
 * Table 8 layout: DICE per Lung-RADS class;
 * per-patient 3D DICE, false-positive components and those on calcified nodules;
 * training samples, wall time and data-loading share per arm;
+* paired comparisons of the arms (``paired_<model>``: per-patient differences, bootstrap 95 %
+  interval over patients, Wilcoxon p), on which every arm-vs-arm verdict rests;
 * ``overlays_<model>.png`` (predictions of each arm on test slices) and ``curves_<model>.png``.
 
 Every arm gets the same preset: same iterations, batch size, crops, optimiser and seeds. Runs

@@ -28,7 +28,7 @@ from ..io.datalist import PATH_KEYS, load_datalist
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.runner import fingerprint
 from .experiment import run_experiment
-from .results import run_frames
+from .results import PAIRED_METHOD, paired_section, run_frames
 
 __all__ = [
     "FOLD_SECTIONS",
@@ -254,6 +254,8 @@ def _write_cv_results(out: Path, pooled, models, arms, seeds, k: int, split: dic
             cells = [_mean_sd(per_seed[x].tolist()) for x in _METRICS]
             lines.append(f"| {a} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
+        section, verdicts = paired_section(out, m, arms, pooled[pooled["model"] == m])
+        lines += section + ([PAIRED_METHOD, "", *verdicts, ""] if verdicts else [])
     lines += ["## Folds", "", "| fold | test patients |", "|---|---|"]
     lines += [f"| {f} | {', '.join(p)} |" for f, p in enumerate(split["folds"])]
     path = out / "results.md"

@@ -8,8 +8,12 @@ model:
 * ``table8_<model>``: DICE per Lung-RADS class and arm, the thesis' Table 8;
 * ``runs_<model>``: per-patient 3D DICE, false-positive components and those on calcified nodules,
   training samples, wall time and data-loading share per arm;
-* the verdict of MetaLung against each other arm on DICE and Precision, judged against the
-  seed-to-seed spread;
+* ``paired_<model>``: paired comparisons of the arms (every arm against ``none``, MetaLung
+  against every other augmentation arm) on DICE, Precision and Recall per test tumour slice:
+  differences slice by slice (same seed and slice), averaged per patient, with a bootstrap 95 %
+  interval over patients and a Wilcoxon signed-rank p-value
+  (:func:`~metalung_monai.evaluation.paired_arm_table`); an arm is better or worse only when the
+  interval excludes 0;
 * the figures (:mod:`.experiment_figures`);
 
 and ``all_slices`` / ``all_volumes``: every test slice's and volume's scores of every run.
@@ -30,14 +34,23 @@ from ..evaluation import (
     class_arm_table,
     format_mean_sd,
     markdown_table,
-    mean_sd,
+    paired_arm_table,
     write_table,
 )
+from ..evaluation.paired import BETTER, WORSE
 from ..utils.atomic import atomic_path
 from .experiment_figures import experiment_figures
 from .experiment_folder import run_rel
 
-__all__ = ["write_results", "run_frames"]
+__all__ = [
+    "write_results",
+    "run_frames",
+    "paired_section",
+    "paired_table",
+    "comparisons",
+    "PAIRED_METRICS",
+    "PAIRED_METHOD",
+]
 
 
 def run_frames(
@@ -87,41 +100,150 @@ def _cost_table(
     return pd.DataFrame.from_records(rows)
 
 
-def _verdicts(
-    model: str, arms: Sequence[str], seeds: Sequence[int], slices: pd.DataFrame
-) -> list[str]:
-    """MetaLung against each other arm on DICE and Precision (means over seeds), one line each.
+#: metrics judged by paired comparison (higher is better)
+PAIRED_METRICS: tuple[str, ...] = ("dice", "precision", "recall")
+#: bootstrap resamples and generator seed of the paired intervals (fixed: reruns print the same)
+_N_BOOT, _BOOT_SEED = 10_000, 0
 
-    A difference smaller than the larger seed-to-seed SD is not a result; none is given without
-    a ``metalung`` arm.
+
+def comparisons(arms: Sequence[str]) -> list[tuple[str, str]]:
+    """The ``(A, B)`` arm pairs judged in ``results.md`` (B against A).
+
+    Every arm against the reference, ``none`` (the first arm when there is no ``none``), then
+    ``metalung`` against every other augmentation arm (the thesis' question), each pair once.
     """
-    if "metalung" not in arms:
+    arms = list(dict.fromkeys(arms))
+    if len(arms) < 2:
         return []
-    per_seed = {
-        a: [slices[(slices["arm"] == a) & (slices["seed"] == s)] for s in seeds] for a in arms
-    }
-    stats = {
-        a: {k: mean_sd([df[k].mean() for df in per_seed[a]]) for k in ("dice", "precision")}
-        for a in arms
-    }
+    ref = "none" if "none" in arms else arms[0]
+    pairs = [(ref, b) for b in arms if b != ref]
+    if "metalung" in arms and ref != "metalung":
+        pairs += [(a, "metalung") for a in arms if a not in (ref, "metalung")]
+    return pairs
+
+
+def paired_table(model: str, arms: Sequence[str], slices: pd.DataFrame) -> pd.DataFrame:
+    """Paired comparisons of one model's arms on its test tumour slices, one row per pair and metric.
+
+    Slices are paired by seed, case and slice index; each patient's slice differences (of every
+    seed) are averaged, and the interval is a bootstrap over patients
+    (:func:`~metalung_monai.evaluation.paired_arm_table`, 10,000 resamples, seed 0).
+
+    Returns:
+        DataFrame: ``model`` and the columns of :func:`paired_arm_table` (``reference`` is arm A,
+        ``arm`` arm B; differences are B - A); empty with fewer than two arms.
+    """
+    frames = [
+        paired_arm_table(
+            slices[slices["arm"].isin([a, b])],
+            a,
+            PAIRED_METRICS,
+            arms=[b],
+            n_boot=_N_BOOT,
+            seed=_BOOT_SEED,
+        )
+        for a, b in comparisons(arms)
+    ]
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(0, "model", model)
+    return out
+
+
+def _signed(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:+.3f}"
+
+
+def _interval(lo: float, hi: float) -> str:
+    return "n/a" if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def _p(v: float) -> str:
+    return "n/a" if math.isnan(v) else (f"{v:.3f}" if v >= 0.001 else f"{v:.1e}")
+
+
+def _verdict_words(r) -> str:
+    a, b = f"`{r['reference']}`", f"`{r['arm']}`"
+    return {
+        BETTER: f"{b} better than {a}",
+        WORSE: f"{b} worse than {a}",
+    }.get(r["verdict"], f"no difference shown between {b} and {a}")
+
+
+def _paired_markdown(table: pd.DataFrame) -> str:
+    """The paired comparisons as a readable Markdown table (the CSV keeps every column)."""
+    rows = [
+        {
+            "B vs A": f"{r['arm']} vs {r['reference']}",
+            "metric": r["metric"],
+            "patients": r["n_patients"],
+            "slice pairs": r["n_cases"],
+            "mean A": r["mean_a"],
+            "mean B": r["mean_b"],
+            "B - A per slice": _signed(r["mean_case_diff"]),
+            "B - A per patient": _signed(r["mean_diff"]),
+            "95 % interval (patients)": _interval(r["ci_low"], r["ci_high"]),
+            "Wilcoxon p": _p(r["p_value"]),
+            "verdict": r["verdict"],
+        }
+        for _, r in table.iterrows()
+    ]
+    return markdown_table(pd.DataFrame.from_records(rows))
+
+
+#: how the paired comparisons are made, in words (printed above the verdicts)
+PAIRED_METHOD = (
+    "Each slice of arm B is paired with the same slice of arm A (same seed); the differences "
+    "are averaged per patient (over its slices and seeds) and a bootstrap over patients "
+    f"({_N_BOOT:,} resamples, seed {_BOOT_SEED}) gives the 95 % interval of the mean difference; "
+    "the Wilcoxon signed-rank test of the patient differences gives p. B is better or worse than "
+    "A only when the interval excludes 0. Pairs where a value is undefined (Precision of a slice "
+    "with no prediction) are left out, so the means A and B, over the complete pairs, can differ "
+    "from the tables' means over seeds. Definitions in docs/evaluation.md."
+)
+
+
+def paired_section(
+    out: Path, model: str, arms: Sequence[str], slices: pd.DataFrame
+) -> tuple[list[str], list[str]]:
+    """Write ``paired_<model>.csv/.md`` into ``out``; return its Markdown section and verdict lines.
+
+    Args:
+        out: the folder the table goes to.
+        model: the model's name (headings, first column).
+        arms: the arms, in order (:func:`comparisons` picks the pairs).
+        slices: one row per arm, seed and test tumour slice of this model (``run_frames``'
+            slices, or several folds' slices pooled: every test slice once per seed).
+
+    Returns:
+        ``(section, verdicts)``: the lines of a ``## <model>: paired comparisons`` section (the
+        table) and one verdict line per pair and metric; both empty with fewer than two arms.
+    """
+    paired = paired_table(model, arms, slices)
+    if not len(paired):
+        return [], []
+    write_table(paired, out / f"paired_{model}")
+    section = [
+        f"## {model}: paired comparisons (B - A per test tumour slice, patients as units)",
+        "",
+        _paired_markdown(paired),
+        "",
+    ]
+    return section, _verdicts(paired)
+
+
+def _verdicts(table: pd.DataFrame) -> list[str]:
+    """One line per pair and metric: the verdict in words, with its interval and p-value."""
     lines = []
-    for other in [a for a in arms if a != "metalung"]:
-        for k in ("dice", "precision"):
-            (mu_m, sd_m), (mu_o, sd_o) = stats["metalung"][k], stats[other][k]
-            better = mu_m > mu_o
-            spread = max((v for v in (sd_m, sd_o) if not math.isnan(v)), default=math.nan)
-            if math.isnan(mu_m) or math.isnan(mu_o):
-                note = "undefined: an arm predicted no tumour pixel on any test slice"
-            elif math.isnan(spread):
-                note = "one seed: no spread to judge it by"
-            elif abs(mu_m - mu_o) > spread:
-                note = "difference larger than the seed spread"
-            else:
-                note = "within the seed spread"
-            lines.append(
-                f"- {model}: MetaLung {'beat' if better else 'did not beat'} `{other}` on {k} "
-                f"({mu_m:.3f} ± {sd_m:.3f} vs {mu_o:.3f} ± {sd_o:.3f}; {note})"
-            )
+    for _, r in table.iterrows():
+        why = f"; {r['note']}" if r["note"] else ""
+        lines.append(
+            f"- {r['model']}: {_verdict_words(r)} on {r['metric']} (B - A per patient "
+            f"{_signed(r['mean_diff'])}, 95 % interval {_interval(r['ci_low'], r['ci_high'])}, "
+            f"Wilcoxon p {_p(r['p_value'])}; {r['n_patients']} patients, {r['n_cases']} slice "
+            f"pairs{why})"
+        )
     return lines
 
 
@@ -154,7 +276,8 @@ def write_results(
         f"Datalist `{datalist}`; models {', '.join(models)}; arms {', '.join(arms)}; seeds {seeds}. "
         "Every arm: same preset (iterations, batch size, crops, optimiser) and seeds. Test set: the datalist's "
         "test patients; metrics per test tumour slice (pixel-wise on the whole slice, mean over slices; "
-        "conventions in docs/evaluation.md), mean ± SD over seeds.",
+        "conventions in docs/evaluation.md), mean ± SD over seeds (one seed: the mean). Arms are "
+        "compared paired, slice by slice, with patients as the units (last section).",
         "",
         f"{len(records)} runs; compute time, the sum of the runs' wall times (training + evaluation): "
         f"{sum(r['wall_s'] for r in records) / 60:.1f} min (per model: "
@@ -184,7 +307,9 @@ def write_results(
         extra = _cost_table(m, arms, seeds, vm, records)
         write_table(extra, out / f"runs_{m}")
         lines += [f"## {m}: per patient (3D), false positives, cost", "", markdown_table(extra), ""]
-        verdicts += _verdicts(m, arms, seeds, sm)
+        section, model_verdicts = paired_section(out, m, arms, sm)
+        lines += section
+        verdicts += model_verdicts
         experiment_figures(out, m, arms, seeds, datalist, hist)
         lines += [
             f"![predictions of each arm]({'overlays_' + m + '.png'})",
@@ -193,7 +318,14 @@ def write_results(
             "",
         ]
     if verdicts:
-        lines += ["## MetaLung against the other arms (mean over seeds)", ""] + verdicts + [""]
+        lines += [
+            "## Verdicts: paired comparisons of the arms",
+            "",
+            PAIRED_METHOD,
+            "",
+            *verdicts,
+            "",
+        ]
     text = "\n".join(lines)
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text, encoding="utf-8")
