@@ -15,6 +15,8 @@ Layout (paths relative to the datalist file, so a folder can be moved as a whole
 :mod:`metalung_monai.utils.orientation`: ``(z, y, x)`` for volumes, ``(y, x)`` for slices.
 Optional provenance keys: ``source`` (input path), ``series_instance_uid`` (DICOM),
 ``source_row`` (thesis pickle row), ``source_case`` and ``augmentation`` (MetaLung variants).
+Every split is by patient: ``patient_id`` (required) names the patient, a patient's cases share
+one section, and a training patient's cases share one ``fold`` (:func:`fill_folds`).
 
 It loads with MONAI's own ``monai.data.load_decathlon_datalist(path, data_list_key="training")``;
 :func:`load_datalist` adds schema validation (``datalist.schema.json``) with errors that name the
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -41,11 +43,13 @@ __all__ = [
     "LUNG_RADS_CLASSES",
     "datalist_schema",
     "validate_datalist",
+    "validate_entry",
     "load_datalist",
     "datalist_entries",
     "write_datalist",
     "patient_split",
     "assign_folds",
+    "fill_folds",
 ]
 
 SECTIONS = ("training", "validation", "test")
@@ -81,6 +85,31 @@ def validate_datalist(
     if leaked:
         raise DatalistError(
             source, f"patients in both 'training' and 'test': {', '.join(leaked[:5])}"
+        )
+
+
+@lru_cache(maxsize=1)
+def _entry_validator():
+    import jsonschema
+
+    schema = datalist_schema()
+    return jsonschema.Draft7Validator(
+        {"definitions": schema["definitions"], "$ref": "#/definitions/entry"}
+    )
+
+
+def validate_entry(
+    entry: Mapping[str, Any], source: str | os.PathLike = "<datalist>", where: str = "entry"
+) -> None:
+    """Raise :class:`DatalistError` naming ``source``, ``where`` and the field when one entry
+    breaks the schema (what :func:`validate_datalist` checks of each entry, in time independent
+    of the datalist's size)."""
+    errors = sorted(_entry_validator().iter_errors(entry), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        field = "/".join(str(p) for p in err.absolute_path)
+        raise DatalistError(
+            source, f"schema violation at '{where}{'/' + field if field else ''}': {err.message}"
         )
 
 
@@ -180,3 +209,45 @@ def assign_folds(patient_ids: Sequence[str], n_folds: int = 5, seed: int = 0) ->
         raise ValueError(f"n_folds must be >= 1, got {n_folds}")
     order = np.random.default_rng(seed).permutation(sorted(patient_ids))
     return {str(pid): i % n_folds for i, pid in enumerate(order)}
+
+
+def fill_folds(
+    datalist: MutableMapping[str, Any], n_folds: int = 5, seed: int = 0
+) -> dict[str, int]:
+    """Give every ``training`` entry without a ``fold`` one, by patient (in place).
+
+    A patient whose training entries already carry a fold keeps it, and its entries without one get
+    it too (the smallest, should they disagree). The other patients, in the seeded order of
+    :func:`assign_folds`, each join the fold with the fewest patients (the lowest on a tie): on a
+    datalist without any fold this is exactly :func:`assign_folds`, and converting more patients
+    into a datalist later keeps the folds balanced without moving anyone. Entries of the
+    ``validation`` and ``test`` sections are not touched.
+
+    Args:
+        datalist: a datalist dictionary (changed in place).
+        n_folds: number of folds (>= 1).
+        seed: seed of the patient order.
+
+    Returns:
+        ``patient_id -> fold`` of every training patient.
+    """
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}")
+    training = datalist.get("training", [])
+    fold_of: dict[str, int] = {}
+    for e in training:
+        if e.get("fold") is not None:
+            pid = str(e["patient_id"])
+            fold_of[pid] = min(fold_of.get(pid, e["fold"]), e["fold"])
+    sizes = [0] * max(n_folds, *(f + 1 for f in fold_of.values()), 1)
+    for f in fold_of.values():
+        sizes[f] += 1
+    new = {str(e["patient_id"]) for e in training} - set(fold_of)
+    for pid in np.random.default_rng(seed).permutation(sorted(new)).tolist():
+        k = min(range(n_folds), key=lambda i: (sizes[i], i))
+        fold_of[pid] = k
+        sizes[k] += 1
+    for e in training:
+        if e.get("fold") is None:
+            e["fold"] = fold_of[str(e["patient_id"])]
+    return fold_of

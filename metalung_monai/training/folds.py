@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io.datalist import PATH_KEYS, load_datalist
+from ..io.datalist import assign_folds as datalist_folds
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.runner import fingerprint
 from .experiment import run_experiment
@@ -43,7 +44,8 @@ FOLD_SECTIONS = ("training", "validation", "test")
 
 
 def assign_folds(patients: Sequence[str], k: int, seed: int = 0) -> dict[str, int]:
-    """Fold (``0 .. k-1``) of every patient: a seeded permutation of the sorted ids, round robin.
+    """Fold (``0 .. k-1``) of every patient: a seeded permutation of the sorted ids, round robin
+    (:func:`metalung_monai.io.datalist.assign_folds`, checked for cross-validation).
 
     Raises:
         InputError: ``k`` < 2 or more folds than patients.
@@ -55,8 +57,7 @@ def assign_folds(patients: Sequence[str], k: int, seed: int = 0) -> dict[str, in
         raise InputError(
             "--folds", f"{k} folds but only {len(ids)} patients: every fold needs a test patient"
         )
-    order = np.random.default_rng(seed).permutation(len(ids))
-    return {ids[int(j)]: i % k for i, j in enumerate(order)}
+    return datalist_folds(ids, k, seed)
 
 
 def fold_datalists(
