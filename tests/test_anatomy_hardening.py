@@ -186,8 +186,10 @@ def test_the_reasons_name_what_is_missing(no_lungs):
         "normal_0_500",
         "uniform_2d",
     ):
-        assert "scattered" in msg[k], (k, msg[k])
-    assert "body surface" in msg["uniform_-1024_0"] and "of the body" in msg["uniform_-1024_0"]
+        # scattered candidates, or (blocks of 2 x 2 voxels below 0.875 mm, issue 11) hardly any
+        assert "scattered" in msg[k] or "at least 1 cm2" in msg[k], (k, msg[k])
+    m = msg["uniform_-1024_0"]  # since issue 11 half of a lung must lie 15 mm deep: hardly any
+    assert ("body surface" in m and "of the body" in m) or "at least 1 cm2" in m, m
 
 
 @pytest.mark.parametrize("name", ["uniform_-1024_1500", "air", "water"])
@@ -310,7 +312,9 @@ def test_real_chest_ct_is_accepted(real_data):
 def test_real_chest_series_is_accepted(real_data):
     hu, sp = _canonical(real_data / "cptac_chest_series")
     _accept(hu[20:60], sp, "cptac_chest_series slices 20-59")
-    for z in (0, 5, 10, 40, 70):  # lung base (upper abdomen, 10 cm2 of lung) to the upper lobes
+    # lung bases beside the upper abdomen (slice 3: 2 cm2 of lung; slice 0 lies below the lungs:
+    # its "10 cm2 of lung" were colon gas, issue 11) to the upper lobes
+    for z in (3, 5, 10, 40, 70):
         _accept(hu[z], sp[1:], f"cptac_chest_series slice {z}")
 
 
