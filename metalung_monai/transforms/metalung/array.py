@@ -432,6 +432,14 @@ class MirrorLR(InvertibleTransform):
     The axis is found from the image's affine (or ``axcodes``), not guessed from the array
     layout, so a tumour in the left lung ends up in the right lung for any storage order.
 
+    An affine without anatomical meaning is taken at its word: a plain diagonal (the MSD lung
+    patches, whose plane and left-right side were not recorded), an identity or no affine at all
+    (plain tensors) reads as RAS, so the mirror flips the first spatial axis (``axis`` 1 of the
+    channel-first array, logged in the record). On such data it is a flip of one in-plane axis
+    that is not known to be left-right: still HU-exact and a valid augmentation (the mirrored
+    patch is a plausible patch), but not a proven swap of the lungs; nothing is guessed from the
+    image. Give ``axcodes`` when the storage order is known.
+
     Args:
         axcodes: orientation of arrays without a meaningful affine (see the module docstring).
     """
@@ -653,6 +661,13 @@ class RandRotateImage(RandomizableTransform, InvertibleTransform):
 
 
 # --------------------------------------------------------------------------- tumour operations
+#: the reason of a tumour operation on an image without lung
+_NO_LUNG = (
+    "no lung in the image: the lung labels are empty (lung_mask needs the body outline, "
+    "which a small patch lacks: pass lung labels, lungs= or lung_key)"
+)
+
+
 class _TumourOp(Transform):
     """Shared machinery of the deterministic operations that need the tumour mask and the lungs.
 
@@ -723,6 +738,14 @@ class _TumourOp(Transform):
             lung = lung_mask(hu, sp, progress=False)
         else:
             lung = view.view(lungs)[0]
+        if not lung.any():  # nowhere to move or rotate into (e.g. a patch without body outline)
+            return self._done(
+                img,
+                mask,
+                arr.copy(),
+                tumour.astype(marr.dtype),
+                {"op": self.op_name, "applied": False, "reason": _NO_LUNG},
+            )
         roi = self._roi(m, lung, sp)
         lung_r = np.asarray(lung[roi]).astype(np.uint8)
         hu_r = _contiguous(hu[roi])
@@ -818,8 +841,13 @@ class RelocateTumor(_TumourOp):
     Each tumour component is cut out with its HU values, rotated 180 degrees and pasted into free
     parenchyma (at least ``margin_mm`` from vessels, pleura, calcifications) of the opposite
     lung, else of the same lung; the vacated place is filled with parenchyma voxels copied from
-    the same lung. With no room anywhere the sample is returned unchanged and the record says
-    ``"applied": false``. See :func:`.functional.relocate_tumors`.
+    the same lung. A tumour with no vessel-free room anywhere (a large real mass) is then
+    placed over vessels thinner than ``min_vessel_mm``, which a real tumour engulfs, still
+    clear of the pleura, mediastinum, wider vessels and airways, calcifications and other
+    tumours (the component's ``fallback`` says so). With no room even then the sample is
+    returned unchanged and the record says ``"applied": false`` with the component's
+    ``reason``: the tumour's size, the free disc it needs and the largest one in each lung.
+    See :func:`.functional.relocate_tumors`.
 
     Args:
         seed: seed of the numpy ``Generator`` that picks the place and the donor parenchyma (a
@@ -828,6 +856,9 @@ class RelocateTumor(_TumourOp):
         ring: halo voxels (partial-volume boundary) moved with the tumour.
         rotate_180: rotate the tumour by 180 degrees before pasting (the thesis' choice).
         opposite_first: try the opposite lung first.
+        min_vessel_mm: vessel diameter (mm) up to which a tumour with no vessel-free room may
+            cover vessels (default 3.0; ``None``: every dense voxel blocks). Tumours that fit
+            clear of every vessel are placed as with ``None`` (same output, same seed).
         axcodes, spacing: orientation and voxel size (mm) for arrays without a meaningful affine.
 
     Call with ``(image, mask, lungs=None)``: ``image`` and ``mask`` channel-first; ``lungs``
@@ -846,6 +877,7 @@ class RelocateTumor(_TumourOp):
         opposite_first: bool = True,
         axcodes: str | None = None,
         spacing: Sequence[float] | None = None,
+        min_vessel_mm: float | None = 3.0,
     ) -> None:
         super().__init__(seed, axcodes, spacing)
         self.margin_mm, self.ring, self.rotate_180, self.opposite_first = (
@@ -854,6 +886,7 @@ class RelocateTumor(_TumourOp):
             rotate_180,
             opposite_first,
         )
+        self.min_vessel_mm = min_vessel_mm
 
     @classmethod
     def from_record(cls, record: Mapping, **kwargs: Any) -> RelocateTumor:
@@ -875,6 +908,7 @@ class RelocateTumor(_TumourOp):
             ring=self.ring,
             rotate_180=self.rotate_180,
             opposite_first=self.opposite_first,
+            min_vessel_mm=self.min_vessel_mm,
             out_image=out_image,
             out_mask=out_mask,
         )[2]
@@ -885,7 +919,8 @@ class RandRelocateTumor(_RandTumourOp):
 
     Args:
         prob: probability of trying.
-        margin_mm, ring, rotate_180, opposite_first, axcodes, spacing: as :class:`RelocateTumor`.
+        margin_mm, ring, rotate_180, opposite_first, axcodes, spacing, min_vessel_mm: as
+            :class:`RelocateTumor`.
 
     Call with ``(image, mask, lungs=None, randomize=True)`` (see :class:`RelocateTumor`).
     """
@@ -899,6 +934,7 @@ class RandRelocateTumor(_RandTumourOp):
         opposite_first: bool = True,
         axcodes: str | None = None,
         spacing: Sequence[float] | None = None,
+        min_vessel_mm: float | None = 3.0,
     ) -> None:
         super().__init__(prob, axcodes, spacing)
         self.margin_mm, self.ring, self.rotate_180, self.opposite_first = (
@@ -907,6 +943,7 @@ class RandRelocateTumor(_RandTumourOp):
             rotate_180,
             opposite_first,
         )
+        self.min_vessel_mm = min_vessel_mm
 
     def twin_of(self, record: Mapping) -> RelocateTumor:
         return RelocateTumor.from_record(
@@ -917,6 +954,7 @@ class RandRelocateTumor(_RandTumourOp):
             opposite_first=self.opposite_first,
             axcodes=self.axcodes,
             spacing=self.spacing,
+            min_vessel_mm=self.min_vessel_mm,
         )
 
 

@@ -452,8 +452,11 @@ class RelocateTumord(_PairTwind):
         axcodes: str | None = None,
         spacing: Sequence[float] | None = None,
         allow_missing_keys: bool = False,
+        min_vessel_mm: float | None = 3.0,
     ) -> None:
-        op = RelocateTumor(seed, margin_mm, ring, rotate_180, opposite_first, axcodes, spacing)
+        op = RelocateTumor(
+            seed, margin_mm, ring, rotate_180, opposite_first, axcodes, spacing, min_vessel_mm
+        )
         super().__init__(keys, lung_key, op, allow_missing_keys)
 
     @classmethod
@@ -466,6 +469,9 @@ class RandRelocateTumord(_PairOpd):
 
     The mask (and ``lung_key``) must have the image's spatial shape; the mask comes out ``{0, 1}``
     in its own dtype. The same holds for :class:`RandRotateTumord` and :class:`RandTumorNoised`.
+    ``min_vessel_mm`` (default 3.0, ``None`` to disable): vessels a large tumour with no
+    vessel-free room may cover (see :class:`.array.RelocateTumor`); through :class:`MetaLungd`:
+    ``op_kwargs={"relocate": {"min_vessel_mm": None}}``.
     """
 
     backend = RandRelocateTumor.backend
@@ -483,8 +489,11 @@ class RandRelocateTumord(_PairOpd):
         axcodes: str | None = None,
         spacing: Sequence[float] | None = None,
         allow_missing_keys: bool = False,
+        min_vessel_mm: float | None = 3.0,
     ) -> None:
-        op = RandRelocateTumor(prob, margin_mm, ring, rotate_180, opposite_first, axcodes, spacing)
+        op = RandRelocateTumor(
+            prob, margin_mm, ring, rotate_180, opposite_first, axcodes, spacing, min_vessel_mm
+        )
         super().__init__(keys, lung_key, op, allow_missing_keys)
 
 
@@ -799,7 +808,8 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
         mode: ``"online"`` or ``"expand"``.
         copies: variants per operation in expand mode.
         include_original: expand mode returns the input first.
-        drop_unapplied: expand mode drops variants whose operation was not applied.
+        drop_unapplied: expand mode drops variants whose operation was not applied; the
+            record of each dropped variant (with its ``reason``) is kept in :attr:`dropped`.
         prob: online mode: probability of augmenting at all.
         op_kwargs: per-operation keyword arguments, e.g. ``{"rotate_image": {"angle_range": (1, 45)}}``.
         axcodes: orientation of arrays without a meaningful affine (see :mod:`.array`).
@@ -849,6 +859,8 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
         self.ops, self.weights, self.num_ops = ops, w / w.sum(), (lo, hi)
         self.mode, self.copies = mode, int(copies)
         self.include_original, self.drop_unapplied = include_original, drop_unapplied
+        #: expand mode: the records of the variants the last expansion dropped (not applied)
+        self.dropped: list[dict] = []
         self.lung_key = lung_key
         kw = {k: dict(v) for k, v in (op_kwargs or {}).items()}
         geo_keys = (self.image_key, self.mask_key) + ((lung_key,) if lung_key is not None else ())
@@ -968,6 +980,7 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
         return self._variants(d)
 
     def _variants(self, data: dict[Hashable, Any]) -> Iterator[dict[Hashable, Any]]:
+        self.dropped = []
         if self.include_original:
             yield _stamp_keys(_copy(data), self.keys)
         for name in self.ops:
@@ -975,6 +988,7 @@ class MetaLungd(RandomizableTransform, MapTransform, InvertibleTransform):
                 variant = self.transforms[name](_copy(data))
                 records = metalung_records(variant.get(self.image_key))
                 if self.drop_unapplied and records and not records[-1].get("applied", False):
+                    self.dropped.append(records[-1])
                     continue
                 yield variant
 

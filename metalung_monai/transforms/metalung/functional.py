@@ -794,6 +794,115 @@ def _to_global(box: tuple[slice, ...], local: np.ndarray, shape: tuple[int, ...]
     return out
 
 
+#: HU above which a lung voxel is calcium (as :data:`metalung_monai.anatomy.CALCIFICATION_HU`):
+#: never engulfed by a relocated tumour
+CALCIFICATION_HU = 200.0
+
+
+def engulfable_vessels(
+    dense: np.ndarray,
+    image: np.ndarray,
+    spacing: tuple[float, ...],
+    min_vessel_mm: float,
+    calcification_hu: float = CALCIFICATION_HU,
+) -> np.ndarray:
+    """The dense voxels a large tumour may cover: vessels (and airway walls) thinner than
+    ``min_vessel_mm``, never calcium.
+
+    A real tumour grows around the small vessels in its way; it does not grow around a large
+    vessel, an airway, the mediastinum or a calcification. The local calibre of a dense
+    structure comes from the Euclidean distance transform of ``dense`` (``sampling=spacing``):
+    a voxel at distance ``e`` from the nearest non-dense voxel lies in a structure of local
+    diameter at least ``2 * e - s`` (``s`` the smallest voxel size: exact for a structure an odd
+    number of voxels wide, one voxel less for an even width). The *core* of the structures wider
+    than ``min_vessel_mm`` is where ``2 * e - s > min_vessel_mm``; every dense voxel within
+    ``(min_vessel_mm + s) / 2 + s`` of that core belongs to a wide structure (its wall included)
+    and keeps blocking. The rest of ``dense``, minus voxels above ``calcification_hu``, may be
+    covered.
+
+    Args:
+        dense: boolean dense structures inside the lungs (``(y, x)`` or ``(z, y, x)``).
+        image: HU array of the same shape.
+        spacing: voxel size in mm, same axis order.
+        min_vessel_mm: diameter in mm above which a vessel blocks placement.
+        calcification_hu: voxels above this HU always block.
+
+    Returns:
+        ``bool`` array of the shape of ``dense``.
+    """
+    d = np.asarray(dense, dtype=bool)
+    out = np.zeros(d.shape, bool)
+    box = _bbox(d)
+    if box is None:
+        return out
+    sub = np.pad(d[box], 1)  # beyond the box is not dense
+    sp = tuple(float(v) for v in spacing)
+    s = min(sp)
+    reach = 0.5 * (float(min_vessel_mm) + s)
+    edt = ndimage.distance_transform_edt(sub, sampling=sp)
+    core = edt > reach
+    small = sub.copy()
+    if core.any():
+        near_core = ndimage.distance_transform_edt(~core, sampling=sp) <= reach + s
+        small &= ~near_core
+    inner = tuple(slice(1, -1) for _ in range(sub.ndim))
+    out[box] = small[inner] & ~(np.asarray(image)[box] > calcification_hu)
+    return out
+
+
+def _largest_free_radius(free: np.ndarray, spacing: tuple[float, ...], reach: int) -> float:
+    """The radius (mm) of the largest disc free on ``2 * reach + 1`` consecutive slices: the
+    largest, over centres, of the smallest in-plane distance to a non-free voxel on the slices
+    within ``reach`` (what the search of :func:`_find_place` thresholds; 0 when none)."""
+    box = _bbox(free)
+    if box is None:
+        return 0.0
+    sub3 = _as3d(free[box])
+    sp_yx = (float(spacing[-2]), float(spacing[-1]))
+    dist = InplaneDistance(sub3, sp_yx).distance()
+    if reach > 0:
+        dist = ndimage.minimum_filter1d(dist, 2 * reach + 1, axis=0, mode="constant", cval=0.0)
+    return float(dist.max())
+
+
+def _no_room_reason(
+    comp: Component,
+    spacing: tuple[float, ...],
+    r_xy: float,
+    half_z: int,
+    margin_mm: float,
+    order: list[int],
+    src_lung: int,
+    largest: dict[int, float | None],
+    min_vessel_mm: float | None,
+) -> str:
+    """What blocked placement: the tumour's size, what it needs, the largest free room per lung."""
+    size = comp.voxels * float(np.prod(spacing))
+    size_txt = f"{size / 1000.0:.1f} cm3" if comp.local.ndim == 3 else f"{size:.0f} mm2"
+    slices = f" on {2 * half_z + 1} slices (plus the margin)" if half_z else ""
+    rooms = []
+    for target in order:
+        side = "same" if target == src_lung else "opposite"
+        r = largest.get(target)
+        rooms.append(
+            f"{side} ({_LUNG_NAMES[target]}) lung " + ("absent" if r is None else f"{2 * r:.0f} mm")
+        )
+    rule = (
+        "every dense voxel blocks"
+        if min_vessel_mm is None
+        else f"vessels up to {min_vessel_mm:g} mm engulfed"
+    )
+    return (
+        f"no free lung space large enough: tumour {size_txt} needs a free disc of "
+        f"{2 * (r_xy + margin_mm):.0f} mm ({2 * r_xy:.0f} mm wide plus {margin_mm:g} mm margin, "
+        f"half of that at the least){slices}; largest free disc"
+        + (" on as many slices" if half_z else "")
+        + " in the "
+        + ", ".join(rooms)
+        + f" ({rule})"
+    )
+
+
 def relocate_tumors(
     image: np.ndarray,
     mask: np.ndarray,
@@ -806,6 +915,7 @@ def relocate_tumors(
     ring: int = 1,
     rotate_180: bool = True,
     opposite_first: bool = True,
+    min_vessel_mm: float | None = 3.0,
     out_image: np.ndarray | None = None,
     out_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[ComponentResult]]:
@@ -815,9 +925,18 @@ def relocate_tumors(
     rotated by 180 degrees in the axial plane, and pasted where it fits entirely inside free
     parenchyma of the opposite lung, more than ``margin_mm`` from vessels, pleura,
     calcifications and other tumours; if the opposite lung has no room, elsewhere in the same
-    lung; if neither has room the component stays where it is (``applied=False``). The vacated
+    lung. A tumour too large for any vessel-free room (a real mass of tens of cm3 in a lung
+    full of small vessels) then gets a second search in both lungs, in the same order, where
+    vessels (and airway walls) thinner than ``min_vessel_mm`` may be covered, as a real tumour
+    engulfs them (:func:`engulfable_vessels`): pleura, mediastinum, wider vessels and airways,
+    calcifications (> 200 HU) and other tumours still block, with the margin. A tumour that
+    fits clear of every vessel is placed exactly as without this rule. If nothing fits the
+    component stays where it is (``applied=False``) and ``reason`` says why: the tumour's size,
+    the free disc it needs and the largest free disc found in each lung. The vacated
     place is filled with parenchyma copied from the same lung (:func:`fill_with_parenchyma`).
-    The new mask is exactly the moved tumour. In 3D the whole tumour volume moves.
+    The new mask is exactly the moved tumour. In 3D the whole tumour volume moves; a volume of
+    one slice (a 2D patch stored as 3D) is relocated as the slice it is (no margin across
+    slices it does not have).
 
     Args:
         image: canonical HU array ``(y, x)`` or ``(z, y, x)``.
@@ -831,6 +950,9 @@ def relocate_tumors(
         ring: halo voxels moved with the tumour (its blurred boundary), inside the lung only.
         rotate_180: rotate the tumour by 180 degrees (the thesis' choice) before pasting.
         opposite_first: try the opposite lung first (else the same lung first).
+        min_vessel_mm: vessel diameter in mm up to which a tumour with no vessel-free room may
+            cover vessels (3.0; ``None``: every dense voxel always blocks, the rule before).
+            Such a placement is recorded in ``fallback`` (``"vessels up to 3 mm engulfed"``).
         out_image, out_mask: arrays to write the result into (each must start equal to
             ``image`` / ``mask``); by default new arrays.
 
@@ -838,6 +960,34 @@ def relocate_tumors(
         ``(image, mask, results)``: the new image and mask (uint8 {0, 1} unless ``out_mask`` was
         given) and one :class:`ComponentResult` per component.
     """
+    kwargs = {
+        "margin_mm": margin_mm,
+        "ring": ring,
+        "rotate_180": rotate_180,
+        "opposite_first": opposite_first,
+        "min_vessel_mm": min_vessel_mm,
+    }
+    if np.ndim(image) == 3 and np.shape(image)[0] == 1:
+        # one slice (e.g. a 2D patch stored as a volume): the slice problem, with no slices
+        # above or below in which a margin could be kept
+        out_i, out_m, results = relocate_tumors(
+            np.asarray(image)[0],
+            np.asarray(mask)[0],
+            np.asarray(lungs)[0],
+            np.asarray(dense)[0],
+            tuple(spacing)[1:],
+            rng,
+            **kwargs,
+            out_image=None if out_image is None else out_image[0],
+            out_mask=None if out_mask is None else out_mask[0],
+        )
+        for r in results:
+            r.shift_voxels = [0, *r.shift_voxels] if r.shift_voxels else r.shift_voxels
+        return (
+            out_i[None] if out_image is None else out_image,
+            out_m[None] if out_mask is None else out_mask,
+            results,
+        )
     img = np.asarray(image)
     msk = np.asarray(mask) != 0
     lungs = np.asarray(lungs)
@@ -860,6 +1010,35 @@ def relocate_tumors(
     free_of = {label: in_lung[label] & ~blocked for label in _LUNG_NAMES}
     del in_lung, blocked
     cache = DistanceCache()  # each lung's free space changes little from one component to the next
+    # free space where small vessels may be covered: made only when a tumour needs it
+    wide_of: dict[int, np.ndarray] | None = None
+    pasted_near: list[tuple[tuple[slice, ...], np.ndarray]] = []
+
+    def free_with_small_vessels() -> dict[int, np.ndarray]:
+        engulf = engulfable_vessels(dense, img, spacing, min_vessel_mm)
+        engulf &= ~msk
+        for cbox, clocal in cuts:
+            engulf[cbox] &= ~clocal
+        for nbox, near in pasted_near:
+            engulf[nbox] &= ~near
+        return {label: free_of[label] | ((lungs == label) & engulf) for label in _LUNG_NAMES}
+
+    def search(maps, target):
+        lbox = lung_boxes[target]
+        if lbox is None:
+            return None
+        place = _find_place(
+            maps[target][lbox],
+            offsets,
+            r_xy,
+            half_z,
+            spacing,
+            rng,
+            margin_mm=margin_mm,
+            cache=cache,
+        )
+        return None if place is None else place + np.array([b.start for b in lbox])
+
     for k, comp in enumerate(comps):
         box, cut = cuts[k]
         res = ComponentResult(component=k, voxels=comp.voxels, applied=False)
@@ -885,60 +1064,78 @@ def relocate_tumors(
         offsets, centre_local, r_xy, half_z = _footprint(cut_p, spacing)
         other = 3 - src_lung
         order = [other, src_lung] if opposite_first else [src_lung, other]
-        for attempt, target in enumerate(order):
-            lbox = lung_boxes[target]
-            if lbox is None:
-                continue
-            free = free_of[target][lbox]
-            place = _find_place(
-                free, offsets, r_xy, half_z, spacing, rng, margin_mm=margin_mm, cache=cache
+        # clear of every dense voxel first; then, if allowed, over small vessels
+        place, attempt, target, engulfs = None, 0, order[0], False
+        for engulfs in (False, True) if min_vessel_mm is not None else (False,):
+            if engulfs and wide_of is None:
+                wide_of = free_with_small_vessels()
+            maps = wide_of if engulfs else free_of
+            for attempt, target in enumerate(order):  # noqa: B007 (used after the loop)
+                place = search(maps, target)
+                if place is not None:
+                    break
+            if place is not None:
+                break
+        if place is None:
+            maps = free_of if wide_of is None else wide_of
+            m_z = int(math.ceil(margin_mm / spacing[0])) if img.ndim == 3 and margin_mm > 0 else 0
+            largest = {
+                t: None
+                if lung_boxes[t] is None
+                else _largest_free_radius(maps[t][lung_boxes[t]], spacing, half_z + m_z)
+                for t in order
+            }
+            res.reason = _no_room_reason(
+                comp, spacing, r_xy, half_z, margin_mm, order, src_lung, largest, min_vessel_mm
             )
-            if place is None:
-                continue
-            place = place + np.array([b.start for b in lbox])
-            src_pts = tuple((offsets + centre_local).T)
-            dst_pts = tuple((offsets + place).T)
-            # the fill works in a frame holding the source lung and the vacated place: the same
-            # donors in the same order as on the whole array (see fill_with_parenchyma)
-            frame = _union_box(lung_boxes[src_lung], box)
-            vacated = _to_global(_shift(box, frame), cut, tuple(f.stop - f.start for f in frame))
-            parenchyma = free_of[src_lung][frame]
-            _, how = fill_with_parenchyma(
-                img[frame],
-                vacated,
-                parenchyma,
-                spacing,
-                rng,
-                source=img[frame],
-                out=out_img[frame],
-                cache=cache,
-            )
-            out_msk[comp.box][comp.local] = 0
-            out_img[dst_pts] = vals[src_pts]
-            comp_pts = np.argwhere(comp_p)
-            out_msk[tuple((comp_pts - centre_local + place).T)] = 1
-            # keep later components away from the pasted one (1 voxel of clearance)
-            lo = np.maximum(np.min(np.asarray(dst_pts), axis=1) - 1, 0)
-            hi = np.minimum(np.max(np.asarray(dst_pts), axis=1) + 2, np.asarray(img.shape))
-            nb = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-            pasted = np.zeros(tuple(b - a for a, b in zip(lo, hi)), bool)
-            pasted[tuple((np.asarray(dst_pts).T - lo).T)] = True
-            near_pasted = ndimage.binary_dilation(
-                pasted, ndimage.generate_binary_structure(pasted.ndim, pasted.ndim)
-            )
-            for lung_free in free_of.values():
-                lung_free[nb] &= ~near_pasted
-            orig_centre = centre_local + np.array([b.start for b in box])
-            res.applied = True
-            res.to_lung = _LUNG_NAMES[target]
-            res.shift_voxels = [int(v) for v in place - orig_centre]
-            res.fallback = (
-                None if attempt == 0 else ("same lung" if target == src_lung else "opposite lung")
-            )
-            res.reason = f"vacated place filled ({how})"
-            break
-        else:
-            res.reason = "no free lung space large enough"
+            results.append(res)
+            continue
+        src_pts = tuple((offsets + centre_local).T)
+        dst_pts = tuple((offsets + place).T)
+        # the fill works in a frame holding the source lung and the vacated place: the same
+        # donors in the same order as on the whole array (see fill_with_parenchyma)
+        frame = _union_box(lung_boxes[src_lung], box)
+        vacated = _to_global(_shift(box, frame), cut, tuple(f.stop - f.start for f in frame))
+        parenchyma = free_of[src_lung][frame]
+        _, how = fill_with_parenchyma(
+            img[frame],
+            vacated,
+            parenchyma,
+            spacing,
+            rng,
+            source=img[frame],
+            out=out_img[frame],
+            cache=cache,
+        )
+        out_msk[comp.box][comp.local] = 0
+        out_img[dst_pts] = vals[src_pts]
+        comp_pts = np.argwhere(comp_p)
+        out_msk[tuple((comp_pts - centre_local + place).T)] = 1
+        # keep later components away from the pasted one (1 voxel of clearance)
+        lo = np.maximum(np.min(np.asarray(dst_pts), axis=1) - 1, 0)
+        hi = np.minimum(np.max(np.asarray(dst_pts), axis=1) + 2, np.asarray(img.shape))
+        nb = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        pasted = np.zeros(tuple(b - a for a, b in zip(lo, hi)), bool)
+        pasted[tuple((np.asarray(dst_pts).T - lo).T)] = True
+        near_pasted = ndimage.binary_dilation(
+            pasted, ndimage.generate_binary_structure(pasted.ndim, pasted.ndim)
+        )
+        for lung_free in free_of.values():
+            lung_free[nb] &= ~near_pasted
+        for lung_free in (wide_of or {}).values():
+            lung_free[nb] &= ~near_pasted
+        pasted_near.append((nb, near_pasted))
+        orig_centre = centre_local + np.array([b.start for b in box])
+        res.applied = True
+        res.to_lung = _LUNG_NAMES[target]
+        res.shift_voxels = [int(v) for v in place - orig_centre]
+        fallback = (
+            [] if attempt == 0 else [("same lung" if target == src_lung else "opposite lung")]
+        )
+        if engulfs:
+            fallback.append(f"vessels up to {min_vessel_mm:g} mm engulfed")
+        res.fallback = ", ".join(fallback) or None
+        res.reason = f"vacated place filled ({how})"
         results.append(res)
     return out_img, out_msk, results
 

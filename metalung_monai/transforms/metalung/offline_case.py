@@ -117,6 +117,14 @@ def _write_like(tensor, reference: str, path: Path, dtype) -> None:
     write_image_atomic(img, path)
 
 
+def _why_not(record: dict) -> str:
+    """The reason an operation was not applied: the record's, else its components' (distinct)."""
+    if record.get("reason"):
+        return str(record["reason"])
+    reasons = [c["reason"] for c in record.get("components", []) if c.get("reason")]
+    return "; ".join(dict.fromkeys(reasons)) or "not applied (no reason recorded)"
+
+
 def expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
     """Expand one case; returns its record (also written to ``records/<case_id>.json``).
 
@@ -187,8 +195,9 @@ def expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
     for op in cfg["ops"]:
         expected = 1 if op == "mirror" else cfg["copies"]
         missing = expected - done_ops.count(op)
-        if missing > 0:
-            skipped.append({"op": op, "count": missing})
+        if missing > 0:  # why, from the records of the variants MetaLungd dropped
+            reasons = [_why_not(r) for r in t.dropped if r.get("op") == op]
+            skipped.append({"op": op, "count": missing, "reasons": reasons})
     with atomic_path(child_path(rec_dir, case_id, ".npz")) as tmp:
         np.savez_compressed(tmp, heat_in=heat_in, heat_out=heat_out)
     record = {
