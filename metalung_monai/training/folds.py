@@ -20,10 +20,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..evaluation.report import format_mean_sd
 from ..io.datalist import PATH_KEYS, load_datalist
 from ..io.datalist import assign_folds as datalist_folds
 from ..utils.atomic import atomic_path, write_json_atomic
@@ -219,16 +219,6 @@ def run_cross_validation(
     return _write_cv_results(out, pooled, models, arms, seed_list, k, split)
 
 
-def _mean_sd(values: Sequence[float]) -> str:
-    """``mean ± SD`` over seeds; the mean alone for one seed (never ``± nan``)."""
-    a = np.asarray([v for v in values if v == v], dtype=float)
-    if a.size == 0:
-        return "n/a"
-    if a.size == 1:
-        return f"{a[0]:.3f}"
-    return f"{a.mean():.3f} ± {a.std(ddof=1):.3f}"
-
-
 def _write_cv_results(out: Path, pooled, models, arms, seeds, k: int, split: dict) -> Path:
     lines = [
         f"# Cross-validation: {k} patient-grouped folds",
@@ -252,7 +242,7 @@ def _write_cv_results(out: Path, pooled, models, arms, seeds, k: int, split: dic
             rows = pooled[(pooled["model"] == m) & (pooled["arm"] == a)]
             per_seed = rows.groupby("seed")[list(_METRICS)].mean()
             n = int(len(rows) / max(len(seeds), 1))
-            cells = [_mean_sd(per_seed[x].tolist()) for x in _METRICS]
+            cells = [format_mean_sd(per_seed[x].tolist()) for x in _METRICS]
             lines.append(f"| {a} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
         section, verdicts = paired_section(out, m, arms, pooled[pooled["model"] == m])
