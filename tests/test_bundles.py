@@ -259,7 +259,7 @@ def workflow(name: str, files: list[str], workflow_type: str, **overrides) -> No
 def test_presets_live_in_the_bundles_preset_files(name):
     from metalung_monai.training import PRESETS, bundle_settings, read_preset
 
-    for preset in ("quick", "full"):
+    for preset in ("quick", "full", "patches"):
         values = read_preset(BUNDLES / name, preset)
         assert values and all(PRESETS[preset][k] == v for k, v in values.items())
         expected = bundle_settings(values, {}, preset)
@@ -281,7 +281,7 @@ def test_presets_cover_every_setting_and_the_bundles_agree(tmp_path):
     from metalung_monai.training import PRESETS, SETTINGS
     from metalung_monai.training.presets import load_presets
 
-    for name in ("quick", "full"):
+    for name in ("quick", "full", "patches"):
         assert set(PRESETS[name]) == set(SETTINGS)
     for name in ("unet_lung_tumor", "deeplabv3_lung_tumor"):
         shutil.copytree(BUNDLES / name / "configs", tmp_path / name / "configs")

@@ -120,3 +120,72 @@ def test_folds_option_reaches_the_command_line(six, tmp_path, capsys):
         ["experiment", "--datalist", str(six / "dl.json"), "--folds", "1", "--out", str(tmp_path)]
     )
     assert rc != 0 and "at least 2 folds" in capsys.readouterr().err
+
+
+def _weights(cv: Path, fold: int) -> dict:
+    """The state dict of fold ``fold``'s U-Net ``none`` seed 0 run of cross-validation ``cv``."""
+    import torch
+
+    run = cv / f"fold{fold}" / "experiment" / "runs" / "unet" / "none" / "seed0"
+    state = torch.load(run / "models" / "model.pt", map_location="cpu", weights_only=True)
+    return state.get("model", state)
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_every_run_from_the_given_weights(six, tmp_path):
+    """``pretrained``: each fold's runs load the weights (a learning rate of 1e-12 leaves them
+    where they started), the weights' content is part of the fingerprint, results say so."""
+    import torch
+
+    kw = dict(arms=["none"], seeds=1, progress=False)
+    run_cross_validation(six / "dl.json", tmp_path / "a", 3, preset_overrides=TINY, **kw)
+    weights = tmp_path / "a" / "fold0" / "experiment" / "runs" / "unet" / "none" / "seed0"
+    weights = weights / "models" / "model.pt"
+    start = _weights(tmp_path / "a", 0)
+    convs = [k for k, v in start.items() if k.endswith(".weight") and v.ndim == 4]
+    still = {**TINY, "lr": 1e-12}
+    out = tmp_path / "ft"
+    path = run_cross_validation(
+        six / "dl.json", out, 3, preset_overrides=still, pretrained={"unet": weights}, **kw
+    )
+    assert f"from `{weights.resolve()}`" in path.read_text()
+    for f in (0, 1, 2):
+        end = _weights(out, f)
+        assert convs and all(torch.allclose(start[k], end[k], atol=1e-6) for k in convs)
+    # the same runs from scratch differ: the initial weights are not a no-op
+    scratch = tmp_path / "scratch"
+    run_cross_validation(six / "dl.json", scratch, 3, preset_overrides=still, **kw)
+    other = _weights(scratch, 0)
+    assert not all(torch.allclose(start[k], other[k], atol=1e-6) for k in convs)
+    keys = json.loads((out / "fold0" / "experiment" / "experiment.json").read_text())["keys"]
+    plain = json.loads((scratch / "fold0" / "experiment" / "experiment.json").read_text())["keys"]
+    assert keys["unet"] != plain["unet"]
+
+
+def test_pretrained_weights_are_checked_before_any_work(six, tmp_path):
+    import torch
+
+    from metalung_monai.commands.experiment import parse_pretrained
+
+    assert parse_pretrained(["unet=a/model.pt"]) == {"unet": "a/model.pt"}
+    for bad, msg in (
+        (["unet"], "expected MODEL=PATH"),
+        (["vnet=x.pt"], "unknown model 'vnet'"),
+        (["unet=a.pt", "unet=b.pt"], "given twice"),
+    ):
+        with pytest.raises(InputError, match=msg):
+            parse_pretrained(bad)
+    kw = dict(arms=["none"], seeds=1, preset_overrides=TINY, progress=False)
+    with pytest.raises(InputError, match="does not exist"):
+        run_cross_validation(
+            six / "dl.json", tmp_path / "x", 3, pretrained={"unet": tmp_path / "no.pt"}, **kw
+        )
+    with pytest.raises(InputError, match="not run in this experiment"):
+        run_cross_validation(
+            six / "dl.json", tmp_path / "y", 3, pretrained={"deeplabv3": __file__}, **kw
+        )
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"model": {"conv.weight": torch.zeros(3, 3)}}, wrong)
+    with pytest.raises(InputError, match="does not fit the unet network"):
+        run_cross_validation(six / "dl.json", tmp_path / "z", 3, pretrained={"unet": wrong}, **kw)
+    assert not (tmp_path / "z" / "fold0" / "experiment" / "runs").exists()  # nothing trained

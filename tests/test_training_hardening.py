@@ -257,6 +257,10 @@ def test_the_commands_name_every_model_and_read_settings_as_literals():
     from metalung_monai.training.bundle_run import MODELS
 
     assert MODEL_NAMES == tuple(MODELS)  # the light command module spells the registry's names
+    from metalung_monai.commands.experiment import PRESET_NAMES as CLI_PRESETS
+    from metalung_monai.training.presets import PRESET_NAMES
+
+    assert CLI_PRESETS == PRESET_NAMES
     assert parse_set(["epochs=4", "lr=1e-3", "window=(-1000, 400)", "amp=False", "x= adam "]) == {
         "epochs": 4,
         "lr": 0.001,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .experiment import MODEL_NAMES
+from .experiment import MODEL_NAMES, PRESET_NAMES
 
 __all__ = ["add_parser", "run"]
 
@@ -53,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default="quick",
-        choices=("quick", "full"),
+        choices=PRESET_NAMES,
         help="the preset the model was trained with",
     )
     p.add_argument(

@@ -20,6 +20,9 @@ from pathlib import Path
 
 from ..errors import InputError
 
+#: the presets of the bundles (training.presets.PRESET_NAMES; kept here so --help imports no torch)
+PRESET_NAMES = ("quick", "full", "patches")
+
 __all__ = ["add_parser", "run", "parse_set", "MODEL_NAMES"]
 
 #: the models the experiment trains (the keys of :data:`metalung_monai.training.bundle_run.MODELS`,
@@ -55,8 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default="quick",
-        choices=("quick", "full"),
-        help="training preset (default quick)",
+        choices=PRESET_NAMES,
+        help="training preset: quick (the synthetic cohort's slices), full (GPU), patches (48-pixel real patches such as the MSD ones; default quick)",
     )
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     p.add_argument(
@@ -74,6 +77,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a preset setting, e.g. --set epochs=4 (repeatable)",
+    )
+    p.add_argument(
+        "--pretrained",
+        action="append",
+        default=[],
+        metavar="MODEL=PATH",
+        help="start every run of MODEL from these local weights (a model.pt of the same bundle, "
+        "e.g. trained on the synthetic cohort) and fine-tune (repeatable; nothing is downloaded)",
     )
     p.add_argument(
         "--bundles", default=None, metavar="DIR", help="bundles folder (default: the repository's)"
@@ -113,6 +124,31 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
+def parse_pretrained(items: list[str]) -> dict[str, str]:
+    """``["unet=runs/model.pt"]`` -> ``{"unet": "runs/model.pt"}``: the ``--pretrained`` options.
+
+    Raises:
+        InputError: naming ``--pretrained`` for an item without ``MODEL=PATH`` or an unknown model,
+            or a model given twice.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        model, sep, path = item.partition("=")
+        model, path = model.strip(), path.strip()
+        if not sep or not model or not path:
+            raise InputError(
+                "--pretrained", f"expected MODEL=PATH (e.g. unet=model.pt), got '{item}'"
+            )
+        if model not in MODEL_NAMES:
+            raise InputError(
+                "--pretrained", f"unknown model '{model}'; choose from {', '.join(MODEL_NAMES)}"
+            )
+        if model in out:
+            raise InputError("--pretrained", f"model '{model}' given twice")
+        out[model] = path
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the experiment the options describe; print where its results are."""
     from ..training.experiment import run_experiment
@@ -132,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             verbose=bool(getattr(args, "verbose", False)),
+            pretrained=parse_pretrained(getattr(args, "pretrained", [])),
         )
         if args.folds is not None:
             path = run_cross_validation(datalist, args.out, args.folds, **common)

@@ -120,15 +120,23 @@ def _fingerprint(
     overrides: dict,
     bundles: Path,
     models: Sequence[str],
+    pretrained: dict[str, Path] | None = None,
 ) -> dict:
     sha = file_fingerprint(datalist, length=12)
-    return {
+    keys = {m: _model_key(sha, preset, settings, bundles, m) for m in models}
+    init = {m: file_fingerprint(p, length=12) for m, p in (pretrained or {}).items()}
+    for m, w in init.items():  # other initial weights, other runs
+        keys[m] = fingerprint({"key": keys[m], "pretrained": w})
+    out = {
         "datalist": sha,
         "preset": preset,
         "preset_overrides": overrides,
         "metalung_monai": __version__,
-        "keys": {m: _model_key(sha, preset, settings, bundles, m) for m in models},
+        "keys": keys,
     }
+    if init:
+        out["pretrained"] = {m: {"path": str(pretrained[m]), "sha": w} for m, w in init.items()}
+    return out
 
 
 def _run_one(
@@ -144,6 +152,7 @@ def _run_one(
     verbose: bool,
     progress: bool = False,
     status: Callable[[str], None] = lambda step: None,
+    pretrained: Path | None = None,
 ) -> dict:
     """Train and evaluate one run (or reuse it when done with ``key``); return its record.
 
@@ -171,7 +180,10 @@ def _run_one(
     t0 = time.perf_counter()
     status("training")
     # the stacked config files are the truth: train.json + <preset>.json + augment_<arm>.json
-    run_bundle(bundle, bundle_configs(bundle, "train", arm, preset), "train", seed=seed, **common)
+    init = {"pretrained": str(pretrained)} if pretrained else {}  # fine-tuning from these weights
+    run_bundle(
+        bundle, bundle_configs(bundle, "train", arm, preset), "train", seed=seed, **common, **init
+    )
     t_train = time.perf_counter() - t0
     status("evaluating")
     run_bundle(
@@ -203,6 +215,32 @@ def _run_one(
     }
     mark_done(done, rec)
     return rec
+
+
+def check_pretrained(
+    pretrained: dict | None, models: Sequence[str], bundles: Path, preset: str, overrides: dict
+) -> dict[str, Path]:
+    """The ``pretrained`` weights per model, checked before any work: a model of this experiment,
+    an existing file whose tensors fit that bundle's network for this preset.
+
+    Raises:
+        InputError: a model not in ``models``, a missing file, or weights of another network
+            (naming the file and the first tensors that differ).
+    """
+    from .evaluate import check_checkpoint
+
+    out: dict[str, Path] = {}
+    for m, path in (pretrained or {}).items():
+        if m not in models:
+            raise InputError(
+                "--pretrained", f"model '{m}' is not run in this experiment ({', '.join(models)})"
+            )
+        p = Path(path).resolve()
+        if not p.is_file():
+            raise InputError(p, "pretrained weights file does not exist")
+        check_checkpoint(p, bundles / MODELS[m], preset, overrides, model=m)
+        out[m] = p
+    return out
 
 
 def check_inputs(
@@ -275,6 +313,7 @@ def run_experiment(
     overwrite: bool = False,
     progress: bool = True,
     verbose: bool = False,
+    pretrained: dict[str, str | os.PathLike] | None = None,
 ) -> Path:
     """Run the grid (see the module docstring) and return the path of ``results.md``.
 
@@ -292,6 +331,10 @@ def run_experiment(
             below it, each training run's bar of iterations with its ETA (the bundles'
             ``progress`` key).
         verbose: show the bundles' training logs.
+        pretrained: model -> local weights file (a ``model.pt`` of the same bundle and preset
+            widths, e.g. trained on the synthetic cohort): every run of that model starts from
+            these weights instead of a random initialisation (fine-tuning). The file's content is
+            part of the runs' fingerprint.
     """
     dl = Path(datalist).resolve()
     out = Path(out_dir).resolve()
@@ -317,7 +360,8 @@ def run_experiment(
     overrides = dict(preset_overrides or {})
     settings = get_preset(preset, **overrides)  # validates the overrides
     check_inputs(dl, out, settings, models, bundles)
-    cfg = _fingerprint(dl, preset, settings, overrides, bundles, models)
+    init = check_pretrained(pretrained, models, bundles, preset, overrides)
+    cfg = _fingerprint(dl, preset, settings, overrides, bundles, models, init)
     manifest = Manifest(out, MANIFEST, what="experiment", hint="use another --out")
     keys = dict(cfg["keys"])
     grid = [(m, a, s) for m in models for s in seed_list for a in arms]
@@ -386,7 +430,8 @@ def run_experiment(
                 status=lambda step, run=f"{m} / {a} / seed {s}": bar.set_postfix_str(
                     f"{run}: {step}"
                 ),
+                pretrained=init.get(m),
             )
             records.append({"model": m, **rec})
             bar.update(1)
-    return write_results(out, dl, models, arms, seed_list, records, preset)
+    return write_results(out, dl, models, arms, seed_list, records, preset, cfg.get("pretrained"))

@@ -29,7 +29,8 @@ from ..io.datalist import assign_folds as datalist_folds
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.runner import fingerprint
 from .experiment import run_experiment
-from .results import PAIRED_METHOD, paired_section, run_frames
+from .experiment_folder import MANIFEST
+from .results import PAIRED_METHOD, paired_section, pretrained_lines, run_frames
 
 __all__ = [
     "FOLD_SECTIONS",
@@ -216,10 +217,15 @@ def run_cross_validation(
     write_text = pooled.to_csv(index=False)
     with atomic_path(out / "cv_slices.csv") as tmp:
         Path(tmp).write_text(write_text)
-    return _write_cv_results(out, pooled, models, arms, seed_list, k, split)
+    manifest = json.loads((out / "fold0" / "experiment" / MANIFEST).read_text())
+    return _write_cv_results(
+        out, pooled, models, arms, seed_list, k, split, manifest.get("pretrained")
+    )
 
 
-def _write_cv_results(out: Path, pooled, models, arms, seeds, k: int, split: dict) -> Path:
+def _write_cv_results(
+    out: Path, pooled, models, arms, seeds, k: int, split: dict, pretrained: dict | None = None
+) -> Path:
     lines = [
         f"# Cross-validation: {k} patient-grouped folds",
         "",
@@ -230,6 +236,7 @@ def _write_cv_results(out: Path, pooled, models, arms, seeds, k: int, split: dic
         "Per-slice scores: `cv_slices.csv`; each fold's own report: "
         "`fold<f>/experiment/results.md`.",
         "",
+        *pretrained_lines(pretrained),
     ]
     for m in models:
         lines += [

@@ -247,6 +247,18 @@ def _verdicts(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def pretrained_lines(pretrained: dict | None) -> list[str]:
+    """The sentence of ``results.md`` naming the weights each fine-tuned model started from."""
+    if not pretrained:
+        return []
+    parts = [f"{m} from `{v['path']}` (sha256 {v['sha']})" for m, v in sorted(pretrained.items())]
+    return [
+        "Fine-tuning: every run of " + "; ".join(parts) + " starts from these weights, not from a "
+        "random initialisation.",
+        "",
+    ]
+
+
 def write_results(
     out: Path,
     datalist: Path,
@@ -255,6 +267,7 @@ def write_results(
     seeds: Sequence[int],
     records: list[dict],
     preset: str,
+    pretrained: dict | None = None,
 ) -> Path:
     """Aggregate the runs into ``results.md``, CSV tables and figures; return ``results.md``.
 
@@ -266,6 +279,7 @@ def write_results(
         seeds: the seeds.
         records: the runs' completion records, each with its ``model``.
         preset: the preset's name (for the title).
+        pretrained: model -> ``{"path", "sha"}`` of the weights its runs started from (fine-tuning).
     """
     slices, volumes, hist = run_frames(out, models, arms, seeds)
     write_table(slices, out / "all_slices")
@@ -288,6 +302,7 @@ def write_results(
         + f"); torch threads {torch.get_num_threads()}.",
         "",
     ]
+    lines += pretrained_lines(pretrained)
     verdicts = []
     for m in models:
         sm = slices[slices["model"] == m]
