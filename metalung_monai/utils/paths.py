@@ -209,6 +209,20 @@ def remove_owned(root: str | os.PathLike, rel_paths: Iterable[str]) -> int:
     return n
 
 
+def remove_empty_folders(folder: str | os.PathLike, created: str | os.PathLike) -> None:
+    """Remove ``folder`` and its parents up to ``created`` (a folder a command made), stopping at
+    the first that is not empty: what a refused or failed run created, and nothing else."""
+    folder, created = Path(folder), Path(created)
+    try:
+        while True:
+            folder.rmdir()
+            if folder == created:
+                break
+            folder = folder.parent
+    except OSError:  # something else is in there: leave the folder
+        pass
+
+
 def format_bytes(n: float) -> str:
     """``1536`` -> ``"1.5 KB"`` (powers of 1000, as ``df -H``)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):

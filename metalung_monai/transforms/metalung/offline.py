@@ -63,6 +63,7 @@ from ...utils.paths import (
     format_bytes,
     is_safe_name,
     refuse_overlap,
+    remove_empty_folders,
     remove_owned,
     safe_name,
 )
@@ -307,14 +308,9 @@ def _remove_if_unfinished(
         for sub in _SUBDIRS:
             if (out / sub).is_dir():
                 (out / sub).rmdir()
-        folder = out
-        while True:
-            folder.rmdir()
-            if folder == created:
-                break
-            folder = folder.parent
     except OSError:  # something else is in there: leave the folder
-        pass
+        return
+    remove_empty_folders(out, created)
 
 
 def expand_datalist(
