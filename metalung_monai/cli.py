@@ -36,6 +36,8 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("convert", "metalung_monai.commands.convert"),
     ("lung-mask", "metalung_monai.commands.lung_mask"),
     ("augment", "metalung_monai.commands.augment"),
+    ("lesion-bank", "metalung_monai.commands.lesion_bank"),
+    ("lesion-realism", "metalung_monai.commands.lesion_realism"),
     ("experiment", "metalung_monai.commands.experiment"),
     ("evaluate", "metalung_monai.commands.evaluate"),
 ]
