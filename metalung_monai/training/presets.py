@@ -354,7 +354,11 @@ def load_presets(bundles_dir: str | os.PathLike = BUNDLES_DIR) -> dict[str, dict
             preset file is missing or unreadable.
     """
     out: dict[str, dict] = {}
-    bundles = sorted(p.parents[1] for p in Path(bundles_dir).glob("*/configs/train.json"))
+    # the segmentation bundles only (bundle_run.MODELS, ``<model>_lung_tumor``): the generative
+    # bundles (``*_lesion_synth``) have presets of their own, without these settings
+    bundles = sorted(
+        p.parents[1] for p in Path(bundles_dir).glob("*_lung_tumor/configs/train.json")
+    )
     for name in PRESET_NAMES:
         merged: dict = {}
         origin: dict[str, Path] = {}
