@@ -251,7 +251,7 @@ def pretrained_lines(pretrained: dict | None) -> list[str]:
     """The sentence of ``results.md`` naming the weights each fine-tuned model started from."""
     if not pretrained:
         return []
-    parts = [f"{m} from `{v['path']}` (sha256 {v['sha']})" for m, v in sorted(pretrained.items())]
+    parts = [f"{m} from `{v['path']}` (sha1 {v['sha']})" for m, v in sorted(pretrained.items())]
     return [
         "Fine-tuning: every run of " + "; ".join(parts) + " starts from these weights, not from a "
         "random initialisation.",
