@@ -38,6 +38,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("augment", "metalung_monai.commands.augment"),
     ("lesion-bank", "metalung_monai.commands.lesion_bank"),
     ("lesion-realism", "metalung_monai.commands.lesion_realism"),
+    ("lesion-compare", "metalung_monai.commands.lesion_compare"),
     ("experiment", "metalung_monai.commands.experiment"),
     ("evaluate", "metalung_monai.commands.evaluate"),
 ]

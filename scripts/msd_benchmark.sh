@@ -9,7 +9,8 @@
 # Measured on 2 CPU cores: 28-45 s per U-Net or DeepLabV3 run; the whole default grid (2 models x
 # 4 arms x 3 folds x 3 seeds = 72 runs) is given in docs/experiments.md. Resumable: rerun the same
 # command after a kill and only unfinished runs are trained.
-# Usage: bash scripts/msd_benchmark.sh [MSD_DIR]    (OUT=..., SEEDS=..., MODELS=... to change)
+# Usage: bash scripts/msd_benchmark.sh [MSD_DIR]    (OUT=..., SEEDS=..., MODELS=... to change;
+#        PREPARE_ONLY=1 stops after step 2, the datalist, as scripts/synth_benchmark.sh uses it)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MSD="${1:-$ROOT/../shared/data/real/msd_lung_patches}"
@@ -39,6 +40,10 @@ os.replace(tmp, dst)
 PY
 if [[ ! -f "$OUT/data/datalist.json" ]]; then
     "$VENV/bin/metalung" convert --manifest "$OUT/manifest.csv" --out "$OUT/data"
+fi
+if [[ "${PREPARE_ONLY:-0}" == "1" ]]; then
+    echo "[msd] datalist: $OUT/data/datalist.json"
+    exit 0
 fi
 "$VENV/bin/metalung" experiment --datalist "$OUT/data/datalist.json" --folds 3 \
     --models "$MODELS" --augment none,metalung,monai,metalung+monai --preset patches \

@@ -140,7 +140,10 @@ def test_one_epoch_train_then_sample_then_realism(tmp_path):
     out = tmp_path / "out" / "generated"
     gen = read_bank(out)
     meta = json.loads((out / "bank.json").read_text())["sampling"]
-    assert meta["written"] + meta["dropped_empty"] == 40 and meta["written"] == len(gen) > 0
+    assert (
+        meta["written"] + meta["dropped_empty"] + meta["rejected_gate"] == 40
+        and meta["written"] == len(gen) > 0
+    )
     assert meta["hu_map"]["mode"] == "pooled" and meta["hu_map"]["by"] == "lung_rads"
     img, mask = gen.arrays["image2d"], gen.arrays["mask2d"]
     assert img.dtype == np.int16 and img.shape == (len(gen), 32, 32)

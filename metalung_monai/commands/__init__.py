@@ -19,3 +19,16 @@ SimpleITK) are imported inside ``run``: asking for help never pays for them (nei
 ``tests/test_cli_contract.py`` holds it). :data:`metalung_monai.cli.SUBCOMMANDS` lists the
 modules in pipeline order; ``metalung <command>`` imports only that command's module.
 """
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` of a whole number >= 1 (a one-line usage error otherwise)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v

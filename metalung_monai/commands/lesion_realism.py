@@ -18,17 +18,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from . import positive_int
+
 __all__ = ["add_parser", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,19 +37,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("generated", metavar="GENERATED", help="bank-like folder of generated lesions")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
-    p.add_argument("--bootstrap", type=_positive_int, default=200, help="bootstrap resamples (200)")
-    p.add_argument("--permutations", type=_positive_int, default=200, help="MMD permutations (200)")
-    p.add_argument("--c2st-folds", type=_positive_int, default=5, help="C2ST folds (5)")
-    p.add_argument("--c2st-epochs", type=_positive_int, default=15, help="C2ST epochs (15)")
+    p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap resamples (200)")
+    p.add_argument("--permutations", type=positive_int, default=200, help="MMD permutations (200)")
+    p.add_argument("--c2st-folds", type=positive_int, default=5, help="C2ST folds (5)")
+    p.add_argument("--c2st-epochs", type=positive_int, default=15, help="C2ST epochs (15)")
     p.add_argument(
         "--c2st-repeats",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="C2ST cross-validation repeats, probabilities averaged (3)",
     )
     p.add_argument(
         "--max-lesions",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         help="subsample each set to at most this many lesions (1000)",
     )

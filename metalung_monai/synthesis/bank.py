@@ -86,6 +86,7 @@ COLUMNS = (
     "native_index",
     "source",
     "generator",
+    "condition",
     "case_id",
     "patient_id",
     "section",
