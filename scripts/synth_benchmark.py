@@ -45,6 +45,11 @@ GENERATORS: dict[str, dict] = {
         "stages": [(["train", "{preset}"], "model_final.pt")],
         "sample": ["train", "{preset}", "sample"],
     },
+    "diffusion": {
+        "bundle": "diffusion_lesion_synth",
+        "stages": [(["train", "{preset}"], "model_final.pt")],
+        "sample": ["train", "{preset}", "sample"],
+    },
 }
 
 
