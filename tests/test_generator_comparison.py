@@ -229,3 +229,23 @@ def test_synth_benchmark_script_end_to_end_and_resumes(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "not a lesion bank" in bad.stderr
+
+
+def test_conditioning_agreement_counts_measured_against_asked():
+    from metalung_monai.evaluation.generator_comparison import _conditioning
+
+    t = pd.DataFrame(
+        {
+            "condition": ["LR2/solid", "LR2/sub-solid", "LR4B/solid", "LR4B/solid"],
+            "lung_rads": ["LR2", "LR3", "LR4B", "LR4B"],
+            "type": ["solid", "ground-glass", "part-solid", "solid"],
+        }
+    )
+    c = _conditioning(t)
+    assert c["lesions"] == 4 and c["lung_rads_as_asked"] == 0.75
+    assert c["per_class"] == {"LR2": 0.5, "LR4B": 1.0}
+    assert c["solidity_as_asked"] == 0.75
+    plain = _conditioning(t.assign(condition=["LR2", "LR3", "LR2", "LR2"]))
+    assert plain["lung_rads_as_asked"] == 0.5 and "solidity_as_asked" not in plain
+    assert _conditioning(t.drop(columns="condition")) is None
+    assert _conditioning(t.assign(condition="")) is None

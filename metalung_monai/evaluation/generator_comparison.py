@@ -83,6 +83,7 @@ def run_summary(run: str | os.PathLike) -> dict[str, Any]:
     import json
 
     sampling = json.loads(bank_json.read_text())["sampling"]
+    conditioning = _conditioning(read_bank(run / "generated").table)
     realism_json = run / "realism" / "realism.json"
     realism = json.loads(realism_json.read_text()) if realism_json.is_file() else None
     return {
@@ -97,8 +98,37 @@ def run_summary(run: str | os.PathLike) -> dict[str, Any]:
         "dropped_empty": int(sampling["dropped_empty"]),
         "rejected_gate": int(sampling.get("rejected_gate", 0)),
         "rejected_checks": dict(sampling.get("rejected_checks", {})),
+        "conditioning": conditioning,
         "realism": realism,
     }
+
+
+def _conditioning(table) -> dict[str, Any] | None:
+    """How often a class-conditioned generator's lesion has the class it was asked for: the
+    measured Lung-RADS class (from its own mask) against the ``condition`` column
+    (``"LR3"`` or ``"LR3/sub-solid"``); ``None`` for an unconditioned generator."""
+    if "condition" not in table.columns:
+        return None
+    cond = table["condition"].fillna("").astype(str)
+    asked = cond != ""
+    if not asked.any():
+        return None
+    cond = cond[asked]
+    t = table[asked]
+    cls = cond.str.split("/").str[0]
+    out: dict[str, Any] = {
+        "lesions": int(asked.sum()),
+        "lung_rads_as_asked": float((cls == t["lung_rads"].astype(str)).mean()),
+        "per_class": {
+            c: float((t.loc[cls == c, "lung_rads"].astype(str) == c).mean())
+            for c in sorted(cls.unique())
+        },
+    }
+    solid = cond.str.split("/").str[1]
+    if solid.notna().all():
+        is_solid = t["type"].astype(str) == "solid"
+        out["solidity_as_asked"] = float(((solid == "solid") == is_solid).mean())
+    return out
 
 
 def plot_generator_grid(
@@ -206,6 +236,21 @@ def _markdown(bank: str, summaries: Mapping[str, dict[str, Any]], grid: str) -> 
             f"| {_fmt(pr.get('G_vs_hold', {}).get('recall'))} "
             f"({_fmt(pr.get('train_vs_hold', {}).get('recall'))}) | {closer} | {flagged} |"
         )
+    conditioned = {k: s["conditioning"] for k, s in summaries.items() if s["conditioning"]}
+    if conditioned:
+        lines += [
+            "",
+            "## Class conditioning (measured class of each lesion against the class asked for)",
+            "",
+            "| generator | lesions | Lung-RADS class as asked | per class | solid / sub-solid as asked |",
+            "|---|---:|---:|---|---:|",
+        ]
+        for name, c in conditioned.items():
+            per = ", ".join(f"{k} {v:.0%}" for k, v in c["per_class"].items())
+            lines.append(
+                f"| {name} | {c['lesions']} | {c['lung_rads_as_asked']:.1%} | {per} "
+                f"| {_fmt(c.get('solidity_as_asked'), '.1%')} |"
+            )
     lines += ["", f"![lesions per Lung-RADS class]({grid})", ""]
     return "\n".join(lines)
 
