@@ -45,6 +45,26 @@ GENERATORS: dict[str, dict] = {
         "stages": [(["train", "{preset}"], "model_final.pt")],
         "sample": ["train", "{preset}", "sample"],
     },
+    "vqvae": {
+        "bundle": "vqvae_lesion_synth",
+        "stages": [
+            (["train_autoencoder", "{preset}"], "autoencoder_final.pt"),
+            (["train_autoencoder", "train_prior", "{preset}"], "pixelcnn_final.pt"),
+        ],
+        "sample": ["train_autoencoder", "train_prior", "{preset}", "sample"],
+    },
+    "vqvae_transformer": {
+        "bundle": "vqvae_lesion_synth",
+        "stages": [
+            (["train_autoencoder", "{preset}"], "autoencoder_final.pt"),
+            (
+                ["train_autoencoder", "train_prior", "train_transformer", "{preset}"],
+                "transformer_final.pt",
+            ),
+        ],
+        "sample": ["train_autoencoder", "train_prior", "train_transformer", "{preset}", "sample"],
+        "shared": {"autoencoder_final.pt": "vqvae"},
+    },
     "diffusion": {
         "bundle": "diffusion_lesion_synth",
         "stages": [(["train", "{preset}"], "model_final.pt")],

@@ -501,7 +501,7 @@ def write_generated(
         **dict(sampling or {}),
     }
     meta = {
-        "command": f"python -m monai.bundle run (bundles/{generator}_lesion_synth, sample.json)",
+        "command": f"python -m monai.bundle run (bundles/{generator.split('_')[0]}_lesion_synth, sample.json)",
         "generator": generator,
         "real_bank": os.fspath(bank_path),
         "model_size": size,
