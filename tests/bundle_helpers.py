@@ -48,3 +48,35 @@ def run(cmd, cwd, timeout=600):
         f"{' '.join(map(str, cmd))}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     )
     return res
+
+
+def verify_metadata(root: Path) -> None:
+    """``configs/metadata.json`` of the bundle at ``root``: no package both required and optional,
+    and MONAI's ``verify_metadata`` against ``bundles/meta_schema.json`` (offline)."""
+    import json
+
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    assert not set(meta["required_packages_version"]) & set(meta["optional_packages_version"])
+    run(
+        bundle_cmd(
+            "verify_metadata",
+            "--meta_file",
+            "configs/metadata.json",
+            "--filepath",
+            "../meta_schema.json",
+        ),
+        root,
+    )
+
+
+def bundle_dirs(tmp_path: Path, bank: str) -> list[str]:
+    """``--bank_dir`` / ``--ckpt_dir`` / ``--output_dir`` overrides of a generator bundle run
+    under ``tmp_path`` (checkpoints in ``models/``, outputs in ``out/``)."""
+    return [
+        "--bank_dir",
+        bank,
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]

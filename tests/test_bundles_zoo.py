@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import torch
-from bundle_helpers import ARMS, BUNDLES, ENV, NAMES, ZOO_FILES, bundle_cmd, run
+from bundle_helpers import ARMS, BUNDLES, ENV, NAMES, ZOO_FILES, bundle_cmd, run, verify_metadata
 
 
 @pytest.mark.slow
@@ -28,16 +28,7 @@ def test_zoo_layout_and_metadata(name):
     assert all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in metrics.values())
     readme = (root / "docs" / "README.md").read_text()
     assert all(f"{v:.3f}" in readme for v in metrics.values()), "docs/README.md: metric not shown"
-    run(
-        bundle_cmd(
-            "verify_metadata",
-            "--meta_file",
-            "configs/metadata.json",
-            "--filepath",
-            "../meta_schema.json",
-        ),
-        root,
-    )
+    verify_metadata(root)
     # a broken metadata file is refused
     bad = dict(meta)
     del bad["task"]

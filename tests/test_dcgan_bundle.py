@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import BUNDLES, bundle_cmd, run, stack
+from bundle_helpers import BUNDLES, bundle_cmd, bundle_dirs, run, stack, verify_metadata
 from lesion_factory import make_bank, save_bank
 
 from metalung_monai.errors import InputError
@@ -96,30 +96,13 @@ def test_zoo_layout_and_metadata():
     meta = json.loads((ROOT / "configs" / "metadata.json").read_text())
     out = meta["network_data_format"]["outputs"]["pred"]
     assert out["num_channels"] == 2 and out["value_range"] == [-1, 1]
-    assert not set(meta["required_packages_version"]) & set(meta["optional_packages_version"])
-    run(
-        bundle_cmd(
-            "verify_metadata",
-            "--meta_file",
-            "configs/metadata.json",
-            "--filepath",
-            "../meta_schema.json",
-        ),
-        ROOT,
-    )
+    verify_metadata(ROOT)
 
 
 @pytest.mark.slow
 def test_one_epoch_train_then_sample_then_realism(tmp_path):
     bank = _bank(tmp_path / "bank")
-    common = [
-        "--bank_dir",
-        bank,
-        "--ckpt_dir",
-        str(tmp_path / "models"),
-        "--output_dir",
-        str(tmp_path / "out"),
-    ]
+    common = bundle_dirs(tmp_path, bank)
     # quick generates 32 x 32: the tiny bank's model size
     run(bundle_cmd("run", "--config_file", stack("train", "quick"), *common, *TINY), ROOT)
     ckpt = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import BUNDLES, bundle_cmd, run, stack
+from bundle_helpers import BUNDLES, bundle_cmd, bundle_dirs, run, stack, verify_metadata
 from lesion_factory import make_bank, save_bank
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
@@ -171,30 +171,13 @@ def test_zoo_layout_and_metadata():
         0,
         CONDITIONS["lung_rads_solid"],
     ]
-    assert not set(meta["required_packages_version"]) & set(meta["optional_packages_version"])
-    run(
-        bundle_cmd(
-            "verify_metadata",
-            "--meta_file",
-            "configs/metadata.json",
-            "--filepath",
-            "../meta_schema.json",
-        ),
-        ROOT,
-    )
+    verify_metadata(ROOT)
 
 
 @pytest.mark.slow
 def test_one_epoch_train_then_sample(tmp_path):
     bank = _bank(tmp_path / "bank")
-    common = [
-        "--bank_dir",
-        bank,
-        "--ckpt_dir",
-        str(tmp_path / "models"),
-        "--output_dir",
-        str(tmp_path / "out"),
-    ]
+    common = bundle_dirs(tmp_path, bank)
     # quick generates 32 x 32: the tiny bank's model size
     run(bundle_cmd("run", "--config_file", stack("train", "quick"), *common, *TINY), ROOT)
     ckpt = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
