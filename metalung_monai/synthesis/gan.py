@@ -103,6 +103,7 @@ def sample_lesions(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     checkpoint: str | os.PathLike | None = None,
+    quality_gate: bool = True,
 ) -> dict[str, Any]:
     """Generate ``num_samples`` lesions and write them to ``out_dir`` as a bank-like folder.
 
@@ -111,6 +112,8 @@ def sample_lesions(
     :func:`~metalung_monai.synthesis.generative.write_generated` (mask, integer HU by quantile
     mapping onto the real bank's train lesions, the lesion table). ``checkpoint``: a
     ``model_final.pt`` of the bundle (its ``"generator"`` entry) or a bare state dict.
+    ``quality_gate``: drop the lesions that fail the realism gate against the real train lesions
+    (``write_generated``'s, counted in ``rejected_gate``).
 
     Returns the sampling summary (also in ``bank.json["sampling"]``).
     """
@@ -133,4 +136,5 @@ def sample_lesions(
             "latent_size": int(latent_size),
             "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
         },
+        quality_gate=bool(quality_gate),
     )
