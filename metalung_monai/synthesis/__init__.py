@@ -5,7 +5,9 @@ and generated lesions); :mod:`~metalung_monai.synthesis.lesion_bank` extracts th
 a datalist's training cases into a bank (``metalung lesion-bank``);
 :mod:`~metalung_monai.synthesis.hu_mapping` maps a generator's output to integer HU by quantile
 mapping onto the bank's training lesions (:class:`HUQuantileMap`, :class:`MapToLesionHU`,
-:class:`MapToLesionHUd`). The realism report of generated lesions is
+:class:`MapToLesionHUd`); :mod:`~metalung_monai.synthesis.generative` is what the generator bundles
+share and :mod:`~metalung_monai.synthesis.insertion` puts a lesion into free lung (resampling,
+placement, a seamless integer-HU blend). The realism report of generated lesions is
 :mod:`metalung_monai.evaluation.realism` (``metalung lesion-realism``).
 """
 
