@@ -35,7 +35,6 @@ from scipy import ndimage as ndi
 from skimage.transform import resize
 
 from metalung_monai.errors import InputError
-from metalung_monai.transforms.metalung.functional import _find_place, _footprint
 
 __all__ = ["Placement", "blend_lesion", "find_lesion_place", "resample_lesion"]
 
@@ -121,7 +120,13 @@ def find_lesion_place(
     tries: int = 32,
 ) -> Placement | None:
     """A random place (``rng``) where the lesion's footprint (its mask dilated by ``edge_px``)
-    lies in ``free`` (bool ``(H, W)``) more than ``margin_mm`` inside; ``None`` when no room."""
+    lies in ``free`` (bool ``(H, W)``) more than ``margin_mm`` inside; ``None`` when no room.
+
+    The search is MetaLung's tumour relocation search (``transforms.metalung.functional``:
+    distance maps, then candidate centres checked voxel by voxel), imported here on use:
+    ``metalung_monai.transforms`` imports this module for :class:`RandInsertLesiond`."""
+    from metalung_monai.transforms.metalung.functional import _find_place, _footprint
+
     free = np.asarray(free, dtype=bool)
     lm = np.asarray(lesion_mask, dtype=bool)
     if free.ndim != 2 or lm.ndim != 2:

@@ -3,10 +3,13 @@
 * :mod:`.metalung`: the six HU-preserving MetaLung augmentations (mirror, relocate the tumour,
   rotate the image, rotate the tumour, integer noise on the image / the tumour) and
   :class:`MetaLungd` (online random variants or offline expansion).
+* :mod:`.insert_lesion`: :class:`InsertLesiond` / :class:`RandInsertLesiond`, a lesion of a
+  bank (real: copy-paste; generated) into free lung of a 2D slice, integer HU (issue 13).
 * :mod:`.intensity`: HU windowing (:class:`HUWindow`) and CLAHE (:class:`CLAHE`) for display and
   network input (they do not preserve HU: apply them after every HU-based step).
 """
 
+from .insert_lesion import InsertLesiond, RandInsertLesiond
 from .intensity import CLAHE, WINDOW_PRESETS, CLAHEd, HUWindow, HUWindowd
 from .metalung import (
     METALUNG_META_KEY,
@@ -48,6 +51,8 @@ __all__ = [
     "HUWindowd",
     "CLAHE",
     "CLAHEd",
+    "InsertLesiond",
+    "RandInsertLesiond",
     "METALUNG_META_KEY",
     "METALUNG_OPS",
     "metalung_records",

@@ -1,0 +1,120 @@
+"""``InsertLesiond`` / ``RandInsertLesiond`` (issue 13): a bank lesion into free lung of a 2D
+slice as a MONAI dictionary transform: integer HU, only the footprint changes, the mask grows by
+exactly the inserted lesion, records in ``meta["metalung"]``, seeded draws and replay, no room
+and ``prob`` recorded as skips, inside a MONAI ``Compose``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lesion_factory import make_bank
+from monai.data import MetaTensor
+from monai.transforms import Compose
+from test_insertion import _slice
+
+from metalung_monai.errors import InputError
+from metalung_monai.transforms.insert_lesion import InsertLesiond, RandInsertLesiond
+from metalung_monai.transforms.metalung import metalung_records
+
+SPACING = 0.8
+
+
+@pytest.fixture(scope="module")
+def bank():
+    b = make_bank(n=24, size=32, seed=0)
+    b.table["context_mm"] = 32.0  # 1 mm per model pixel
+    return b
+
+
+def _data(seed=0):
+    img, lung, _ = _slice(seed=seed)
+    aff = np.diag([SPACING, SPACING, 1.0, 1.0])
+    mask = np.zeros_like(img, dtype=np.uint8)
+    mask[70:74, 60:64] = 1  # a tumour already there
+    return {
+        "image": MetaTensor(torch.from_numpy(img[None]), affine=aff),
+        "mask": MetaTensor(torch.from_numpy(mask[None]), affine=aff),
+        "lung_mask": torch.from_numpy(lung[None].astype(np.uint8)),
+    }
+
+
+def test_insert_changes_the_footprint_only_and_the_mask_by_the_lesion(bank):
+    data = _data()
+    t = InsertLesiond(("image", "mask"), bank, index=5, seed=3)
+    out = t(data)
+    img0, img1 = data["image"].numpy()[0], out["image"].numpy()[0]
+    m0, m1 = data["mask"].numpy()[0] > 0, out["mask"].numpy()[0] > 0
+    assert out["image"].dtype == torch.int16 and isinstance(out["image"], MetaTensor)
+    rec = metalung_records(out["image"])[-1]
+    row = t.choices.table.iloc[5]  # the 6th train lesion (hold lesions are never drawn)
+    assert set(t.choices.table["subset"]) == {"train"}
+    assert rec["op"] == "insert_lesion" and rec["applied"] and rec["lesion_id"] == row.lesion_id
+    assert metalung_records(out["mask"])[-1] == rec
+    assert metalung_records(data["image"]) == []  # the input's metadata is untouched
+    inserted = m1 & ~m0
+    assert (m1 | ~m0).all() and inserted.sum() == rec["inserted_voxels"]
+    (y0, y1), (x0, x1) = rec["box"]
+    changed = img1 != img0
+    assert changed.any() and not changed[:y0].any() and not changed[y1:].any()
+    assert not changed[:, :x0].any() and not changed[:, x1:].any()
+    assert changed.sum() <= rec["footprint_voxels"]
+    # the lesion keeps its real size: area in mm^2 within 15 % of the bank lesion's
+    area_bank = float(t.choices.patches("2d")[1][5].sum())  # 1 mm pixels
+    assert abs(inserted.sum() * SPACING**2 / area_bank - 1) < 0.15
+    lung = data["lung_mask"].numpy()[0] > 0
+    assert lung[inserted].all() and not (inserted & m0).any()
+    # deterministic: the same arguments give the same output
+    again = t(_data())
+    assert torch.equal(again["image"], out["image"]) and torch.equal(again["mask"], out["mask"])
+
+
+def test_rand_insert_is_seeded_replays_and_skips(bank):
+    t = RandInsertLesiond(("image", "mask"), bank, prob=1.0, scale_range=(1.0, 2.0))
+    t.set_random_state(7)
+    first = t(_data())
+    replay = t(_data(), randomize=False)
+    assert torch.equal(first["image"], replay["image"])
+    assert metalung_records(first["image"]) == metalung_records(replay["image"])
+    t2 = RandInsertLesiond(("image", "mask"), bank, prob=1.0, scale_range=(1.0, 2.0))
+    t2.set_random_state(7)
+    assert torch.equal(t2(_data())["image"], first["image"])
+    rec = metalung_records(first["image"])[-1]
+    assert 1.0 <= rec["scale"] <= 2.0 and rec["applied"]
+    skip = RandInsertLesiond(("image", "mask"), bank, prob=0.0)
+    data = _data()
+    out = skip(data)
+    assert torch.equal(out["image"], data["image"])
+    assert metalung_records(out["image"]) == [
+        {"op": "insert_lesion", "applied": False, "reason": "prob"}
+    ]
+    # in a MONAI pipeline, several draws differ
+    pipe = Compose([RandInsertLesiond(("image", "mask"), bank)]).set_random_state(1)
+    a, b = pipe(_data()), pipe(_data())
+    assert not torch.equal(a["image"], b["image"])
+
+
+def test_no_room_is_a_recorded_skip_and_bad_input_is_refused(bank):
+    data = _data()
+    data["lung_mask"] = torch.zeros_like(data["lung_mask"])
+    out = InsertLesiond(("image", "mask"), bank, index=0)(data)
+    assert torch.equal(out["image"], data["image"]) and torch.equal(out["mask"], data["mask"])
+    rec = metalung_records(out["image"])[-1]
+    assert rec["applied"] is False and rec["reason"] == "no room"
+    t = InsertLesiond(("image", "mask"), bank, index=0)
+    with pytest.raises(InputError, match="lung_mask"):
+        t({"image": data["image"], "mask": data["mask"]})
+    bad = dict(_data())
+    bad["image"] = bad["image"].float() + 0.5
+    with pytest.raises(InputError, match="integers"):
+        t(bad)
+    with pytest.raises(InputError, match="channel-first"):
+        t({**_data(), "image": torch.zeros(2, 8, 8, dtype=torch.int16)})
+    with pytest.raises(InputError, match="index"):
+        InsertLesiond(("image", "mask"), bank, index=999)(_data())
+    with pytest.raises(InputError, match="scale_range"):
+        RandInsertLesiond(("image", "mask"), bank, scale_range=(2.0, 1.0))
+    hold_only = make_bank(n=6, size=32, seed=0, n_patients=2, hold_fraction=1.0)
+    hold_only.table["context_mm"] = 32.0
+    with pytest.raises(InputError, match="no 2D lesions"):
+        InsertLesiond(("image", "mask"), hold_only)
