@@ -118,3 +118,30 @@ def test_no_room_is_a_recorded_skip_and_bad_input_is_refused(bank):
     hold_only.table["context_mm"] = 32.0
     with pytest.raises(InputError, match="no 2D lesions"):
         InsertLesiond(("image", "mask"), hold_only)
+
+
+def test_several_banks_drawn_by_weight(bank):
+    gen = make_bank(n=12, size=32, seed=5, source="generated")
+    gen.table["context_mm"] = 32.0
+    t = RandInsertLesiond(
+        ("image", "mask"), {"real": bank, "dcgan": gen}, weights={"real": 1, "dcgan": 3}
+    ).set_random_state(0)
+    names = []
+    for _ in range(40):
+        t.randomize()
+        names.append(t.inner.name)
+    n_gen = names.count("dcgan")
+    assert 22 <= n_gen <= 38  # binomial(40, 0.75): mean 30, SD 2.7
+    out = t(_data(), randomize=False)
+    rec = metalung_records(out["image"])[-1]
+    assert rec["bank"] == names[-1] and rec["lesion_id"].startswith(
+        "generated" if names[-1] == "dcgan" else "real"
+    )
+    only_real = RandInsertLesiond(
+        ("image", "mask"), {"real": bank, "dcgan": gen}, weights={"real": 1, "dcgan": 0}
+    ).set_random_state(1)
+    for _ in range(10):
+        only_real.randomize()
+        assert only_real.inner.name == "real"
+    with pytest.raises(InputError, match="weights"):
+        RandInsertLesiond(("image", "mask"), {"real": bank}, weights={"other": 1})

@@ -89,6 +89,7 @@ class InsertLesiond(MapTransform):
         margin_mm: free-space distance required from dense structures and the pleura.
         tumor_margin_px: distance kept from the tumours already in the mask.
         spacing: ``(y, x)`` mm; ``None`` takes it from the image's affine (MetaTensor).
+        name: the bank's name in the records (``bank``), e.g. ``"real"`` or ``"dcgan"``.
     """
 
     def __init__(
@@ -105,8 +106,10 @@ class InsertLesiond(MapTransform):
         margin_mm: float = 1.0,
         tumor_margin_px: int = 3,
         spacing: Sequence[float] | None = None,
+        name: str = "",
     ) -> None:
         super().__init__(keys)
+        self.name = str(name)
         if len(self.keys) != 2:
             raise InputError("keys", f"expected (image_key, mask_key), got {self.keys}")
         self.image_key, self.mask_key = self.keys
@@ -163,6 +166,7 @@ class InsertLesiond(MapTransform):
         place = find_lesion_place(free, m, sp, rng, edge_px=self.edge_px)
         record: dict[str, Any] = {
             "op": "insert_lesion",
+            "bank": self.name,
             "lesion_id": str(row["lesion_id"]),
             "generator": str(row.get("generator", "") or ""),
             "lung_rads": str(row["lung_rads"]),
@@ -195,17 +199,24 @@ class InsertLesiond(MapTransform):
 
 
 class RandInsertLesiond(RandomizableTransform, MapTransform):
-    """With probability ``prob``, insert a random lesion of ``bank`` (uniform over
-    :func:`lesion_choices`) at a scale uniform in ``scale_range``; other arguments as
-    :class:`InsertLesiond`. ``__call__(data, randomize=False)`` replays the last draw."""
+    """With probability ``prob``, insert a random lesion (uniform over :func:`lesion_choices`)
+    at a scale uniform in ``scale_range``; other arguments as :class:`InsertLesiond`.
+
+    ``bank`` may be several banks, ``{name: bank}``: each call first draws a bank with
+    probabilities proportional to ``weights`` (``{name: weight}``, default equal), e.g.
+    ``{"real": real_bank, "dcgan": generated}`` with ``weights={"real": 1, "dcgan": 3}`` for a
+    real : synthetic ratio of 1 : 3; the record's ``bank`` names the one drawn.
+    ``__call__(data, randomize=False)`` replays the last draw.
+    """
 
     def __init__(
         self,
         keys: KeysCollection,
-        bank: LesionBank | str | os.PathLike,
+        bank: LesionBank | str | os.PathLike | Mapping[str, LesionBank | str | os.PathLike],
         lung_key: Hashable = "lung_mask",
         prob: float = 1.0,
         scale_range: Sequence[float] = (1.0, 1.0),
+        weights: Mapping[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
@@ -214,10 +225,29 @@ class RandInsertLesiond(RandomizableTransform, MapTransform):
         if not 0 < lo <= hi:
             raise InputError("scale_range", f"must be 0 < low <= high, got {scale_range}")
         self.scale_range = (lo, hi)
-        self.inner = InsertLesiond(keys, bank, lung_key, **kwargs)
+        banks = dict(bank) if isinstance(bank, Mapping) else {"": bank}
+        if not banks:
+            raise InputError("bank", "no lesion bank given")
+        w = (
+            {k: 1.0 for k in banks}
+            if weights is None
+            else {k: float(v) for k, v in weights.items()}
+        )
+        if set(w) != set(banks) or min(w.values()) < 0 or sum(w.values()) <= 0:
+            raise InputError(
+                "weights",
+                f"need one weight >= 0 per bank {sorted(banks)} with a positive sum, got {weights}",
+            )
+        self.names = list(banks)
+        self.p = np.array([w[k] for k in self.names]) / sum(w.values())
+        self.inners = {
+            k: InsertLesiond(keys, b, lung_key, name=k, **kwargs) for k, b in banks.items()
+        }
+        self.inner = self.inners[self.names[0]]
 
     def randomize(self, data: Any = None) -> None:
         super().randomize(None)
+        self.inner = self.inners[self.names[int(self.R.choice(len(self.names), p=self.p))]]
         self.inner.index = int(self.R.randint(len(self.inner.choices)))
         self.inner.scale = float(self.R.uniform(*self.scale_range))
         self.inner.seed = int(self.R.randint(2**31 - 1))
