@@ -145,3 +145,23 @@ def test_several_banks_drawn_by_weight(bank):
         assert only_real.inner.name == "real"
     with pytest.raises(InputError, match="weights"):
         RandInsertLesiond(("image", "mask"), {"real": bank}, weights={"other": 1})
+
+
+def test_precomputed_free_space_is_used_and_gives_the_same_insertion(bank):
+    from metalung_monai.anatomy import free_space_mask
+    from metalung_monai.transforms import FreeSpaced
+
+    data = _data()
+    fs = FreeSpaced("image")(data)
+    want = free_space_mask(
+        data["image"].numpy()[0], data["lung_mask"].numpy()[0], (SPACING, SPACING), 1.0
+    )
+    assert fs["free_space"].shape == (1, *want.shape)
+    assert np.array_equal(fs["free_space"].numpy()[0] > 0, want)
+    t = InsertLesiond(("image", "mask"), bank, index=2, seed=9)
+    a, b = t(_data()), t(fs)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    blocked = {**fs, "free_space": torch.zeros_like(fs["free_space"])}
+    assert metalung_records(t(blocked)["image"])[-1]["reason"] == "no room"
+    off = InsertLesiond(("image", "mask"), bank, index=2, seed=9, free_key=None)
+    assert torch.equal(off(blocked)["image"], a["image"])  # free_key=None: always computed

@@ -3,13 +3,14 @@
 * :mod:`.metalung`: the six HU-preserving MetaLung augmentations (mirror, relocate the tumour,
   rotate the image, rotate the tumour, integer noise on the image / the tumour) and
   :class:`MetaLungd` (online random variants or offline expansion).
-* :mod:`.insert_lesion`: :class:`InsertLesiond` / :class:`RandInsertLesiond`, a lesion of a
+* :mod:`.insert_lesion`: :class:`InsertLesiond` / :class:`RandInsertLesiond` (with :class:`FreeSpaced`, the free-space
+  map to cache), a lesion of a
   bank (real: copy-paste; generated) into free lung of a 2D slice, integer HU (issue 13).
 * :mod:`.intensity`: HU windowing (:class:`HUWindow`) and CLAHE (:class:`CLAHE`) for display and
   network input (they do not preserve HU: apply them after every HU-based step).
 """
 
-from .insert_lesion import InsertLesiond, RandInsertLesiond
+from .insert_lesion import FreeSpaced, InsertLesiond, RandInsertLesiond
 from .intensity import CLAHE, WINDOW_PRESETS, CLAHEd, HUWindow, HUWindowd
 from .metalung import (
     METALUNG_META_KEY,
@@ -51,6 +52,7 @@ __all__ = [
     "HUWindowd",
     "CLAHE",
     "CLAHEd",
+    "FreeSpaced",
     "InsertLesiond",
     "RandInsertLesiond",
     "METALUNG_META_KEY",

@@ -43,7 +43,7 @@ from metalung_monai.synthesis.generative import bank_pixel_mm
 from metalung_monai.synthesis.insertion import blend_lesion, find_lesion_place, resample_lesion
 from metalung_monai.transforms.metalung.array import _append_record, _like, _stamp
 
-__all__ = ["InsertLesiond", "RandInsertLesiond", "lesion_choices"]
+__all__ = ["FreeSpaced", "InsertLesiond", "RandInsertLesiond", "lesion_choices"]
 
 
 def lesion_choices(bank: LesionBank, subset: str | None = "train") -> LesionBank:
@@ -74,6 +74,55 @@ def _plane(x: Any, key: Hashable) -> np.ndarray:
     return a[0]
 
 
+class FreeSpaced(MapTransform):
+    """Free lung parenchyma of a 2D slice, ``(1, H, W)`` uint8 under ``out_key``
+    (:func:`~metalung_monai.anatomy.free_space_mask`, ``margin_mm`` from dense structures and
+    the pleura): deterministic, so placed before the random transforms of a MONAI pipeline it is
+    computed once per case by ``CacheDataset`` and :class:`InsertLesiond` only places and blends.
+
+    Args:
+        keys: the image key (HU).
+        lung_key: key of the lung labels; out_key: where the mask goes.
+        margin_mm: as :class:`InsertLesiond` (use the same value).
+        spacing: ``(y, x)`` mm; ``None`` takes it from the image's affine (MetaTensor).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lung_key: Hashable = "lung_mask",
+        out_key: Hashable = "free_space",
+        margin_mm: float = 1.0,
+        spacing: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(keys)
+        self.lung_key, self.out_key = lung_key, out_key
+        self.margin_mm = float(margin_mm)
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            for k in (key, self.lung_key):
+                if k not in d:
+                    raise InputError(str(k), "missing from the data dictionary")
+            img = _plane(d[key], key)
+            sp = _spacing_of(d[key], self.spacing, key)
+            lungs = _plane(d[self.lung_key], self.lung_key)
+            free = free_space_mask(img, lungs, sp, min_distance_mm=self.margin_mm)
+            d[self.out_key] = torch.from_numpy(free[None].astype(np.uint8))
+        return d
+
+
+def _spacing_of(img: Any, spacing: tuple[float, ...] | None, key: Hashable) -> tuple[float, float]:
+    if spacing is not None:
+        return spacing  # type: ignore[return-value]
+    if isinstance(img, MetaTensor):
+        aff = np.asarray(img.affine, dtype=float)
+        return tuple(float(v) for v in np.linalg.norm(aff[:2, :2], axis=0))  # type: ignore[return-value]
+    raise InputError(str(key), "no spacing: give spacing=(y, x) or a MetaTensor")
+
+
 class InsertLesiond(MapTransform):
     """Insert lesion ``index`` (a row of :func:`lesion_choices`) at ``scale``, placed with the
     generator seeded by ``seed`` (see the module docstring).
@@ -90,6 +139,9 @@ class InsertLesiond(MapTransform):
         tumor_margin_px: distance kept from the tumours already in the mask.
         spacing: ``(y, x)`` mm; ``None`` takes it from the image's affine (MetaTensor).
         name: the bank's name in the records (``bank``), e.g. ``"real"`` or ``"dcgan"``.
+        free_key: key of a precomputed free-space mask (:class:`FreeSpaced`, deterministic, so
+            MONAI's ``CacheDataset`` keeps it): used when present, computed per call otherwise
+            (the map is most of the cost of a call: 22 of 22.2 ms on a 512 x 512 slice).
     """
 
     def __init__(
@@ -107,27 +159,22 @@ class InsertLesiond(MapTransform):
         tumor_margin_px: int = 3,
         spacing: Sequence[float] | None = None,
         name: str = "",
+        free_key: Hashable | None = "free_space",
     ) -> None:
         super().__init__(keys)
         self.name = str(name)
+        self.free_key = free_key
         if len(self.keys) != 2:
             raise InputError("keys", f"expected (image_key, mask_key), got {self.keys}")
         self.image_key, self.mask_key = self.keys
         self.lung_key = lung_key
         self.choices = lesion_choices(_bank(bank), subset)
         self.pixel_mm = bank_pixel_mm(self.choices)
+        self._image2d, self._mask2d, _ = self.choices.patches("2d")  # once, not per call
         self.index, self.scale, self.seed = int(index), float(scale), int(seed)
         self.edge_px, self.sigma_px = float(edge_px), float(sigma_px)
         self.margin_mm, self.tumor_margin_px = float(margin_mm), int(tumor_margin_px)
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
-
-    def _spacing(self, img: Any) -> tuple[float, float]:
-        if self.spacing is not None:
-            return self.spacing  # type: ignore[return-value]
-        if isinstance(img, MetaTensor):
-            aff = np.asarray(img.affine, dtype=float)
-            return tuple(float(v) for v in np.linalg.norm(aff[:2, :2], axis=0))  # type: ignore[return-value]
-        raise InputError(str(self.image_key), "no spacing: give spacing=(y, x) or a MetaTensor")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -153,13 +200,17 @@ class InsertLesiond(MapTransform):
             )
         if not 0 <= self.index < len(self.choices):
             raise InputError("index", f"must be in [0, {len(self.choices)}), got {self.index}")
-        sp = self._spacing(img_in)
+        sp = _spacing_of(img_in, self.spacing, self.image_key)
         row = self.choices.table.iloc[self.index]
-        image2d, mask2d, _ = self.choices.patches("2d")
         hu, m = resample_lesion(
-            image2d[self.index], mask2d[self.index], self.pixel_mm, sp, self.scale
+            self._image2d[self.index], self._mask2d[self.index], self.pixel_mm, sp, self.scale
         )
-        free = free_space_mask(img, lungs, sp, min_distance_mm=self.margin_mm)
+        if self.free_key is not None and self.free_key in d:
+            free = _plane(d[self.free_key], self.free_key) > 0
+            if free.shape != img.shape:
+                raise InputError(str(self.free_key), f"shape {free.shape} vs image {img.shape}")
+        else:
+            free = free_space_mask(img, lungs, sp, min_distance_mm=self.margin_mm)
         if mask.any():
             free &= ~ndi.binary_dilation(mask, iterations=max(self.tumor_margin_px, 1))
         rng = np.random.default_rng(self.seed)
