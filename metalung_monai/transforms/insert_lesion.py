@@ -74,6 +74,16 @@ def _plane(x: Any, key: Hashable) -> np.ndarray:
     return a[0]
 
 
+def _recorded_skip(d: dict, keys: Sequence[Hashable], record: dict) -> dict:
+    """``d`` unchanged but for ``record`` appended to copies of its MetaTensors at ``keys``
+    (the caller's tensors keep their metadata)."""
+    for k in keys:
+        if isinstance(d.get(k), MetaTensor):
+            d[k] = _stamp(d[k].clone())
+            _append_record(d[k], record)
+    return d
+
+
 class FreeSpaced(MapTransform):
     """Free lung parenchyma of a 2D slice, ``(1, H, W)`` uint8 under ``out_key``
     (:func:`~metalung_monai.anatomy.free_space_mask`, ``margin_mm`` from dense structures and
@@ -181,10 +191,6 @@ class InsertLesiond(MapTransform):
         for k in (self.image_key, self.mask_key, self.lung_key):
             if k not in d:
                 raise InputError(str(k), "missing from the data dictionary")
-        # records go to copies: the caller's MetaTensors keep their metadata
-        for k in (self.image_key, self.mask_key):
-            if isinstance(d[k], MetaTensor):
-                d[k] = d[k].clone()
         img_in, mask_in = d[self.image_key], d[self.mask_key]
         img = _plane(img_in, self.image_key)
         mask = _plane(mask_in, self.mask_key) > 0
@@ -225,27 +231,27 @@ class InsertLesiond(MapTransform):
             "seed": self.seed,
             "index": self.index,
         }
-        _stamp(img_in, mask_in)
         if place is None:
             record.update(applied=False, reason="no room")
-        else:
-            out, inserted, foot = blend_lesion(
-                img, hu, m, place.box, edge_px=self.edge_px, sigma_px=self.sigma_px
-            )
-            d[self.image_key] = _like(out[None].astype(img.dtype), img_in)
-            d[self.mask_key] = _like((mask | inserted)[None].astype(np.uint8), mask_in)
-            record.update(
-                applied=True,
-                centre=list(place.centre),
-                box=[
-                    [place.box[0].start, place.box[0].stop],
-                    [place.box[1].start, place.box[1].stop],
-                ],
-                inserted_voxels=int(inserted.sum()),
-                footprint_voxels=int(foot.sum()),
-            )
+            return _recorded_skip(d, (self.image_key, self.mask_key), record)
+        out, inserted, foot = blend_lesion(
+            img, hu, m, place.box, edge_px=self.edge_px, sigma_px=self.sigma_px
+        )
+        d[self.image_key] = _like(out[None].astype(img.dtype), img_in)
+        d[self.mask_key] = _like((mask | inserted)[None].astype(np.uint8), mask_in)
+        record.update(
+            applied=True,
+            centre=list(place.centre),
+            box=[
+                [place.box[0].start, place.box[0].stop],
+                [place.box[1].start, place.box[1].stop],
+            ],
+            inserted_voxels=int(inserted.sum()),
+            footprint_voxels=int(foot.sum()),
+        )
+        # new tensors with a copy of the inputs' metadata: the caller's keep theirs
         for k in (self.image_key, self.mask_key):
-            _append_record(d[k], record)
+            _append_record(_stamp(d[k]), record)
         return d
 
 
@@ -307,11 +313,6 @@ class RandInsertLesiond(RandomizableTransform, MapTransform):
         if randomize:
             self.randomize()
         if not self._do_transform:
-            d = dict(data)
             record = {"op": "insert_lesion", "applied": False, "reason": "prob"}
-            for k in self.inner.keys:
-                if isinstance(d.get(k), MetaTensor):
-                    d[k] = _stamp(d[k].clone())
-                    _append_record(d[k], record)
-            return d
+            return _recorded_skip(dict(data), self.inner.keys, record)
         return self.inner(data)
