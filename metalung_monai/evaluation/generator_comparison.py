@@ -19,6 +19,7 @@ held-out lesions, then each generator) to ``out``, each atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -46,8 +47,9 @@ def _checkpoints(run: Path) -> list[Path]:
     return found
 
 
-def run_summary(run: str | os.PathLike) -> dict[str, Any]:
-    """Table 6 and realism figures of one generator run folder (see the module docstring).
+def run_summary(run: str | os.PathLike, generated: LesionBank | None = None) -> dict[str, Any]:
+    """Table 6 and realism figures of one generator run folder (see the module docstring);
+    ``generated``: its ``generated/`` bank when the caller has read it already.
 
     Returns ``{"stages": [{"checkpoint", "train_seconds", "epochs", "iterations",
     "device"}], "parameters": {network: count}, "train_seconds", "seconds_per_sample",
@@ -80,10 +82,10 @@ def run_summary(run: str | os.PathLike) -> dict[str, Any]:
     bank_json = run / "generated" / "bank.json"
     if not bank_json.is_file():
         raise InputError(os.fspath(bank_json), "missing: sample the generator first")
-    import json
-
     sampling = json.loads(bank_json.read_text())["sampling"]
-    conditioning = _conditioning(read_bank(run / "generated").table)
+    if generated is None:
+        generated = read_bank(run / "generated")
+    conditioning = _conditioning(generated.table)
     realism_json = run / "realism" / "realism.json"
     realism = json.loads(realism_json.read_text()) if realism_json.is_file() else None
     return {
@@ -273,8 +275,8 @@ def compare_generators(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     real = read_bank(bank)
-    summaries = {name: run_summary(path) for name, path in runs.items()}
     generated = {name: read_bank(Path(path) / "generated") for name, path in runs.items()}
+    summaries = {name: run_summary(path, generated[name]) for name, path in runs.items()}
     grid = plot_generator_grid(out / "grid.png", real, generated, per_class, seed)
     result = {"bank": os.fspath(bank), "generators": summaries, "grid": grid.name}
     write_json_atomic(result, out / "comparison.json")
