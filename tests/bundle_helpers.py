@@ -30,6 +30,8 @@ TINY = (
     "{'epochs': 1, 'epoch_length': 2, 'val_interval': 1, 'batch_size': 2, 'maskrcnn_batch_size': 2, "
     "'maskrcnn_epochs': 1, 'maskrcnn_crop': 64, 'num_workers': 0, 'crop': 64, 'eval_roi': 128, 'sw_batch_size': 4}"
 )
+#: a one-epoch, two-iteration run of a generator bundle (the Model Zoo's CI style)
+GENERATOR_TINY = ["--epochs", "1", "--epoch_length", "2", "--batch_size", "4", "--num_workers", "0"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 

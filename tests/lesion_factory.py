@@ -61,8 +61,11 @@ def make_bank(
     masks: np.ndarray | None = None,
     labels: list[str] | None = None,
     extra_arrays: dict[str, np.ndarray] | None = None,
+    context_mm: float | None = None,
 ) -> LesionBank:
-    """A 2D-only bank of constructed lesions (or of the given ``images`` / ``masks``)."""
+    """A 2D-only bank of constructed lesions (or of the given ``images`` / ``masks``);
+    ``context_mm``: the patches' side in mm (a ``context_mm`` column: the pixel size the
+    generators and the insertion read), none by default."""
     if images is None:
         images, masks, labels = lesion_patches(n, size, seed, classes, hu_shift)
     n = images.shape[0]
@@ -98,7 +101,15 @@ def make_bank(
         "lung2d": np.ones_like(masks, dtype=np.uint8),
     }
     arrays.update(extra_arrays or {})
+    if context_mm is not None:
+        table["context_mm"] = float(context_mm)
     return LesionBank(arrays=arrays, table=table, meta={"made_by": "tests/lesion_factory.py"})
+
+
+def model_bank(path, n: int = 40, size: int = 32) -> str:
+    """A saved bank of ``n`` constructed lesions at 1 mm per model pixel (``size`` pixels): the
+    generator bundles' and the comparison's tests train and sample on it."""
+    return save_bank(make_bank(n=n, size=size, seed=0, context_mm=float(size)), path)
 
 
 def save_bank(bank: LesionBank, path) -> str:

@@ -9,8 +9,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import BUNDLES, bundle_cmd, bundle_dirs, run, stack, verify_metadata
-from lesion_factory import make_bank, save_bank
+from bundle_helpers import (
+    BUNDLES,
+    GENERATOR_TINY,
+    bundle_cmd,
+    bundle_dirs,
+    run,
+    stack,
+    verify_metadata,
+)
+from lesion_factory import model_bank
 
 from metalung_monai.errors import InputError
 from metalung_monai.synthesis import gan
@@ -27,17 +35,10 @@ FILES = (
     "docs/README.md",
     "LICENSE",
 )
-TINY = ["--epochs", "1", "--epoch_length", "2", "--batch_size", "4", "--num_workers", "0"]
-
-
-def _bank(path, n=40, size=32):
-    b = make_bank(n=n, size=size, seed=0)
-    b.table["context_mm"] = float(size)  # 1 mm per model pixel
-    return save_bank(b, path)
 
 
 def test_gan_patches_two_channels_in_range_and_downsampled(tmp_path):
-    bank = read_bank(_bank(tmp_path / "bank"))
+    bank = read_bank(model_bank(tmp_path / "bank"))
     x = gan.gan_patches(bank, "train", None)
     n_train = int((bank.table["subset"] == "train").sum())
     assert x.shape == (n_train, 2, 32, 32) and x.dtype == np.float32
@@ -101,10 +102,10 @@ def test_zoo_layout_and_metadata():
 
 @pytest.mark.slow
 def test_one_epoch_train_then_sample_then_realism(tmp_path):
-    bank = _bank(tmp_path / "bank")
+    bank = model_bank(tmp_path / "bank")
     common = bundle_dirs(tmp_path, bank)
     # quick generates 32 x 32: the tiny bank's model size
-    run(bundle_cmd("run", "--config_file", stack("train", "quick"), *common, *TINY), ROOT)
+    run(bundle_cmd("run", "--config_file", stack("train", "quick"), *common, *GENERATOR_TINY), ROOT)
     ckpt = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     assert {"generator", "discriminator", "g_optimizer", "d_optimizer"} <= set(ckpt)
     assert ckpt["epoch"] == 1 and ckpt["iteration"] == 2

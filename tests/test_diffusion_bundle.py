@@ -10,8 +10,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import BUNDLES, bundle_cmd, bundle_dirs, run, stack, verify_metadata
-from lesion_factory import make_bank, save_bank
+from bundle_helpers import (
+    BUNDLES,
+    GENERATOR_TINY,
+    bundle_cmd,
+    bundle_dirs,
+    run,
+    stack,
+    verify_metadata,
+)
+from lesion_factory import model_bank
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
@@ -31,13 +39,6 @@ FILES = (
     "docs/README.md",
     "LICENSE",
 )
-TINY = ["--epochs", "1", "--epoch_length", "2", "--batch_size", "4", "--num_workers", "0"]
-
-
-def _bank(path, n=40, size=32):
-    b = make_bank(n=n, size=size, seed=0)
-    b.table["context_mm"] = float(size)  # 1 mm per model pixel
-    return save_bank(b, path)
 
 
 def _parsed(*names: str, **overrides) -> ConfigParser:
@@ -87,7 +88,7 @@ def test_label_dropout_is_classifier_free_and_only_in_training():
 
 
 def test_one_step_learns_and_the_class_reaches_the_network(tmp_path):
-    bank = _bank(tmp_path / "bank")
+    bank = model_bank(tmp_path / "bank")
     data = diffusion.bank_lesion_data(
         bank, "train", 32, augment=False, key="image", condition=("lung_rads_solid")
     )
@@ -176,10 +177,10 @@ def test_zoo_layout_and_metadata():
 
 @pytest.mark.slow
 def test_one_epoch_train_then_sample(tmp_path):
-    bank = _bank(tmp_path / "bank")
+    bank = model_bank(tmp_path / "bank")
     common = bundle_dirs(tmp_path, bank)
     # quick generates 32 x 32: the tiny bank's model size
-    run(bundle_cmd("run", "--config_file", stack("train", "quick"), *common, *TINY), ROOT)
+    run(bundle_cmd("run", "--config_file", stack("train", "quick"), *common, *GENERATOR_TINY), ROOT)
     ckpt = torch.load(tmp_path / "models" / "model_final.pt", weights_only=True)
     assert {"network", "optimizer", "conditioning"} <= set(ckpt)
     assert ckpt["epoch"] == 1 and ckpt["iteration"] == 2

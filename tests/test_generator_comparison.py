@@ -10,19 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from lesion_factory import make_bank, save_bank
+from lesion_factory import model_bank
 
 from metalung_monai.cli import main
 from metalung_monai.errors import InputError
 from metalung_monai.evaluation.generator_comparison import compare_generators, run_summary
 from metalung_monai.synthesis import generative as gv
 from metalung_monai.synthesis.bank import read_bank
-
-
-def _bank(path, n=40, size=32):
-    b = make_bank(n=n, size=size, seed=0)
-    b.table["context_mm"] = float(size)  # 1 mm per model pixel
-    return save_bank(b, path)
 
 
 def test_condition_labels_lung_rads_and_solidity():
@@ -49,7 +43,7 @@ def test_condition_labels_lung_rads_and_solidity():
 
 
 def test_draw_conditions_follow_the_training_mix_and_are_seeded(tmp_path):
-    bank = read_bank(_bank(tmp_path / "bank"))
+    bank = read_bank(model_bank(tmp_path / "bank"))
     train = bank.select(kind="2d", subset="train").table
     a = gv.draw_conditions(bank, "lung_rads", 2000, seed=3)
     assert np.array_equal(a, gv.draw_conditions(bank, "lung_rads", 2000, seed=3))
@@ -60,7 +54,7 @@ def test_draw_conditions_follow_the_training_mix_and_are_seeded(tmp_path):
 
 def test_bank_lesion_data_with_labels_and_key(tmp_path):
     ds = gv.bank_lesion_data(
-        _bank(tmp_path / "bank"), size=16, augment=False, key="image", condition="lung_rads"
+        model_bank(tmp_path / "bank"), size=16, augment=False, key="image", condition="lung_rads"
     )
     item = ds[0]
     assert item["image"].shape == (2, 16, 16) and item["label"].dtype == torch.long
@@ -81,7 +75,7 @@ def _raw(n, size, seed=0):
 
 
 def test_write_generated_integer_hu_conditions_and_drops(tmp_path):
-    bank = _bank(tmp_path / "bank")
+    bank = model_bank(tmp_path / "bank")
     raw = _raw(20, 16)
     conds = [f"LR{2 + i % 2}" for i in range(20)]
     s = gv.write_generated(
@@ -114,7 +108,7 @@ def test_write_generated_integer_hu_conditions_and_drops(tmp_path):
 
 
 def test_quality_gate_drops_lesions_outside_the_real_range(tmp_path):
-    bank = _bank(tmp_path / "bank")
+    bank = model_bank(tmp_path / "bank")
     yy, xx = np.mgrid[:32, :32]
     radii = [6, 5, 15, 7, 0.5]  # real lesions have radii 3.8-9.6 px: 15 too big, 0.5 one pixel
     raw = np.full((len(radii), 2, 32, 32), -0.9, np.float32)
@@ -161,7 +155,7 @@ def test_checkpoint_holds_time_parameters_device(tmp_path):
 
 
 def test_compare_generators_table6_grid_and_errors(tmp_path):
-    bank = _bank(tmp_path / "bank")
+    bank = model_bank(tmp_path / "bank")
     a = _run_folder(tmp_path, bank, "alpha", {"generator": torch.nn.Linear(10, 10)})
     b = _run_folder(
         tmp_path, bank, "beta", {"g": torch.nn.Linear(2, 3), "d": torch.nn.Linear(3, 1)}
@@ -194,7 +188,7 @@ def test_synth_benchmark_script_end_to_end_and_resumes(tmp_path):
 
     from bundle_helpers import ENV, REPO
 
-    bank = _bank(tmp_path / "bank")
+    bank = model_bank(tmp_path / "bank")
     cmd = [
         sys.executable,
         str(REPO / "scripts" / "synth_benchmark.py"),

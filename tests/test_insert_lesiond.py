@@ -22,9 +22,7 @@ SPACING = 0.8
 
 @pytest.fixture(scope="module")
 def bank():
-    b = make_bank(n=24, size=32, seed=0)
-    b.table["context_mm"] = 32.0  # 1 mm per model pixel
-    return b
+    return make_bank(n=24, size=32, seed=0, context_mm=32.0)  # 1 mm per model pixel
 
 
 def _data(seed=0):
@@ -114,15 +112,13 @@ def test_no_room_is_a_recorded_skip_and_bad_input_is_refused(bank):
         InsertLesiond(("image", "mask"), bank, index=999)(_data())
     with pytest.raises(InputError, match="scale_range"):
         RandInsertLesiond(("image", "mask"), bank, scale_range=(2.0, 1.0))
-    hold_only = make_bank(n=6, size=32, seed=0, n_patients=2, hold_fraction=1.0)
-    hold_only.table["context_mm"] = 32.0
+    hold_only = make_bank(n=6, size=32, seed=0, n_patients=2, hold_fraction=1.0, context_mm=32.0)
     with pytest.raises(InputError, match="no 2D lesions"):
         InsertLesiond(("image", "mask"), hold_only)
 
 
 def test_several_banks_drawn_by_weight(bank):
-    gen = make_bank(n=12, size=32, seed=5, source="generated")
-    gen.table["context_mm"] = 32.0
+    gen = make_bank(n=12, size=32, seed=5, source="generated", context_mm=32.0)
     t = RandInsertLesiond(
         ("image", "mask"), {"real": bank, "dcgan": gen}, weights={"real": 1, "dcgan": 3}
     ).set_random_state(0)

@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import BUNDLES, bundle_cmd, run, stack, verify_metadata
-from lesion_factory import make_bank, save_bank
+from bundle_helpers import BUNDLES, GENERATOR_TINY, bundle_cmd, run, stack, verify_metadata
+from lesion_factory import model_bank
 from monai.bundle import ConfigParser
 from monai.networks.nets import VQVAE, DecoderOnlyTransformer
 
@@ -34,14 +34,7 @@ FILES = (
     "docs/README.md",
     "LICENSE",
 )
-TINY = ["--epochs", "1", "--epoch_length", "2", "--batch_size", "4", "--num_workers", "0"]
 TINY_PRIOR = ["--prior_epochs", "1", "--prior_epoch_length", "2"]
-
-
-def _bank(path, n=40, size=32):
-    b = make_bank(n=n, size=size, seed=0)
-    b.table["context_mm"] = float(size)  # 1 mm per model pixel
-    return save_bank(b, path)
 
 
 def _tiny_vqvae(num_embeddings=8):
@@ -235,12 +228,14 @@ def _networks(*configs: str, **overrides):
 
 @pytest.mark.slow
 def test_one_epoch_stages_then_sample(tmp_path):
-    bank = _bank(tmp_path / "bank")
+    bank = model_bank(tmp_path / "bank")
     models, out = tmp_path / "models", tmp_path / "out"
     common = ["--bank_dir", bank, "--ckpt_dir", str(models), "--output_dir", str(out)]
     # stage 1 (quick generates 32 x 32: the tiny bank's model size)
     run(
-        bundle_cmd("run", "--config_file", stack("train_autoencoder", "quick"), *common, *TINY),
+        bundle_cmd(
+            "run", "--config_file", stack("train_autoencoder", "quick"), *common, *GENERATOR_TINY
+        ),
         ROOT,
     )
     ae_ckpt = torch.load(models / "autoencoder_final.pt", weights_only=True)
@@ -249,7 +244,7 @@ def test_one_epoch_stages_then_sample(tmp_path):
     # stage 2: the PixelCNN, then the transformer, each stacked on stage 1
     for extra, name in (((), "pixelcnn"), (("train_transformer",), "transformer")):
         cfg = stack("train_autoencoder", "train_prior", *extra, "quick")
-        run(bundle_cmd("run", "--config_file", cfg, *common, *TINY, *TINY_PRIOR), ROOT)
+        run(bundle_cmd("run", "--config_file", cfg, *common, *GENERATOR_TINY, *TINY_PRIOR), ROOT)
         ckpt = torch.load(models / f"{name}_final.pt", weights_only=True)
         assert {name, "optimizer"} <= set(ckpt) and ckpt["iteration"] == 2
         assert ckpt["parameters"][name] > 0
