@@ -32,6 +32,7 @@ from .workflow import (
     bundle_configs,
     bundle_parser,
     datalist_file,
+    insertion_banks,
     load_pretrained,
     training_samples,
     validation_samples,
@@ -72,4 +73,5 @@ __all__ = [
     "volume_data",
     "volume_rows",
     "volume_samples",
+    "insertion_banks",
 ]

@@ -92,3 +92,33 @@ register_arm(
         "MetaLung's HU-exact operations on HU, then the generic MONAI pipeline after the window",
     )
 )
+
+for _op, _what in (
+    ("mirror", "mirror the slice (the tumour changes lung)"),
+    ("relocate", "move the tumour into free lung space, the opposite lung first"),
+    ("rotate_image", "rotate the whole image by 1-90 degrees either way, nearest neighbour"),
+    ("rotate_tumor", "rotate the tumour in place by 1-90 degrees"),
+    ("noise_image", "integer noise of 0-20 HU on the image"),
+    ("noise_tumor", "integer noise of 0-20 HU on the tumour only"),
+):
+    register_arm(Arm(_op, f"one MetaLung operation (the thesis' single rows): {_what}"))
+register_arm(Arm("blur", "Gaussian blurring (the thesis' peer), sigma 0.5-1.5 pixels, p 0.5"))
+register_arm(Arm("elastic", "elastic deformation (the thesis' peer): MONAI Rand2DElasticd, p 0.5"))
+register_arm(
+    Arm(
+        "copypaste",
+        "real lesions of the bank 'real' inserted online into free lung (TumorCP's peer), "
+        "p insert_prob",
+    )
+)
+for _gen in ("vqvae", "dcgan", "diffusion"):
+    register_arm(
+        Arm(_gen, f"generated lesions of the bank '{_gen}' inserted online, p insert_prob")
+    )
+register_arm(
+    Arm(
+        "mixed",
+        "MetaLung's six operations and generated lesions of every generated bank inserted "
+        "online (the thesis' best arm)",
+    )
+)

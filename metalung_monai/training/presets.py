@@ -34,6 +34,10 @@ what they are:
   and inference window 48 pixels, 8 epochs of 20 iterations (160 iterations of 16 patches, 28-45 s
   per U-Net or DeepLabV3 run on 2 cores), validation on fold 1, so a grid of 2 models x 4 arms
   x 3 folds x 3 seeds fits in 90 minutes of CPU;
+* ``lesion_banks`` (name -> folder, empty by default) and ``insert_prob`` (0.5): the lesion
+  banks the insertion arms (``copypaste``, ``vqvae``, ``dcgan``, ``diffusion``, ``mixed``) draw
+  from and the probability of an insertion per sample; ``real`` is the bank of real lesions
+  (``metalung lesion-bank`` of the training patients), the others generated ones;
 * ``full``: 20,000 iterations (200 x 100); ``num_workers`` 12, measured on one H100 with 16 CPU
   cores (U-Net, 256 crops, AMP): 4 loader workers left the GPU waiting 43 % of the loop's time,
   12 workers 14 %.
@@ -214,6 +218,15 @@ def _pixel_mm(v) -> str | None:
     return f"expected the pixel size in mm to resample to, from 0.1 to 10 (e.g. 1.4), got {v!r}"
 
 
+def _lesion_banks(v) -> str | None:
+    if not isinstance(v, dict):
+        return f"expected a dictionary such as {{'real': 'PATH', 'dcgan': 'PATH'}}, got {v!r}"
+    for name, path in v.items():
+        if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
+            return f"expected bank names and folder paths as strings, got {name!r}: {path!r}"
+    return None
+
+
 _SIZE = _int(16, 4096, multiple=16)
 
 #: every setting of a preset and its check (a function returning the problem, or None when fine)
@@ -250,6 +263,8 @@ SETTINGS: dict[str, Callable[[object], str | None]] = {
     "maskrcnn_lr": _float(0.0, 10.0, lo_open=True),
     "maskrcnn_score_threshold": _float(0.0, 1.0, hi_open=True),
     "sw_batch_size": _int(1, 4096),
+    "lesion_banks": _lesion_banks,
+    "insert_prob": _float(0.0, 1.0),
 }
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "bundle_configs",
     "bundle_parser",
     "arm_slot",
+    "insertion_banks",
     "datalist_file",
     "training_samples",
     "validation_samples",
@@ -139,11 +140,50 @@ def arm_slot(
     if not path.is_file():
         raise InputError(path, f"the bundle has no override file for the arm '{augment}'")
     parser = ConfigParser(
-        {"settings": dict(settings), "spatial_dims": spatial_dims, "train": dict(ARM_SLOTS)}
+        {
+            # train.json's import the arm files use (``mt.insertion_banks``)
+            "imports": ["$import metalung_monai.training as mt"],
+            "settings": dict(settings),
+            "spatial_dims": spatial_dims,
+            "train": dict(ARM_SLOTS),
+        }
     )
     for key, value in ConfigParser.load_config_file(path).items():
         parser[key] = value
     return parser.get_parsed_content(f"train#{slot}")
+
+
+def insertion_banks(settings: dict, names: Sequence[str] | str) -> dict:
+    """The lesion banks an insertion arm draws from: ``{name: folder}`` of the setting
+    ``lesion_banks`` (``--set lesion_banks={'real': PATH, 'dcgan': PATH}``).
+
+    ``names`` lists the banks the arm needs (``["real"]`` for ``copypaste``), or is
+    ``"generated"``: every bank but ``real`` (the ``mixed`` arm). The folders are read by
+    :class:`~metalung_monai.transforms.RandInsertLesiond`, which checks them.
+
+    Raises:
+        InputError: a bank the arm needs is not in ``lesion_banks`` (or, for ``"generated"``,
+            no generated bank is), naming the setting and what to give.
+    """
+    banks = dict(settings.get("lesion_banks") or {})
+    if names == "generated":
+        out = {k: v for k, v in banks.items() if k != "real"}
+        if not out:
+            raise InputError(
+                "lesion_banks",
+                "this arm inserts generated lesions: give at least one generated bank, e.g. "
+                "--set lesion_banks={'dcgan': 'outputs/synth/cohort/dcgan/generated'} "
+                f"(given: {sorted(banks) or 'none'})",
+            )
+        return out
+    missing = [n for n in names if n not in banks]
+    if missing:
+        raise InputError(
+            "lesion_banks",
+            f"this arm inserts lesions of the bank(s) {missing}: give them, e.g. --set "
+            f"lesion_banks={{'{missing[0]}': PATH}} (given: {sorted(banks) or 'none'})",
+        )
+    return {n: banks[n] for n in names}
 
 
 def datalist_file(dataset_dir: str | os.PathLike | None) -> str:

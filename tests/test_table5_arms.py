@@ -1,0 +1,120 @@
+"""The arms of Table 5 (issue 13): single MetaLung operations, blur, elastic, and the insertion
+arms (copy-paste of real lesions, generated lesions, mixed), as the bundles' override files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from bundle_helpers import BUNDLES, NAMES
+from lesion_factory import make_bank, save_bank
+from test_bundles import describe, parser_of
+
+from metalung_monai.errors import InputError
+from metalung_monai.training import ARMS, insertion_banks, training_samples
+from metalung_monai.training.presets import SettingError, preset
+from metalung_monai.transforms.metalung.array import metalung_records
+
+SINGLE_OPS = ("mirror", "relocate", "rotate_image", "rotate_tumor", "noise_image", "noise_tumor")
+INSERTION = ("copypaste", "vqvae", "dcgan", "diffusion", "mixed")
+
+
+@pytest.fixture(scope="module")
+def banks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("banks")
+    real = save_bank(make_bank(n=24, size=32, seed=0, context_mm=32.0), root / "real")
+    gen = save_bank(
+        make_bank(n=12, size=32, seed=5, source="generated", context_mm=32.0), root / "g"
+    )
+    return {"real": real, "dcgan": gen, "vqvae": gen, "diffusion": gen}
+
+
+def test_every_arm_has_one_file_the_same_in_every_bundle():
+    for arm in ARMS:
+        texts = {(BUNDLES / n / "configs" / f"augment_{arm}.json").read_text() for n in NAMES}
+        assert len(texts) == 1, arm
+    assert set(SINGLE_OPS + INSERTION + ("blur", "elastic")) <= set(ARMS)
+
+
+@pytest.mark.parametrize(
+    "arm", [a for a in ARMS if a not in ("none", "metalung", "monai", "metalung+monai")]
+)
+def test_new_arms_build_the_same_stacked_or_named(arm, banks):
+    over = {"preset_overrides": {"lesion_banks": banks}, "spatial_dims": 2}
+    stacked = parser_of(NAMES[0], "train", "quick", f"augment_{arm}", **over)
+    named = parser_of(NAMES[0], "train", augment=arm, **over)
+    a, b = (p.get_parsed_content("train#preprocessing") for p in (stacked, named))
+    assert describe(a) == describe(b)
+    kinds = [t for t, _ in describe(a)]
+    ea = stacked.get_parsed_content("train#expansion")
+    assert (ea is not None) == (arm in SINGLE_OPS + ("mixed",))
+    if arm in SINGLE_OPS:
+        assert tuple(ea.ops) == (arm,)
+    assert ("RandInsertLesiond" in kinds) == (arm in INSERTION)
+    assert ("RandGaussianSmoothd" in kinds) == (arm == "blur")
+    assert ("Rand2DElasticd" in kinds) == (arm == "elastic")
+
+
+def test_single_operation_arm_expands_with_that_operation_only(small_cohort):
+    samples = training_samples(str(small_cohort / "datalist.json"), 0, "slices", 2)[:4]
+    p = parser_of(NAMES[0], "train", "quick", "augment_mirror", spatial_dims=2)
+    t = p.get_parsed_content("train#expansion")
+    from metalung_monai.training.data import expand_samples
+
+    out = expand_samples(samples, t, seed=0)
+    assert len(out) == 2 * len(samples)
+    for s, v in zip(samples, out[len(samples) :]):
+        assert [r["op"] for r in metalung_records(v["image"])] == ["mirror"]
+        assert torch.equal(v["image"], torch.flip(s["image"], dims=(-1,)))  # exact HU, mirrored
+
+
+def test_copypaste_arm_inserts_real_lesions_into_free_lung_in_integer_hu(small_cohort, banks):
+    samples = training_samples(str(small_cohort / "datalist.json"), 0, "slices", 2)[:6]
+    over = {"lesion_banks": banks, "insert_prob": 1.0}
+    p = parser_of(NAMES[0], "train", "quick", "augment_copypaste", preset_overrides=over)
+    hu_aug = p.get_parsed_content("train#hu_augmentation")
+    from monai.transforms import Compose
+
+    t = Compose(hu_aug)
+    t.set_random_state(0)
+    applied = 0
+    for s in samples:
+        out = t(dict(s))
+        assert "free_space" not in out
+        img, lab = out["image"].numpy(), out["label"].numpy()
+        before, old = s["image"].numpy(), s["label"].numpy()
+        rec = metalung_records(out["image"])[-1]
+        assert rec["op"] == "insert_lesion" and rec["bank"] == "real"
+        assert np.array_equal(img, np.round(img))  # integer HU
+        if not rec["applied"]:
+            assert np.array_equal(img, before) and np.array_equal(lab, old)
+            continue
+        applied += 1
+        changed = img != before
+        (y0, y1), (x0, x1) = rec["box"]
+        box = np.zeros_like(changed)
+        box[..., y0:y1, x0:x1] = True
+        assert not (changed & ~box).any()  # nothing changes outside the placed box
+        new = (lab > 0) & (old == 0)
+        assert new.sum() == rec["inserted_voxels"]  # the mask gains exactly the lesion
+        assert (out["lung"].numpy()[new] > 0).all()  # inside the lungs
+    assert applied >= 3
+
+
+def test_insertion_arms_name_the_missing_bank():
+    with pytest.raises(InputError, match=r"lesion_banks.*\['dcgan'\]"):
+        insertion_banks({"lesion_banks": {"real": "x"}}, ["dcgan"])
+    with pytest.raises(InputError, match="at least one generated bank"):
+        insertion_banks({"lesion_banks": {"real": "x"}}, "generated")
+    got = insertion_banks({"lesion_banks": {"real": "r", "dcgan": "d", "vqvae": "v"}}, "generated")
+    assert got == {"dcgan": "d", "vqvae": "v"}
+    with pytest.raises(SettingError, match="lesion_banks"):
+        preset("quick", lesion_banks=["real"])
+    with pytest.raises(SettingError, match="insert_prob"):
+        preset("quick", insert_prob=1.5)
+    p = parser_of(NAMES[0], "train", "quick", "augment_dcgan")
+    with pytest.raises(Exception) as e:
+        p.get_parsed_content("train#hu_augmentation")
+    from test_bundles import messages
+
+    assert any("lesion_banks" in m and "dcgan" in m for m in messages(e.value))
