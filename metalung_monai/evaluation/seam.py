@@ -1,0 +1,243 @@
+"""Can a classifier find the seam of an inserted lesion? A classifier two-sample test on context
+crops (issue 13).
+
+Real tumours seen in their surroundings are compared with lesions inserted into healthy lung,
+seen the same way: a ``size`` x ``size`` crop centred on the tumour (the inserted lesion), in
+integer HU. The test is :func:`~metalung_monai.evaluation.realism.c2st` (a small CNN, out-of-fold
+AUC over patient-grouped folds, bootstrap interval over patients) on the crops at full
+resolution (no pooling: a seam is a few pixels wide). An AUC near 0.5, or near the real-vs-real
+baseline (real tumours of one half of the patients against the other half), means the classifier
+finds nothing; the peers' pastes (hard copy-paste, as TumorCP; a blurred-mask alpha paste, as
+SyntheticTumors) at the very same places and with the very same lesions show what the blending
+is worth.
+
+Inputs are 2D samples as :func:`~metalung_monai.training.data.slice_samples` gives them
+(``image`` HU, ``label``, ``lung`` as ``(1, H, W)`` MetaTensors with their affine), so any
+datalist works: the synthetic cohort's test patients, or converted real series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from ..anatomy import free_space_mask
+from ..errors import InputError
+from ..synthesis.generative import bank_pixel_mm
+from ..synthesis.insertion import blend_lesion, find_lesion_place, resample_lesion
+from .realism import LesionSet, c2st
+
+__all__ = [
+    "PASTE_METHODS",
+    "paste_lesion",
+    "context_crop",
+    "real_context_set",
+    "inserted_context_sets",
+    "seam_c2st",
+]
+
+#: how a lesion is put into the image: ours (blend with the target's noise), and the peers
+PASTE_METHODS = {
+    "blend": "ours: soft 2-pixel edge, the lesion's low-pass plus the target's own high-pass noise",
+    "copy": "hard copy-paste of the lesion's voxels inside its mask (TumorCP)",
+    "blurred": "alpha paste with a Gaussian-blurred mask, sigma 1.5 px (SyntheticTumors)",
+}
+
+
+def paste_lesion(
+    image: np.ndarray,
+    lesion_hu: np.ndarray,
+    lesion_mask: np.ndarray,
+    box: tuple[slice, ...],
+    method: str = "blend",
+    sigma_px: float = 1.5,
+) -> np.ndarray:
+    """``image`` (integer HU, 2D or 3D) with the lesion crop put at ``box`` by ``method``
+    (:data:`PASTE_METHODS`); int16, rounded half to even where values are mixed.
+
+    Raises:
+        InputError: an unknown method (and as :func:`blend_lesion` for ``blend``).
+    """
+    if method == "blend":
+        return blend_lesion(image, lesion_hu, lesion_mask, box)[0]
+    m = np.asarray(lesion_mask, bool)
+    out = np.asarray(image).astype(np.int16, copy=True)
+    if method == "copy":
+        out[box][m] = np.asarray(lesion_hu)[m]
+    elif method == "blurred":
+        a = ndi.gaussian_filter(m.astype(np.float32), sigma_px)
+        crop = out[box].astype(np.float32)
+        out[box] = np.rint(a * np.asarray(lesion_hu, np.float32) + (1 - a) * crop).astype(np.int16)
+    else:
+        raise InputError(
+            "method", f"unknown paste method {method!r} (choose from {list(PASTE_METHODS)})"
+        )
+    return out
+
+
+def context_crop(
+    image: np.ndarray, mask: np.ndarray, centre: Sequence[int], size: int, fill: int = -1000
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``size`` x ``size`` crop of a 2D ``image`` / ``mask`` centred on ``centre`` ``(y, x)``;
+    outside the image the crop holds ``fill`` HU (air) and mask 0."""
+    img = np.full((size, size), fill, np.int16)
+    msk = np.zeros((size, size), np.uint8)
+    y0, x0 = int(centre[0]) - size // 2, int(centre[1]) - size // 2
+    ys, xs = (
+        slice(max(y0, 0), min(y0 + size, image.shape[0])),
+        slice(max(x0, 0), min(x0 + size, image.shape[1])),
+    )
+    if ys.start < ys.stop and xs.start < xs.stop:
+        dst = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+        img[dst] = image[ys, xs]
+        msk[dst] = mask[ys, xs] > 0
+    return img, msk
+
+
+def _plane(x: Any) -> np.ndarray:
+    a = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    return a[0] if a.ndim == 3 else a
+
+
+def _spacing(x: Any) -> tuple[float, float]:
+    aff = np.asarray(x.affine, dtype=float)
+    return tuple(float(v) for v in np.linalg.norm(aff[:2, :2], axis=0))  # type: ignore[return-value]
+
+
+def _set(name: str, crops: list[tuple[np.ndarray, np.ndarray, str, str]], size: int) -> LesionSet:
+    if not crops:
+        return LesionSet(
+            name,
+            np.zeros((0, size, size), np.int16),
+            np.zeros((0, size, size), np.uint8),
+            np.array([], object),
+            np.array([], object),
+        )
+    img, msk, grp, cls = zip(*crops)
+    return LesionSet(
+        name, np.stack(img), np.stack(msk), np.array(grp, object), np.array(cls, object)
+    )
+
+
+def real_context_set(samples: Sequence[Mapping], size: int = 32, min_px: int = 4) -> LesionSet:
+    """One crop per tumour component (of at least ``min_px`` pixels) of every sample's slice,
+    centred on its centroid; groups: the samples' ``patient_id``."""
+    crops = []
+    for s in samples:
+        img, lab = _plane(s["image"]).astype(np.int16), _plane(s["label"]) > 0
+        comp, n = ndi.label(lab)
+        for c in range(1, n + 1):
+            m = comp == c
+            if m.sum() < min_px:
+                continue
+            cy, cx = (int(round(v)) for v in ndi.center_of_mass(m))
+            ci, cm = context_crop(img, m, (cy, cx), size)
+            crops.append((ci, cm, str(s["patient_id"]), str(s.get("lung_rads", ""))))
+    return _set("real", crops, size)
+
+
+def inserted_context_sets(
+    healthy: Sequence[Mapping],
+    bank,
+    n: int,
+    size: int = 32,
+    seed: int = 0,
+    methods: Sequence[str] = tuple(PASTE_METHODS),
+    margin_mm: float = 1.0,
+    min_px: int = 4,
+) -> tuple[dict[str, LesionSet], dict[str, int]]:
+    """``n`` lesions of ``bank`` (its rows as :func:`~metalung_monai.transforms.insert_lesion.lesion_choices`
+    gives them) inserted into random healthy slices, each put in by every method at the same
+    place, and cropped around it: ``({method: LesionSet}, counts)``; groups: the healthy slices'
+    ``patient_id``. Lesions are drawn at their real size in mm; a draw without room (or whose
+    lesion is smaller than ``min_px`` pixels at the target's spacing) is skipped and counted.
+
+    Raises:
+        InputError: no healthy slices, or an unknown method.
+    """
+    from ..transforms.insert_lesion import lesion_choices
+
+    bad = [m for m in methods if m not in PASTE_METHODS]
+    if bad:
+        raise InputError(
+            "methods", f"unknown paste methods {bad} (choose from {list(PASTE_METHODS)})"
+        )
+    if not healthy:
+        raise InputError("healthy", "no healthy slices to insert into")
+    choices = lesion_choices(bank)
+    px = bank_pixel_mm(choices)
+    images, masks, _ = choices.patches("2d")
+    classes = choices.table["lung_rads"].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    free_cache: dict[int, np.ndarray] = {}
+    crops: dict[str, list] = {m: [] for m in methods}
+    counts = {"drawn": 0, "no_room": 0, "too_small": 0, "inserted": 0}
+    attempts = 0
+    while counts["inserted"] < n and attempts < 20 * n:
+        attempts += 1
+        counts["drawn"] += 1
+        i, j = int(rng.integers(len(healthy))), int(rng.integers(len(images)))
+        s = healthy[i]
+        img = _plane(s["image"]).astype(np.int16)
+        sp = _spacing(s["image"])
+        if i not in free_cache:
+            free_cache[i] = free_space_mask(
+                img, _plane(s["lung"]).astype(np.uint8), sp, min_distance_mm=margin_mm
+            )
+        hu, m = resample_lesion(images[j], masks[j] > 0, px, sp)
+        if m.sum() < min_px:
+            counts["too_small"] += 1
+            continue
+        place = find_lesion_place(free_cache[i], m, sp, rng, edge_px=2, margin_mm=margin_mm)
+        if place is None:
+            counts["no_room"] += 1
+            continue
+        counts["inserted"] += 1
+        full = np.zeros(img.shape, bool)
+        full[place.box] = m
+        cy, cx = (int(round(v)) for v in ndi.center_of_mass(full))
+        for method in methods:
+            out = paste_lesion(img, hu, m, place.box, method)
+            ci, cm = context_crop(out, full, (cy, cx), size)
+            crops[method].append((ci, cm, str(s["patient_id"]), classes[j]))
+    return {k: _set(k, v, size) for k, v in crops.items()}, counts
+
+
+def seam_c2st(
+    real: LesionSet,
+    inserted: Mapping[str, LesionSet],
+    seed: int = 0,
+    epochs: int = 15,
+    repeats: int = 3,
+    min_steps: int = 200,
+) -> pd.DataFrame:
+    """C2ST AUC [95 % CI] of each inserted set against ``real`` at full crop resolution, and the
+    real-vs-real baseline (the real crops of one half of the patients against the other half,
+    seeded). One row per comparison: ``comparison``, ``n_a``, ``n_b``, ``auc``, ``lo``, ``hi``."""
+    size = int(real.image.shape[-1])
+    rows = []
+    pats = np.unique(real.groups)
+    if len(pats) >= 4:
+        half = set(np.random.default_rng(seed).permutation(pats)[: len(pats) // 2])
+        a = real.take(np.array([g in half for g in real.groups]))
+        b = real.take(np.array([g not in half for g in real.groups]))
+        rows.append(("real vs real (patient halves)", a, b))
+    rows += [(f"{k} vs real", real, s) for k, s in inserted.items()]
+    out = []
+    for name, a, b in rows:
+        r = c2st(a, b, seed=seed, size=size, epochs=epochs, repeats=repeats, min_steps=min_steps)
+        out.append(
+            {
+                "comparison": name,
+                "n_a": len(a),
+                "n_b": len(b),
+                "auc": r["auc"],
+                "lo": r["auc_low"],
+                "hi": r["auc_high"],
+            }
+        )
+    return pd.DataFrame(out)
