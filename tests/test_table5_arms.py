@@ -118,3 +118,40 @@ def test_insertion_arms_name_the_missing_bank():
     from test_bundles import messages
 
     assert any("lesion_banks" in m and "dcgan" in m for m in messages(e.value))
+
+
+def test_real_banks_keep_only_the_training_patients_lesions(tmp_path):
+    bank = make_bank(n=24, size=32, seed=0, n_patients=6, context_mm=32.0)
+    real = save_bank(bank, tmp_path / "real")
+    gen = save_bank(
+        make_bank(n=6, size=32, seed=5, source="generated", context_mm=32.0), tmp_path / "g"
+    )
+    samples = [{"patient_id": "p001"}, {"patient_id": "p004"}, {"patient_id": "p004"}]
+    got = insertion_banks(
+        {"lesion_banks": {"real": real, "dcgan": gen}}, ["real", "dcgan"], samples
+    )
+    assert set(got["real"].table["patient_id"]) == {"p001", "p004"}
+    assert len(got["real"]) == int(bank.table["patient_id"].isin(["p001", "p004"]).sum()) > 0
+    assert got["dcgan"] == gen  # generated lesions have no patient: the folder as given
+    with pytest.raises(InputError, match="no lesion of the 1 training patients"):
+        insertion_banks({"lesion_banks": {"real": real}}, ["real"], [{"patient_id": "p999"}])
+
+
+def test_an_arm_file_keys_its_own_runs_only(tmp_path):
+    import shutil
+
+    from metalung_monai.training.experiment import _model_key, _run_key
+
+    shutil.copytree(BUNDLES / NAMES[0], tmp_path / NAMES[0])
+    settings = preset("quick")
+    before = _model_key("sha", "quick", settings, tmp_path, "unet")
+    runs = {a: _run_key(before, tmp_path, "unet", a) for a in ("none", "mirror")}
+    f = tmp_path / NAMES[0] / "configs" / "augment_mirror.json"
+    f.write_text(f.read_text().replace('"prob": 0.5', '"prob": 0.4'))
+    after = _model_key("sha", "quick", settings, tmp_path, "unet")
+    assert after == before
+    assert _run_key(after, tmp_path, "unet", "none") == runs["none"]
+    assert _run_key(after, tmp_path, "unet", "mirror") != runs["mirror"]
+    t = tmp_path / NAMES[0] / "configs" / "train.json"
+    t.write_text(t.read_text() + " ")
+    assert _model_key("sha", "quick", settings, tmp_path, "unet") != before

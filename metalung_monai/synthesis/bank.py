@@ -39,6 +39,7 @@ import json
 import os
 import zipfile
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,9 +175,14 @@ class LesionBank:
         return len(self.table)
 
     def select(
-        self, kind: str | None = "2d", subset: str | None = None, source: str | None = None
+        self,
+        kind: str | None = "2d",
+        subset: str | None = None,
+        source: str | None = None,
+        patients: Collection[str] | None = None,
     ) -> LesionBank:
-        """The rows of one ``kind`` (``None``: both), ``subset`` and ``source`` as a new bank.
+        """The rows of one ``kind`` (``None``: both), ``subset`` and ``source`` (and of the
+        ``patients`` given, by ``patient_id``) as a new bank.
 
         The arrays are copied for the rows kept and re-indexed (``index`` and ``native_index``
         count from 0 in table order), so the result is a complete bank: it can be written with
@@ -188,6 +194,8 @@ class LesionBank:
         for col, value in (("kind", kind), ("subset", subset), ("source", source)):
             if value is not None:
                 keep &= (t[col] == value).to_numpy()
+        if patients is not None:
+            keep &= t["patient_id"].astype(str).isin({str(p) for p in patients}).to_numpy()
         sub = t.loc[keep].reset_index(drop=True).copy()
         arrays: dict[str, np.ndarray] = {}
         for k, names in _KIND_ARRAYS.items():
@@ -207,6 +215,8 @@ class LesionBank:
         sub["native_index"] = new_ni
         meta = json.loads(json.dumps(self.meta))
         meta["selection"] = {"kind": kind, "subset": subset, "source": source}
+        if patients is not None:
+            meta["selection"]["patients"] = sorted(str(p) for p in patients)
         return LesionBank(arrays=arrays, table=sub, meta=meta)
 
     def patches(self, kind: str = "2d") -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -55,7 +55,7 @@ from ..utils.runner import (
     remove_stale_partials,
 )
 from ..utils.runner import progress as progress_bar
-from .arms import ARMS
+from .arms import ARMS, arm_config
 from .bundle_run import MODELS, default_bundles_dir, run_bundle
 from .data import split_entries
 from .experiment_folder import (
@@ -105,12 +105,39 @@ def _model_key(datalist_sha: str, preset: str, settings: dict, bundles: Path, mo
         "preset": preset,
         "settings": own,
         "metalung_monai": __version__,
-        "bundle": {
+        "bundle": {  # an arm's own file keys its runs only (_run_key): arms can be added later
             c.name: file_fingerprint(c, length=12)
             for c in sorted((bundles / MODELS[model] / "configs").glob("*.json"))
+            if not c.name.startswith("augment_")
+        },
+        "lesion_banks": {  # the banks' content, not only their paths
+            name: _folder_fingerprint(Path(path))
+            for name, path in sorted((settings.get("lesion_banks") or {}).items())
         },
     }
     return fingerprint(cfg, default=str)
+
+
+def _folder_fingerprint(folder: Path) -> str | None:
+    """Fingerprint of the files of a folder (``None`` when it does not exist: the arm's bundle
+    run then reports the missing bank)."""
+    if not folder.is_dir():
+        return None
+    return fingerprint(
+        {
+            str(f.relative_to(folder)): file_fingerprint(f, length=12)
+            for f in sorted(folder.rglob("*"))
+            if f.is_file()
+        }
+    )
+
+
+def _run_key(model_key: str, bundles: Path, model: str, arm: str) -> str:
+    """Key of one run: its model's key and its arm's override file (editing one arm's file redoes
+    that arm's runs only)."""
+    arm_file = bundles / MODELS[model] / "configs" / arm_config(arm)
+    sha = file_fingerprint(arm_file, length=12) if arm_file.is_file() else None
+    return fingerprint({"model": model_key, "arm": arm, "arm_file": sha})
 
 
 def _fingerprint(
@@ -424,7 +451,7 @@ def run_experiment(
                 s,
                 preset,
                 overrides,
-                keys[m],
+                _run_key(keys[m], bundles, m, a),
                 verbose,
                 progress,
                 status=lambda step, run=f"{m} / {a} / seed {s}": bar.set_postfix_str(

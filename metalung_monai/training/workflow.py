@@ -153,37 +153,65 @@ def arm_slot(
     return parser.get_parsed_content(f"train#{slot}")
 
 
-def insertion_banks(settings: dict, names: Sequence[str] | str) -> dict:
-    """The lesion banks an insertion arm draws from: ``{name: folder}`` of the setting
+def insertion_banks(
+    settings: dict, names: Sequence[str] | str, samples: Sequence[dict] | None = None
+) -> dict:
+    """The lesion banks an insertion arm draws from: ``{name: bank}`` of the setting
     ``lesion_banks`` (``--set lesion_banks={'real': PATH, 'dcgan': PATH}``).
 
     ``names`` lists the banks the arm needs (``["real"]`` for ``copypaste``), or is
-    ``"generated"``: every bank but ``real`` (the ``mixed`` arm). The folders are read by
-    :class:`~metalung_monai.transforms.RandInsertLesiond`, which checks them.
+    ``"generated"``: every bank but ``real`` (the ``mixed`` arm). With ``samples`` (the run's
+    training samples), a bank of real lesions keeps only the lesions of those samples' patients:
+    a lesion of a validation or test patient (a cross-validation's other folds) never enters
+    training. Generated banks are returned as their folders (a generator's training data is its
+    own bundle's business); :class:`~metalung_monai.transforms.RandInsertLesiond` reads them.
 
     Raises:
         InputError: a bank the arm needs is not in ``lesion_banks`` (or, for ``"generated"``,
-            no generated bank is), naming the setting and what to give.
+            no generated bank is), naming the setting and what to give; a real bank with no
+            lesion of the training patients.
     """
     banks = dict(settings.get("lesion_banks") or {})
     if names == "generated":
-        out = {k: v for k, v in banks.items() if k != "real"}
-        if not out:
+        chosen = {k: v for k, v in banks.items() if k != "real"}
+        if not chosen:
             raise InputError(
                 "lesion_banks",
                 "this arm inserts generated lesions: give at least one generated bank, e.g. "
                 "--set lesion_banks={'dcgan': 'outputs/synth/cohort/dcgan/generated'} "
                 f"(given: {sorted(banks) or 'none'})",
             )
-        return out
-    missing = [n for n in names if n not in banks]
-    if missing:
-        raise InputError(
-            "lesion_banks",
-            f"this arm inserts lesions of the bank(s) {missing}: give them, e.g. --set "
-            f"lesion_banks={{'{missing[0]}': PATH}} (given: {sorted(banks) or 'none'})",
-        )
-    return {n: banks[n] for n in names}
+    else:
+        missing = [n for n in names if n not in banks]
+        if missing:
+            raise InputError(
+                "lesion_banks",
+                f"this arm inserts lesions of the bank(s) {missing}: give them, e.g. --set "
+                f"lesion_banks={{'{missing[0]}': PATH}} (given: {sorted(banks) or 'none'})",
+            )
+        chosen = {n: banks[n] for n in names}
+    if samples is None:
+        return chosen
+    from ..synthesis.bank import read_bank
+
+    patients = {str(s["patient_id"]) for s in samples}
+    out: dict = {}
+    for name, path in chosen.items():
+        bank = read_bank(path)
+        t = bank.table
+        if "source" in t.columns and (t["source"] == "generated").all():
+            out[name] = path
+            continue
+        kept = bank.select(kind=None, patients=patients)
+        kept.meta["path"] = os.fspath(path)
+        if len(kept) == 0:
+            raise InputError(
+                path,
+                f"bank '{name}' holds no lesion of the {len(patients)} training patients of this "
+                "run (build it from the same datalist: metalung lesion-bank DATALIST)",
+            )
+        out[name] = kept
+    return out
 
 
 def datalist_file(dataset_dir: str | os.PathLike | None) -> str:
