@@ -23,12 +23,50 @@ from pathlib import Path
 import numpy as np
 
 
+def _resample(sample: dict, pixel_mm: float) -> dict:
+    """A 2D sample resampled in-plane to ``pixel_mm`` (image linear with anti-aliasing, rounded
+    to integer HU; label and lung nearest), its affine updated."""
+    import torch
+    from monai.data import MetaTensor
+    from skimage.transform import resize
+
+    from metalung_monai.training.data import slice_affine
+
+    aff = np.asarray(sample["image"].affine, dtype=float)
+    sp = np.linalg.norm(aff[:2, :2], axis=0)
+    shape = tuple(
+        max(int(round(n * s / pixel_mm)), 1) for n, s in zip(sample["image"].shape[1:], sp)
+    )
+    new_aff = slice_affine((pixel_mm, pixel_mm))
+    out = dict(sample)
+    for k, order in (("image", 1), ("label", 0), ("lung", 0)):
+        a = sample[k].numpy()[0].astype(np.float64)
+        r = resize(a, shape, order=order, anti_aliasing=order > 0, preserve_range=True)
+        out[k] = MetaTensor(
+            torch.from_numpy(np.rint(r)[None].astype(np.float32)), affine=new_aff.clone()
+        )
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datalist", required=True)
     ap.add_argument("--bank", required=True, help="lesion bank folder (metalung lesion-bank)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--section", default="test", help="datalist section of the patients (test)")
+    ap.add_argument(
+        "--fold", type=int, default=None, help="only the section's entries of this fold"
+    )
+    ap.add_argument(
+        "--healthy", default=None, help="datalist of the healthy slices (default: --datalist)"
+    )
+    ap.add_argument("--healthy-section", default=None, help="its section (default: --section)")
+    ap.add_argument(
+        "--pixel-mm",
+        type=float,
+        default=None,
+        help="resample the healthy slices in-plane to this pixel size (mm)",
+    )
     ap.add_argument("--size", type=int, default=32, help="crop side in pixels (32)")
     ap.add_argument(
         "--n", type=int, default=0, help="inserted lesions (default: as many as real crops)"
@@ -51,11 +89,19 @@ def main() -> int:
     from metalung_monai.utils.atomic import save_figure_atomic
 
     t0 = time.time()
-    entries = section_entries(
-        Path(args.datalist), args.section, "for the real tumours and the healthy slices"
-    )
+    entries = section_entries(Path(args.datalist), args.section, "for the real tumours")
+    if args.fold is not None:
+        entries = [e for e in entries if e.get("fold") == args.fold]
     samples = slice_samples(entries, tumour_only=False)
     tumour = [s for s in samples if bool(s["label"].any())]
+    if args.healthy:
+        h_section = args.healthy_section or args.section
+        samples = slice_samples(
+            section_entries(Path(args.healthy), h_section, "for the healthy slices"),
+            tumour_only=False,
+        )
+    if args.pixel_mm:
+        samples = [_resample(s, args.pixel_mm) for s in samples]
     healthy = [
         s
         for s in samples

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The thesis' Table 5 on the default synthetic cohort: U-Net, quick preset, SEEDS seeds (default 3),
+# every augmentation arm: none, the six single MetaLung operations and all six (metalung), the
+# thesis' peers blur and elastic, the generic MONAI pipeline (monai), copy-paste of real lesions
+# (copypaste, TumorCP's peer), lesions of each generator inserted online (vqvae, dcgan, diffusion)
+# and MetaLung + generated lesions (mixed).
+#   1. the lesion bank and the generators (scripts/synth_benchmark.sh, resumable; skipped when
+#      their outputs exist)                                         -> outputs/synth/cohort/
+#   2. metalung experiment over every arm, the banks given as the setting lesion_banks
+#                                                                   -> $OUT/results.md
+# Resumable: rerun after a kill and only unfinished runs are trained (same settings, same folder).
+# Measured cost on 2 shared CPU cores: 6-8 minutes a run, so 16 arms x 3 seeds is 5-6 hours;
+# ARMS=... and SEEDS=... run a part of the grid (a later call with more adds to the same folder).
+# Usage: bash scripts/table5_benchmark.sh   (OUT=..., SEEDS=..., ARMS=none,copypaste,...)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${OUT:-$ROOT/outputs/table5/cohort}"
+SEEDS="${SEEDS:-3}"
+ARMS="${ARMS:-none,metalung,monai,copypaste,dcgan,mixed,vqvae,diffusion,blur,elastic,mirror,relocate,rotate_image,rotate_tumor,noise_image,noise_tumor}"
+VENV="${METALUNG_VENV:-$ROOT/.venv}"
+SYN="$ROOT/outputs/synth/cohort"
+bash "$ROOT/scripts/bootstrap.sh"
+if [[ ! -f "$SYN/comparison/comparison.md" ]]; then
+    DATA=cohort OUT="$SYN" bash "$ROOT/scripts/synth_benchmark.sh"
+fi
+BANKS="{'real': '$SYN/bank', 'dcgan': '$SYN/dcgan/generated', 'vqvae': '$SYN/vqvae/generated', 'diffusion': '$SYN/diffusion/generated'}"
+"$VENV/bin/metalung" experiment --datalist "$ROOT/outputs/cohort/datalist.json" --models unet \
+    --augment "$ARMS" --preset quick --seeds "$SEEDS" --out "$OUT" --set "lesion_banks=$BANKS"
+echo "[table5] results: $OUT/results.md"
