@@ -39,6 +39,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("lesion-bank", "metalung_monai.commands.lesion_bank"),
     ("lesion-realism", "metalung_monai.commands.lesion_realism"),
     ("lesion-compare", "metalung_monai.commands.lesion_compare"),
+    ("synthesize", "metalung_monai.commands.synthesize"),
     ("experiment", "metalung_monai.commands.experiment"),
     ("evaluate", "metalung_monai.commands.evaluate"),
 ]
