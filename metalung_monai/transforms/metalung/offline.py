@@ -39,7 +39,10 @@ Robustness:
 
 Also writes ``heatmap.png``: where the tumours are (axial projection, radiological display) in
 the input and in the expanded set, with the share of tumour voxels in each lung (the thesis'
-figure 36: mirror and relocation balance the left and right lungs).
+figure 36: mirror and relocation balance the left and right lungs). With ``balance`` (``--balance
+lung`` / ``lung-rads``) each tumour case gets the subset of its variants that
+:func:`~metalung_monai.anatomy.balance.plan_expansion` chooses, and ``balance.csv`` /
+``balance.png`` show the shares before and after (``docs/metalung.md``).
 """
 
 from __future__ import annotations
@@ -54,9 +57,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ...anatomy.balance import (
+    balance_figure,
+    balance_table,
+    check_mode,
+    entry_facts,
+    plan_expansion,
+)
 from ...errors import DatalistError, InputError
 from ...io.datalist import PATH_KEYS, SECTIONS, datalist_entries, load_datalist, write_datalist
-from ...utils.atomic import PARTIAL_NAME, save_figure_atomic
+from ...utils.atomic import PARTIAL_NAME, atomic_path, save_figure_atomic
 from ...utils.paths import (
     check_free_space,
     child_path,
@@ -96,6 +106,8 @@ MAX_WORKERS = 256
 _ENTRY_BYTES = 2048
 #: files of its own that ``augment`` writes at the top of ``--out``
 _TOP_FILES = ("datalist.json", "heatmap.png")
+#: what ``--balance`` adds at the top of ``--out``: the before / after table and picture
+_BALANCE_FILES = ("balance.csv", "balance.png")
 _SUBDIRS = ("images", "masks", "records")
 
 
@@ -149,7 +161,7 @@ def _owned_files(out: Path, manifest: dict, read_records: bool = True) -> list[s
     (or ``.partial`` leftovers of a killed write) whose names that run gives its cases, so an
     unfinished case's files go too. Nothing else: other files in ``out`` are not touched.
     """
-    owned: set[str] = {MANIFEST, *_TOP_FILES}
+    owned: set[str] = {MANIFEST, *_TOP_FILES, *(_BALANCE_FILES if manifest.get("balance") else ())}
     rec_dir = out / "records"
     cases = [
         c for c in manifest.get("cases", []) if is_safe_name(c)
@@ -322,6 +334,7 @@ def expand_datalist(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    balance: str | None = None,
 ) -> Path:
     """Write MetaLung variants of every training case and a new datalist (see the module docstring).
 
@@ -337,6 +350,14 @@ def expand_datalist(
         overwrite: replace a folder made with other settings (deleting only the files that
             expansion wrote there).
         progress: tqdm progress bar.
+        balance: None (default: every case gets every variant), ``"lung"`` or ``"lung-rads"``:
+            each tumour case gets the subset of those variants that
+            :func:`~metalung_monai.anatomy.balance.plan_expansion` chooses so that the expanded
+            set approaches equal left / right lung shares, or a uniform mix of the Lung-RADS
+            classes present; cases without tumour are expanded as without. Writes
+            ``balance.csv`` (before / after table) and ``balance.png``; the plan is in the
+            manifest and each case's record (``"balance"``: its category, plan and the measured
+            category of every variant).
 
     Returns:
         Path of the new ``datalist.json``.
@@ -369,6 +390,8 @@ def expand_datalist(
         )
     if int(seed) != seed or seed < 0:
         raise InputError("--seed", f"must be a whole number >= 0, got {seed}")
+    if balance is not None:
+        check_mode(balance)
     if int(workers) != workers or not 1 <= workers <= MAX_WORKERS:
         raise InputError(
             "--workers", f"must be a whole number from 1 to {MAX_WORKERS}, got {workers}"
@@ -385,6 +408,8 @@ def expand_datalist(
         raise InputError("--out", f"{out} is a file, not a folder")
     source_hash = file_fingerprint(src)
     cfg = {"ops": list(ops), "copies": copies, "seed": seed, "source": source_hash}
+    if balance is not None:
+        cfg["balance"] = balance
     cfg["key"] = fingerprint(cfg)
     ids = _case_ids(train)
     try:  # every entry is copied into the new datalist (originals, variants): it must be strict JSON
@@ -403,7 +428,11 @@ def expand_datalist(
     if old is not None:
         if old.get("key") != cfg["key"]:
             if not overwrite:
-                shown = {k: old.get(k) for k in ("ops", "copies", "seed", "datalist") if k in old}
+                shown = {
+                    k: old.get(k)
+                    for k in ("ops", "copies", "seed", "balance", "datalist")
+                    if k in old
+                }
                 raise DatalistError(
                     out,
                     f"holds an expansion made with other settings ({shown}); use another --out, "
@@ -411,7 +440,8 @@ def expand_datalist(
                 )
             stale = _owned_files(out, old)
     else:
-        foreign = [n for n in _TOP_FILES if (out / n).exists()]
+        tops = _TOP_FILES + (_BALANCE_FILES if balance is not None else ())
+        foreign = [n for n in tops if (out / n).exists()]
         if foreign:
             raise InputError(
                 "--out",
@@ -436,6 +466,11 @@ def expand_datalist(
     else:
         pending = list(ids)
     _check_cases({c: ids[c] for c in pending})
+    plans: dict[str, dict | None] = {}
+    if balance is not None:  # every case's category (finished ones too): the plan needs them all
+        facts = {cid: entry_facts(e) for cid, e in ids.items()}
+        plan = plan_expansion([facts[c].category(balance) for c in ids], balance, ops, copies)
+        plans = dict(zip(ids, plan.plans))
     n_var, needed = _estimate_bytes([ids[c] for c in pending], ops, copies)
     reclaimed = sum((out / rel).stat().st_size for rel in stale if (out / rel).is_file())
     check_free_space(
@@ -456,7 +491,11 @@ def expand_datalist(
         log.info("--overwrite: removed %d files of the previous expansion in %s", n, out)
     for sub in _SUBDIRS:
         (out / sub).mkdir(parents=True, exist_ok=True)
-    manifest.write({**cfg, "datalist": str(src), "cases": list(ids)})
+    manifest.write(
+        {**cfg, "datalist": str(src), "cases": list(ids)}
+        if balance is None
+        else {**cfg, "datalist": str(src), "cases": list(ids), "target": plan.target, "plan": plans}
+    )
     leftovers = _dead_partials(out, list(ids), ops, copies)
     if leftovers:
         log.info("removing %d temporary files of a killed run", remove_owned(out, leftovers))
@@ -472,7 +511,18 @@ def expand_datalist(
     try:
         run_pool(
             expand_case,
-            ((cid, (ids[cid], cid, str(out), cfg)) for cid in pending),
+            (
+                (
+                    cid,
+                    (
+                        ids[cid],
+                        cid,
+                        str(out),
+                        cfg if plans.get(cid) is None else {**cfg, "plan": plans[cid]},
+                    ),
+                )
+                for cid in pending
+            ),
             workers,
             on_result=finished,
             initializer=init_torch_worker,
@@ -508,7 +558,33 @@ def expand_datalist(
             new[section] = [rebase(e) for e in datalist_entries(src, section)]
     path = write_datalist(new, out / "datalist.json")
     _heatmap_figure(out, ids, records)
+    if balance is not None:
+        _balance_outputs(out, ids, records, balance, plan.target)
     return path
+
+
+def _balance_outputs(out: Path, ids: dict, records: dict, mode: str, target: dict) -> None:
+    """``balance.csv`` and ``balance.png``: cases per category before and after (measured on the
+    variants written, from the records), and the tumour centroids before and after."""
+    before: dict[str, int] = {}
+    after: dict[str, int] = {}
+    pos_in, pos_out = [], []
+    for cid in ids:
+        bal = records[cid]["balance"]
+        for i, item in enumerate([bal, *bal["variants"]]):
+            cat = item["category"]
+            if cat is not None:
+                after[cat] = after.get(cat, 0) + 1
+                if i == 0:
+                    before[cat] = before.get(cat, 0) + 1
+            pos = tuple(item["position"]) if item["position"] is not None else None
+            pos_out.append(pos)
+            if i == 0:
+                pos_in.append(pos)
+    table = balance_table(before, after, target, mode)
+    with atomic_path(out / "balance.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    balance_figure(out / "balance.png", pos_in, pos_out, table, mode)
 
 
 def _heatmap_figure(out: Path, ids: dict, records: dict) -> Path:

@@ -21,6 +21,7 @@ import torch
 from monai.transforms import LoadImaged
 
 from ...anatomy import lung_rads_from_mask
+from ...anatomy.balance import case_facts
 from ...errors import InputError
 from ...utils.atomic import atomic_path, write_image_atomic
 from ...utils.paths import child_path, safe_name
@@ -125,6 +126,43 @@ def _why_not(record: dict) -> str:
     return "; ".join(dict.fromkeys(reasons)) or "not applied (no reason recorded)"
 
 
+def _planned_variants(d: dict, lung_key, plan: dict, seed: int, case_id: str, dropped: list):
+    """``--balance``: the input, then ``plan[op]`` variants of each planned operation.
+
+    One :class:`MetaLungd` per operation (``copies=plan[op]``), seeded by ``(seed, "case/op")``, so
+    that a case's variants do not depend on the other operations' counts; the records of the
+    variants they dropped are appended to ``dropped``.
+    """
+    first = True
+    for op, n in plan.items():
+        if n <= 0:
+            continue
+        t = MetaLungd(
+            keys=("image", "mask"),
+            lung_key=lung_key,
+            ops=(op,),
+            mode="expand",
+            copies=n,
+            include_original=first,
+            drop_unapplied=True,
+        )
+        t.set_random_state(case_seed(seed, f"{case_id}/{op}"))
+        yield from t.iter_expand(d)
+        dropped.extend(t.dropped)
+        first = False
+    if first:  # nothing planned: the input only (binarised and stamped as MetaLungd gives it)
+        yield next(
+            MetaLungd(keys=("image", "mask"), lung_key=lung_key, mode="expand").iter_expand(d)
+        )
+
+
+def _facts(view: _Canonical, sample: dict, op: str, lung_key):
+    """:func:`~metalung_monai.anatomy.balance.case_facts` of a sample (lung labels moved with it;
+    a mirror keeps their values, so its sides are swapped)."""
+    lungs = view.view(sample[lung_key])[0] if lung_key is not None else None
+    return case_facts(view.view(sample["mask"])[0], view.spacing, lungs, mirrored=op == "mirror")
+
+
 def expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
     """Expand one case; returns its record (also written to ``records/<case_id>.json``).
 
@@ -135,21 +173,38 @@ def expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
     images, masks, rec_dir = out / "images", out / "masks", out / "records"
     d = _load(entry)
     lung_key = "lung" if "lung" in d else None
-    t = MetaLungd(
-        keys=("image", "mask"),
-        lung_key=lung_key,
-        ops=cfg["ops"],
-        mode="expand",
-        copies=cfg["copies"],
-        include_original=True,
-        drop_unapplied=True,
-    )
-    t.set_random_state(case_seed(cfg["seed"], case_id))
-    variants = t.iter_expand(d)
+    plan = cfg.get("plan")  # --balance: operation -> variants of this case (None: all, as without)
+    if plan is None:
+        t = MetaLungd(
+            keys=("image", "mask"),
+            lung_key=lung_key,
+            ops=cfg["ops"],
+            mode="expand",
+            copies=cfg["copies"],
+            include_original=True,
+            drop_unapplied=True,
+        )
+        t.set_random_state(case_seed(cfg["seed"], case_id))
+        variants = t.iter_expand(d)
+    else:
+        t, dropped = None, []
+        variants = _planned_variants(d, lung_key, plan, cfg["seed"], case_id, dropped)
     del d
     original = next(variants)
     view = _Canonical(original["image"])
     heat_in, r_in, l_in = tumor_heat(view.view(original["mask"])[0])
+    balance = None
+    if cfg.get("balance"):
+        facts = _facts(view, original, "original", lung_key)
+        balance = {
+            "mode": cfg["balance"],
+            "category": facts.category(cfg["balance"]),
+            "side": facts.side,
+            "lung_rads": facts.lung_rads,
+            "position": facts.position,
+            "plan": plan,
+            "variants": [],
+        }
     heat_out, r_out, l_out = heat_in.copy(), r_in, l_in
     entries, skipped = [], []
     counters: dict[str, int] = {}
@@ -191,12 +246,26 @@ def expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
             }
         )
         entries.append(e)
+        if balance is not None:
+            facts = _facts(view, v, op, lung_key)
+            balance["variants"].append(
+                {
+                    "case_id": vid,
+                    "op": op,
+                    "category": facts.category(cfg["balance"]),
+                    "side": facts.side,
+                    "lung_rads": facts.lung_rads,
+                    "position": facts.position,
+                }
+            )
         del v, mask_c  # the next variant is made only now: one variant in memory at a time
+    if t is not None:  # MetaLungd sets its list of dropped records when the expansion starts
+        dropped = t.dropped
     for op in cfg["ops"]:
-        expected = 1 if op == "mirror" else cfg["copies"]
+        expected = (1 if op == "mirror" else cfg["copies"]) if plan is None else plan.get(op, 0)
         missing = expected - done_ops.count(op)
         if missing > 0:  # why, from the records of the variants MetaLungd dropped
-            reasons = [_why_not(r) for r in t.dropped if r.get("op") == op]
+            reasons = [_why_not(r) for r in dropped if r.get("op") == op]
             skipped.append({"op": op, "count": missing, "reasons": reasons})
     with atomic_path(child_path(rec_dir, case_id, ".npz")) as tmp:
         np.savez_compressed(tmp, heat_in=heat_in, heat_out=heat_out)
@@ -207,6 +276,8 @@ def expand_case(entry: dict, case_id: str, out_dir: str, cfg: dict) -> dict:
         "skipped": skipped,
         "lungs": {"in": [r_in, l_in], "out": [r_out, l_out]},
     }
+    if balance is not None:
+        record["balance"] = balance
     if "case_id" in entry and entry["case_id"] != case_id:
         record["case_id_in_datalist"] = str(
             entry["case_id"]
