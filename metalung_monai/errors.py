@@ -21,6 +21,7 @@ __all__ = [
     "UnsafePickleError",
     "DatalistError",
     "UnsupportedFormatError",
+    "LesionTooSmallError",
 ]
 
 
@@ -75,3 +76,8 @@ class UnsafePickleError(InputError):
 
 class DatalistError(InputError):
     """A datalist JSON that does not follow the documented schema."""
+
+
+class LesionTooSmallError(InputError):
+    """A lesion that vanishes when resampled to a target's voxel size (smaller than a voxel):
+    the insertion transforms record it as a skip (``too small``)."""

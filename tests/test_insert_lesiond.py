@@ -161,3 +161,19 @@ def test_precomputed_free_space_is_used_and_gives_the_same_insertion(bank):
     assert metalung_records(t(blocked)["image"])[-1]["reason"] == "no room"
     off = InsertLesiond(("image", "mask"), bank, index=2, seed=9, free_key=None)
     assert torch.equal(off(blocked)["image"], a["image"])  # free_key=None: always computed
+
+
+def test_a_lesion_smaller_than_a_pixel_is_a_recorded_skip():
+    img = np.zeros((1, 32, 32), np.int16) - 850
+    msk = np.zeros((1, 32, 32), np.uint8)
+    msk[0, 16, 16] = 1  # one pixel of 1 mm: gone at 6 mm pixels
+    tiny = make_bank(n=1, size=32, seed=0, context_mm=32.0, images=img, masks=msk, labels=["LR2"])
+    data = _data()
+    coarse = np.diag([6.0, 6.0, 1.0, 1.0])
+    data["image"] = MetaTensor(data["image"].as_tensor(), affine=coarse)
+    data["mask"] = MetaTensor(data["mask"].as_tensor(), affine=coarse)
+    out = InsertLesiond(("image", "mask"), tiny, index=0)(data)
+    rec = metalung_records(out["image"])[-1]
+    assert rec["applied"] is False and rec["reason"] == "too small"
+    assert torch.equal(out["image"].as_tensor(), data["image"].as_tensor())
+    assert torch.equal(out["mask"].as_tensor(), data["mask"].as_tensor())

@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from ..anatomy import free_space_mask
-from ..errors import InputError
+from ..errors import InputError, LesionTooSmallError
 from ..synthesis.generative import bank_pixel_mm
 from ..synthesis.insertion import blend_lesion, find_lesion_place, resample_lesion
 from .realism import LesionSet, c2st
@@ -188,7 +188,11 @@ def inserted_context_sets(
             free_cache[i] = free_space_mask(
                 img, _plane(s["lung"]).astype(np.uint8), sp, min_distance_mm=margin_mm
             )
-        hu, m = resample_lesion(images[j], masks[j] > 0, px, sp)
+        try:
+            hu, m = resample_lesion(images[j], masks[j] > 0, px, sp)
+        except LesionTooSmallError:
+            counts["too_small"] += 1
+            continue
         if m.sum() < min_px:
             counts["too_small"] += 1
             continue

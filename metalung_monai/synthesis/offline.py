@@ -86,7 +86,13 @@ from monai.data import MetaTensor
 from ..anatomy import LEFT_LUNG, RIGHT_LUNG, longest_diameter_mm, lung_rads_from_diameter
 from ..anatomy import free_space_mask as compute_free_space
 from ..anatomy import lung_mask as compute_lung_mask
-from ..errors import DatalistError, GeometryMismatchError, InputError, MaskError
+from ..errors import (
+    DatalistError,
+    GeometryMismatchError,
+    InputError,
+    LesionTooSmallError,
+    MaskError,
+)
 from ..io.datalist import PATH_KEYS, SECTIONS, datalist_entries, load_datalist, write_datalist
 from ..training.data import slice_affine
 from ..transforms.insert_lesion import InsertLesiond
@@ -545,7 +551,7 @@ def synthesize_case(
             rows.append(row)
             try:  # a lesion smaller than a pixel of this slice: a recorded skip, not a failure
                 resample_lesion(image2d[c.index], mask2d[c.index], pixel_mm, (sy, sx), c.scale)
-            except InputError:
+            except LesionTooSmallError:
                 row["reason"] = "lesion vanishes at the slice's pixel size"
                 continue
             fr = free if c.side is None else free & (lung == c.side)

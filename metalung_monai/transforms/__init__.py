@@ -5,7 +5,8 @@
   :class:`MetaLungd` (online random variants or offline expansion).
 * :mod:`.insert_lesion`: :class:`InsertLesiond` / :class:`RandInsertLesiond` (with :class:`FreeSpaced`, the free-space
   map to cache), a lesion of a
-  bank (real: copy-paste; generated) into free lung of a 2D slice, integer HU (issue 13).
+  bank (real: copy-paste; generated) into free lung of a 2D slice (a 3D lesion into a volume),
+  integer HU (issue 13).
 * :mod:`.intensity`: HU windowing (:class:`HUWindow`) and CLAHE (:class:`CLAHE`) for display and
   network input (they do not preserve HU: apply them after every HU-based step).
 """
