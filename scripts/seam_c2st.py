@@ -48,6 +48,19 @@ def _resample(sample: dict, pixel_mm: float) -> dict:
     return out
 
 
+def _threshold_lung(sample: dict, below: float) -> dict:
+    """``sample`` with its lung = the voxels below ``below`` HU, opened by one pixel (label 1)."""
+    from scipy import ndimage as ndi
+
+    hu = sample["image"].numpy()[0]
+    lung = ndi.binary_opening(hu < below, iterations=1)
+    lung[:4], lung[-4:], lung[:, :4], lung[:, -4:] = False, False, False, False  # a patch's edge
+    out = dict(sample)
+    out["lung"] = sample["lung"].clone()
+    out["lung"][0] = sample["lung"].new_tensor(lung.astype(np.float32))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datalist", required=True)
@@ -72,6 +85,13 @@ def main() -> int:
         "--n", type=int, default=0, help="inserted lesions (default: as many as real crops)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--lung-below",
+        type=float,
+        default=None,
+        help="healthy slices' lung = voxels below this HU (opened by 1 px), for patches without "
+        "a body outline (the MSD patches), instead of the lung mask",
+    )
     ap.add_argument(
         "--min-lung-px", type=int, default=2000, help="healthy slices need this much lung"
     )
@@ -102,6 +122,8 @@ def main() -> int:
         )
     if args.pixel_mm:
         samples = [_resample(s, args.pixel_mm) for s in samples]
+    if args.lung_below is not None:
+        samples = [_threshold_lung(s, args.lung_below) for s in samples]
     healthy = [
         s
         for s in samples
