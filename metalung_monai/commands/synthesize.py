@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from . import positive_int
 
@@ -109,6 +110,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="list only the new cases in the datalist (default: the source's training cases too)",
     )
+    p.add_argument(
+        "--balance",
+        metavar="WHAT",
+        default=None,
+        help="draw the insertions so that the training cases approach equal left / right lung "
+        "shares ('lung') or the same share for every Lung-RADS class the bank holds "
+        "('lung-rads'); writes balance.csv (before / after)",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument(
         "--overwrite",
@@ -126,6 +135,16 @@ def run(args: argparse.Namespace) -> int:
     from ..synthesis.offline import synthesize_datalist
 
     t0 = time.time()
+    choose = None
+    if args.balance is not None:
+        from ..anatomy.balance import check_mode
+        from ..synthesis.bank import read_bank
+        from ..synthesis.offline import BalancedChoice, resolve_lesions
+        from ..transforms.insert_lesion import lesion_choices
+
+        check_mode(args.balance)
+        rows = lesion_choices(read_bank(resolve_lesions(args.lesions)), kind="2d")
+        choose = BalancedChoice(args.balance, rows.table["lung_rads"], tuple(args.scale))
     s = synthesize_datalist(
         args.healthy,
         args.lesions,
@@ -143,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         figure=not args.no_figure,
+        choose=choose,
     )
     why = ", ".join(f"{v} {k}" for k, v in s["skipped"].items()) or "none"
     classes = ", ".join(f"{k} {v}" for k, v in s["lung_rads"].items()) or "none"
@@ -152,4 +172,16 @@ def run(args: argparse.Namespace) -> int:
         f"{s['inserted']} of {s['requested']} insertions (skipped: {why}; inserted {classes}) "
         f"in {time.time() - t0:.1f} s; datalist {s['datalist']}; table {s['csv']}{fig}"
     )
+    if args.balance is not None:
+        from ..synthesis.offline import balance_report
+        from ..utils.atomic import atomic_path
+
+        val_fold = None if args.val_fold == -1 else args.val_fold
+        table = balance_report(args.healthy, s["csv"], args.balance, val_fold)
+        path = Path(args.out) / "balance.csv"
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f")
+        print(f"--balance {args.balance}: tumour cases per category (before: the source's)")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"table {path}")
     return 0

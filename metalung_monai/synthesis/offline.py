@@ -248,6 +248,92 @@ class UniformChoice:
         return InsertionChoice(index=index, scale=float(rng.uniform(*self.scale_range)))
 
 
+class BalancedChoice:
+    """A :data:`Chooser` for ``--balance``: the inserted cases approach target shares of lung
+    side (``"lung"``: equal right / left) or Lung-RADS class (``"lung-rads"``: uniform over the
+    classes the bank holds), each insertion drawn with the target's probabilities.
+
+    The draw is stateless (one insertion's choice depends only on its own seed, so resuming and
+    ``workers`` change nothing); with many more inserted cases than tumour cases in the source
+    (the default cohort: 1,123 against 20) the whole training set approaches the target too, and
+    ``balance.csv`` reports both. ``"lung"``: a lesion uniform over the bank, the side drawn
+    50 / 50 among the slice's lungs that have area; ``"lung-rads"``: a class drawn uniformly,
+    then a lesion of that class, either lung. Large lesions find no room more often, so the
+    measured shares fall short of the target where they are skipped.
+
+    Args:
+        mode: ``"lung"`` or ``"lung-rads"``.
+        classes: the Lung-RADS class of each insertable bank row, in row order.
+        scale_range: the size factor's range, as :class:`UniformChoice`.
+    """
+
+    def __init__(
+        self, mode: str, classes: Sequence[str], scale_range: Sequence[float] = (1.0, 1.0)
+    ) -> None:
+        from ..anatomy.balance import check_mode, default_target
+
+        self.mode = check_mode(mode)
+        self.classes = [str(c) for c in classes]
+        if not self.classes:
+            raise InputError("lesions", "no insertable lesion to balance")
+        lo, hi = (float(v) for v in scale_range)
+        self.scale_range = (lo, hi)
+        counts = {c: self.classes.count(c) for c in set(self.classes)}
+        self.target = default_target(mode, counts)
+        self.rows = {c: [i for i, x in enumerate(self.classes) if x == c] for c in self.target}
+        if mode == "lung-rads" and not any(self.rows.values()):
+            raise InputError("--balance", f"the bank holds none of the classes {list(self.target)}")
+
+    @property
+    def config(self) -> dict:
+        return {
+            "rule": "balance",
+            "mode": self.mode,
+            "target": self.target,
+            "scale_range": list(self.scale_range),
+        }
+
+    def __call__(self, sl: HealthySlice, k: int, rng: np.random.Generator) -> InsertionChoice:
+        scale = float(rng.uniform(*self.scale_range))
+        if self.mode == "lung":
+            sides = [(RIGHT_LUNG, "right"), (LEFT_LUNG, "left")]
+            ok = [(lab, name) for (lab, name), a in zip(sides, sl.lung_mm2) if a > 0] or sides
+            p = np.array([self.target[name] for _, name in ok], float)
+            lab = ok[int(rng.choice(len(ok), p=p / p.sum()))][0]
+            return InsertionChoice(int(rng.integers(len(self.classes))), scale, lab)
+        cats = [c for c in self.target if self.rows[c]]
+        p = np.array([self.target[c] for c in cats], float)
+        c = cats[int(rng.choice(len(cats), p=p / p.sum()))]
+        return InsertionChoice(int(self.rows[c][int(rng.integers(len(self.rows[c])))]), scale)
+
+
+def balance_report(
+    datalist: str | os.PathLike, csv: str | os.PathLike, mode: str, val_fold
+) -> pd.DataFrame:
+    """Before / after table of a ``synthesize`` run: tumour cases per lung side or Lung-RADS
+    class among the source's training cases outside ``val_fold`` (before) and with the inserted
+    cases of ``insertions.csv`` added (after), beside the target
+    (:func:`~metalung_monai.anatomy.balance.balance_table`)."""
+    from ..anatomy.balance import balance_table, default_target, entry_facts
+
+    before: dict[str, int] = {}
+    for e in datalist_entries(datalist, "training"):
+        if val_fold is not None and e.get("fold") == val_fold:
+            continue
+        f = entry_facts(e)
+        c = f.category(mode) if f.lung_rads not in (None, "LR1") else None
+        if c:
+            before[c] = before.get(c, 0) + 1
+    rows = pd.read_csv(csv)
+    rows = rows[rows["inserted"].astype(bool)]
+    col = "lung" if mode == "lung" else "lung_rads"
+    after = dict(before)
+    for c, n in rows[col].astype(str).value_counts().items():
+        after[c] = after.get(c, 0) + int(n)
+    target = default_target(mode, after)
+    return balance_table(before, after, target, mode)
+
+
 def _check_choice(c: Any, n: int, where: str) -> InsertionChoice:
     if not isinstance(c, InsertionChoice):
         raise InputError("choose", f"returned {type(c).__name__} for {where}, not InsertionChoice")
