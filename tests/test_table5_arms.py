@@ -3,12 +3,14 @@ arms (copy-paste of real lesions, generated lesions, mixed), as the bundles' ove
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from bundle_helpers import BUNDLES, NAMES
 from lesion_factory import make_bank, save_bank
-from test_bundles import describe, parser_of
+from test_bundles import describe, messages, parser_of
 
 from metalung_monai.errors import InputError
 from metalung_monai.training import ARMS, insertion_banks, training_samples
@@ -20,9 +22,18 @@ INSERTION = ("copypaste", "vqvae", "dcgan", "diffusion", "mixed")
 
 
 @pytest.fixture(scope="module")
-def banks(tmp_path_factory):
+def banks(tmp_path_factory, small_cohort):
+    """A real bank whose lesions belong to the small cohort's training patients (an insertion
+    arm keeps only those), and a generated one."""
     root = tmp_path_factory.mktemp("banks")
-    real = save_bank(make_bank(n=24, size=32, seed=0, context_mm=32.0), root / "real")
+    dl = json.loads((small_cohort / "datalist.json").read_text())
+    pats = sorted({str(e["patient_id"]) for e in dl["training"]})
+    bank = make_bank(n=24, size=32, seed=0, context_mm=32.0)
+    ids = sorted(bank.table["patient_id"].unique())
+    bank.table["patient_id"] = bank.table["patient_id"].map(
+        {p: pats[i % len(pats)] for i, p in enumerate(ids)}
+    )
+    real = save_bank(bank, root / "real")
     gen = save_bank(
         make_bank(n=12, size=32, seed=5, source="generated", context_mm=32.0), root / "g"
     )
@@ -39,12 +50,21 @@ def test_every_arm_has_one_file_the_same_in_every_bundle():
 @pytest.mark.parametrize(
     "arm", [a for a in ARMS if a not in ("none", "metalung", "monai", "metalung+monai")]
 )
-def test_new_arms_build_the_same_stacked_or_named(arm, banks):
-    over = {"preset_overrides": {"lesion_banks": banks}, "spatial_dims": 2}
+def test_new_arms_build_the_same_stacked_or_named(arm, banks, small_cohort):
+    over = {
+        "preset_overrides": {"lesion_banks": banks},
+        "spatial_dims": 2,
+        "dataset_dir": str(small_cohort),
+    }
     stacked = parser_of(NAMES[0], "train", "quick", f"augment_{arm}", **over)
     named = parser_of(NAMES[0], "train", augment=arm, **over)
-    a, b = (p.get_parsed_content("train#preprocessing") for p in (stacked, named))
-    assert describe(a) == describe(b)
+    a = stacked.get_parsed_content("train#preprocessing")
+    if arm in INSERTION:  # the shortcut cannot filter the bank by the training patients: refused
+        with pytest.raises(Exception) as e:
+            named.get_parsed_content("train#preprocessing")
+        assert any("stack the arm's file" in m for m in messages(e.value))
+    else:
+        assert describe(a) == describe(named.get_parsed_content("train#preprocessing"))
     kinds = [t for t, _ in describe(a)]
     ea = stacked.get_parsed_content("train#expansion")
     assert (ea is not None) == (arm in SINGLE_OPS + ("mixed",))
@@ -71,7 +91,14 @@ def test_single_operation_arm_expands_with_that_operation_only(small_cohort):
 def test_copypaste_arm_inserts_real_lesions_into_free_lung_in_integer_hu(small_cohort, banks):
     samples = training_samples(str(small_cohort / "datalist.json"), 0, "slices", 2)[:6]
     over = {"lesion_banks": banks, "insert_prob": 1.0}
-    p = parser_of(NAMES[0], "train", "quick", "augment_copypaste", preset_overrides=over)
+    p = parser_of(
+        NAMES[0],
+        "train",
+        "quick",
+        "augment_copypaste",
+        preset_overrides=over,
+        dataset_dir=str(small_cohort),
+    )
     hu_aug = p.get_parsed_content("train#hu_augmentation")
     from monai.transforms import Compose
 
@@ -101,7 +128,7 @@ def test_copypaste_arm_inserts_real_lesions_into_free_lung_in_integer_hu(small_c
     assert applied >= 3
 
 
-def test_insertion_arms_name_the_missing_bank():
+def test_insertion_arms_name_the_missing_bank(small_cohort):
     with pytest.raises(InputError, match=r"lesion_banks.*\['dcgan'\]"):
         insertion_banks({"lesion_banks": {"real": "x"}}, ["dcgan"])
     with pytest.raises(InputError, match="at least one generated bank"):
@@ -112,11 +139,9 @@ def test_insertion_arms_name_the_missing_bank():
         preset("quick", lesion_banks=["real"])
     with pytest.raises(SettingError, match="insert_prob"):
         preset("quick", insert_prob=1.5)
-    p = parser_of(NAMES[0], "train", "quick", "augment_dcgan")
+    p = parser_of(NAMES[0], "train", "quick", "augment_dcgan", dataset_dir=str(small_cohort))
     with pytest.raises(Exception) as e:
         p.get_parsed_content("train#hu_augmentation")
-    from test_bundles import messages
-
     assert any("lesion_banks" in m and "dcgan" in m for m in messages(e.value))
 
 

@@ -50,6 +50,8 @@ __all__ = [
     "CropToLungsd",
 ]
 
+#: what ``@train#samples`` is when an arm's file is read by the ``--augment`` shortcut
+_NO_SAMPLES = "<the --augment shortcut: no training samples>"
 #: the slots of ``train.json`` an arm's override file fills (see :mod:`.arms`), with their empty value
 ARM_SLOTS = {"expansion": None, "hu_augmentation": [], "augmentation": []}
 
@@ -145,7 +147,8 @@ def arm_slot(
             "imports": ["$import metalung_monai.training as mt"],
             "settings": dict(settings),
             "spatial_dims": spatial_dims,
-            "train": dict(ARM_SLOTS),
+            # the shortcut cannot see the run's training samples: an arm that needs them says so
+            "train": {**ARM_SLOTS, "samples": _NO_SAMPLES},
         }
     )
     for key, value in ConfigParser.load_config_file(path).items():
@@ -171,6 +174,14 @@ def insertion_banks(
             no generated bank is), naming the setting and what to give; a real bank with no
             lesion of the training patients.
     """
+    if isinstance(samples, str) and samples == _NO_SAMPLES:
+        raise InputError(
+            "augment",
+            "an insertion arm keeps only the training patients' lesions, which the --augment "
+            "shortcut cannot see: stack the arm's file instead, --config_file "
+            "\"['configs/train.json','configs/quick.json','configs/augment_<arm>.json']\" "
+            "(as metalung experiment does)",
+        )
     banks = dict(settings.get("lesion_banks") or {})
     if names == "generated":
         chosen = {k: v for k, v in banks.items() if k != "real"}
