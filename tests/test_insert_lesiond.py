@@ -163,6 +163,37 @@ def test_precomputed_free_space_is_used_and_gives_the_same_insertion(bank):
     assert torch.equal(off(blocked)["image"], a["image"])  # free_key=None: always computed
 
 
+def test_free_space_cache_returns_the_computed_map_keyed_by_content():
+    from metalung_monai.transforms import FreeSpaced
+
+    off, on = FreeSpaced("image", cache_mb=0), FreeSpaced("image")
+    for seed in (0, 1, 0, 1, 0):  # two cases, each seen again
+        data = _data(seed)
+        want, got = off(data)["free_space"], on(data)["free_space"]
+        assert torch.equal(want, got)
+    assert (on.hits, on.misses) == (3, 2)
+    # the same pixels with another pixel size, or other lungs: another map, not a hit
+    data = _data(0)
+    wide = {
+        **data,
+        "image": MetaTensor(data["image"].as_tensor(), affine=np.diag([1.6, 1.6, 1, 1])),
+    }
+    assert torch.equal(on(wide)["free_space"], off(wide)["free_space"])
+    less = {**data, "lung_mask": torch.zeros_like(data["lung_mask"])}
+    assert not on(less)["free_space"].any()
+    assert (on.hits, on.misses) == (3, 4)
+    # bounded: room for one 160 x 160 map, so the older one is evicted
+    one = FreeSpaced("image", cache_mb=(1.5 * 160 * 160) / 2**20)
+    for seed in (0, 1, 0):
+        one(_data(seed))
+    assert (one.hits, one.misses) == (0, 3)
+    out = on(_data(0))["free_space"]
+    out[...] = 0  # the caller's copy: the cached map is not changed through it
+    assert torch.equal(on(_data(0))["free_space"], off(_data(0))["free_space"])
+    with pytest.raises(InputError, match="cache_mb"):
+        FreeSpaced("image", cache_mb=-1)
+
+
 def test_a_lesion_smaller_than_a_pixel_is_a_recorded_skip():
     img = np.zeros((1, 32, 32), np.int16) - 850
     msk = np.zeros((1, 32, 32), np.uint8)

@@ -42,8 +42,10 @@ diameter); ``scale_range`` enlarges it as the thesis' random scale 1-4 did.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -207,6 +209,11 @@ class FreeSpaced(MapTransform):
         margin_mm: as :class:`InsertLesiond` (use the same value).
         spacing: ``(y, x)`` mm of a slice, ``(h, w, d)`` mm (array order) of a volume; ``None``
             takes it from the image's affine (MetaTensor).
+        cache_mb: size of an in-process cache of maps keyed by the content of the image, the
+            lungs and the geometry (a BLAKE2b digest; least recently used first out), for
+            pipelines on a plain ``Dataset`` where the same case comes back every epoch: a hit
+            returns the same map the computation would (0 turns it off). Per process: each
+            ``DataLoader`` worker keeps its own, so use ``persistent_workers``.
     """
 
     def __init__(
@@ -216,11 +223,47 @@ class FreeSpaced(MapTransform):
         out_key: Hashable = "free_space",
         margin_mm: float = 1.0,
         spacing: Sequence[float] | None = None,
+        cache_mb: float = 256.0,
     ) -> None:
         super().__init__(keys)
         self.lung_key, self.out_key = lung_key, out_key
         self.margin_mm = float(margin_mm)
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        if not cache_mb >= 0:
+            raise InputError("cache_mb", f"expected a size >= 0 in MB, got {cache_mb}")
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        #: cache hits and misses since construction (a miss computes the map)
+        self.hits = self.misses = 0
+
+    def _key(self, img: np.ndarray, lungs: np.ndarray, spacing: Sequence[float]) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for a in (img, lungs):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a).cast("B"))
+        h.update(repr((tuple(float(s) for s in spacing), self.margin_mm)).encode())
+        return h.digest()
+
+    def _free(self, img: np.ndarray, lungs: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        if self.cache_bytes <= 0:
+            return free_space_mask(img, lungs, spacing, min_distance_mm=self.margin_mm)
+        key = self._key(img, lungs, spacing)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return hit
+        self.misses += 1
+        free = free_space_mask(img, lungs, spacing, min_distance_mm=self.margin_mm)
+        free.setflags(write=False)  # shared by later hits: nobody may change it
+        if free.nbytes <= self.cache_bytes:
+            self._cache[key] = free
+            self._cached_bytes += free.nbytes
+            while self._cached_bytes > self.cache_bytes:
+                self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
+        return free
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -231,7 +274,7 @@ class FreeSpaced(MapTransform):
             grid = _Grid(d[key], key, self.spacing)
             img = grid.view(d[key], key, contiguous=True)
             lungs = grid.view(d[self.lung_key], self.lung_key, contiguous=True)
-            free = free_space_mask(img, lungs, grid.spacing, min_distance_mm=self.margin_mm)
+            free = self._free(img, lungs, grid.spacing)
             if grid.nd == 2:
                 out = free[None].astype(np.uint8)
             else:  # back into the image's own layout
