@@ -174,9 +174,25 @@ def test_comparisons_cover_baseline_and_metalung():
         ("none", "monai"),
         ("none", "metalung+monai"),
         ("monai", "metalung"),
+        ("monai", "metalung+monai"),
         ("metalung+monai", "metalung"),
     ]
     assert results_mod.comparisons(["metalung", "monai"]) == [("metalung", "monai")]
+    # the peers monai and copypaste judge every other arm; each unordered pair once
+    pairs = results_mod.comparisons(["none", "metalung", "monai", "copypaste", "vqvae"])
+    assert pairs == [
+        ("none", "metalung"),
+        ("none", "monai"),
+        ("none", "copypaste"),
+        ("none", "vqvae"),
+        ("monai", "metalung"),
+        ("monai", "copypaste"),
+        ("monai", "vqvae"),
+        ("copypaste", "metalung"),
+        ("copypaste", "vqvae"),
+        ("vqvae", "metalung"),
+    ]
+    assert len({frozenset(p) for p in pairs}) == len(pairs)
 
 
 def _fake_experiment(out, arms, seeds, gain=0.1, n_patients=6):
@@ -225,6 +241,14 @@ def test_results_md_verdicts_are_paired(tmp_path, monkeypatch, seeds):
     assert "- unet: `metalung` better than `monai` on precision" in text
     paired = pd.read_csv(tmp_path / "paired_unet.csv")
     assert len(paired) == 9 and set(paired["metric"]) == {"dice", "precision", "recall"}
+    # the grid of DICE verdicts: each arm against none and the peer monai
+    beats = pd.read_csv(tmp_path / "beats_unet.csv").set_index("arm")
+    assert list(beats.columns) == ["vs none", "vs monai"] and list(beats.index) == arms[1:]
+    assert beats.loc["metalung", "vs none"].startswith("better +0.100 [+0.100, +0.100]")
+    assert beats.loc["metalung", "vs monai"].startswith("better +0.100")
+    assert beats.loc["monai", "vs none"].startswith("no difference +0.000")
+    assert beats.loc["monai", "vs monai"] == "-"
+    assert "## unet: which arm beats which" in text
     assert (paired["n_cases"] == 18 * len(seeds)).all() and (paired["n_patients"] == 6).all()
     tables = text[text.index("## unet: Table 7") :]
     if len(seeds) == 1:  # one seed: the tables show the mean alone
@@ -259,3 +283,26 @@ def test_cross_validation_results_give_paired_verdicts(tmp_path):
     assert "± nan" not in text
     paired = pd.read_csv(tmp_path / "paired_unet.csv")
     assert (paired["n_patients"] == 6).all() and (paired["n_cases"] == 36).all()
+
+
+def test_beats_table_reads_a_pair_judged_the_other_way_with_the_sign_turned():
+    from metalung_monai.evaluation.paired import BETTER
+
+    row = dict(model="unet", metric="dice", p_value=0.01, note="")
+    paired = pd.DataFrame(
+        [
+            {**row, "reference": "none", "arm": "monai", "mean_diff": 0.0, "ci_low": -0.1,
+             "ci_high": 0.1, "verdict": "no difference shown"},
+            {**row, "reference": "none", "arm": "copypaste", "mean_diff": 0.2, "ci_low": 0.1,
+             "ci_high": 0.3, "verdict": BETTER},
+            {**row, "reference": "monai", "arm": "copypaste", "mean_diff": 0.2, "ci_low": 0.05,
+             "ci_high": 0.25, "verdict": BETTER},
+        ]
+    )  # fmt: skip
+    beats = results_mod.beats_table(paired).set_index("arm")
+    assert list(beats.columns) == ["vs none", "vs monai", "vs copypaste"]
+    assert beats.loc["copypaste", "vs monai"] == "better +0.200 [+0.050, +0.250]"
+    assert beats.loc["monai", "vs copypaste"] == "worse -0.200 [-0.250, -0.050]"
+    assert beats.loc["monai", "vs none"] == "no difference +0.000 [-0.100, +0.100]"
+    assert beats.loc["copypaste", "vs copypaste"] == "-"
+    assert results_mod.beats_table(pd.DataFrame()).empty

@@ -8,12 +8,13 @@ model:
 * ``table8_<model>``: DICE per Lung-RADS class and arm, the thesis' Table 8;
 * ``runs_<model>``: per-patient 3D DICE, false-positive components and those on calcified nodules,
   training samples, wall time and data-loading share per arm;
-* ``paired_<model>``: paired comparisons of the arms (every arm against ``none``, MetaLung
-  against every other augmentation arm) on DICE, Precision and Recall per test tumour slice:
+* ``paired_<model>``: paired comparisons of the arms (every arm against ``none``, against the
+  peers ``monai`` and ``copypaste`` when run, MetaLung against every other augmentation arm) on DICE, Precision and Recall per test tumour slice:
   differences slice by slice (same seed and slice), averaged per patient, with a bootstrap 95 %
   interval over patients and a Wilcoxon signed-rank p-value
   (:func:`~metalung_monai.evaluation.paired_arm_table`); an arm is better or worse only when the
   interval excludes 0;
+* ``beats_<model>``: the DICE verdicts of those comparisons as a grid, arm by reference;
 * the figures (:mod:`.experiment_figures`);
 
 and ``all_slices`` / ``all_volumes``: every test slice's and volume's scores of every run.
@@ -48,6 +49,8 @@ __all__ = [
     "paired_section",
     "paired_table",
     "comparisons",
+    "beats_table",
+    "PEER_ARMS",
     "PAIRED_METRICS",
     "PAIRED_METHOD",
 ]
@@ -106,20 +109,59 @@ PAIRED_METRICS: tuple[str, ...] = ("dice", "precision", "recall")
 _N_BOOT, _BOOT_SEED = 10_000, 0
 
 
+#: the peers every other arm is judged against when present (after the reference, ``none``):
+#: the generic MONAI pipeline and copy-paste of real lesions (TumorCP)
+PEER_ARMS: tuple[str, ...] = ("monai", "copypaste")
+
+
 def comparisons(arms: Sequence[str]) -> list[tuple[str, str]]:
     """The ``(A, B)`` arm pairs judged in ``results.md`` (B against A).
 
-    Every arm against the reference, ``none`` (the first arm when there is no ``none``), then
-    ``metalung`` against every other augmentation arm (the thesis' question), each pair once.
+    Every arm against the reference, ``none`` (the first arm when there is no ``none``); every
+    other arm against each peer of :data:`PEER_ARMS` that is present; then ``metalung`` against
+    every other augmentation arm (the thesis' question). Each unordered pair once, the first
+    order kept.
     """
     arms = list(dict.fromkeys(arms))
     if len(arms) < 2:
         return []
     ref = "none" if "none" in arms else arms[0]
     pairs = [(ref, b) for b in arms if b != ref]
+    for peer in (p for p in PEER_ARMS if p in arms and p != ref):
+        pairs += [(peer, b) for b in arms if b not in (ref, peer)]
     if "metalung" in arms and ref != "metalung":
         pairs += [(a, "metalung") for a in arms if a not in (ref, "metalung")]
-    return pairs
+    once: dict[frozenset, tuple[str, str]] = {}
+    for p in pairs:
+        once.setdefault(frozenset(p), p)
+    return list(once.values())
+
+
+def beats_table(paired: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """Which arm beats which reference on ``metric``: one row per arm, one column per reference
+    arm of ``paired`` (``none`` and the peers, :func:`comparisons`), each cell the verdict of
+    that arm against that reference with the per-patient difference and its 95 % interval
+    (``better +0.054 [+0.006, +0.118]``); a pair judged the other way round (the reference
+    against the arm) is read with the sign turned; ``-`` where the pair was not judged."""
+    if not len(paired):
+        return pd.DataFrame()
+    t = paired[paired["metric"] == metric]
+    arms = list(dict.fromkeys([*t["arm"], *t["reference"]]))  # the experiment's order
+    refs = list(dict.fromkeys([t["reference"].iloc[0], *(p for p in PEER_ARMS if p in arms)]))
+    flip = {BETTER: WORSE, WORSE: BETTER}
+    cells: dict[tuple[str, str], str] = {}
+    for _, r in t.iterrows():
+        for a, b, sign in ((r["reference"], r["arm"], 1), (r["arm"], r["reference"], -1)):
+            verdict = r["verdict"] if sign > 0 else flip.get(r["verdict"], r["verdict"])
+            lo, hi = sorted((sign * r["ci_low"], sign * r["ci_high"]))
+            word = {BETTER: "better", WORSE: "worse"}.get(verdict, "no difference")
+            cells[(b, a)] = f"{word} {_signed(sign * r['mean_diff'])} {_interval(lo, hi)}"
+    rows = [
+        {"arm": b, **{f"vs {a}": cells.get((b, a), "-") for a in refs}}
+        for b in arms
+        if b != refs[0]
+    ]
+    return pd.DataFrame.from_records(rows)
 
 
 def paired_table(model: str, arms: Sequence[str], slices: pd.DataFrame) -> pd.DataFrame:
@@ -224,7 +266,13 @@ def paired_section(
     if not len(paired):
         return [], []
     write_table(paired, out / f"paired_{model}")
+    beats = beats_table(paired)
+    write_table(beats, out / f"beats_{model}")
     section = [
+        f"## {model}: which arm beats which (DICE, B - A per patient, 95 % interval)",
+        "",
+        markdown_table(beats),
+        "",
         f"## {model}: paired comparisons (B - A per test tumour slice, patients as units)",
         "",
         _paired_markdown(paired),
