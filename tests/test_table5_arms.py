@@ -180,3 +180,43 @@ def test_an_arm_file_keys_its_own_runs_only(tmp_path):
     t = tmp_path / NAMES[0] / "configs" / "train.json"
     t.write_text(t.read_text() + " ")
     assert _model_key("sha", "quick", settings, tmp_path, "unet") != before
+
+
+def test_a_list_of_generated_banks_gives_each_fold_the_generator_that_never_saw_its_patients(
+    tmp_path,
+):
+    from metalung_monai.training.experiment import _model_key
+
+    gens = []
+    for f, pats in enumerate((["p001", "p002"], ["p003", "p004"])):
+        real = make_bank(n=12, size=32, seed=f, n_patients=2, hold_fraction=0.0)
+        real.table["patient_id"] = [pats[i % 2] for i in range(len(real.table))]
+        real.table["subset"] = "train"
+        real_path = save_bank(real, tmp_path / f"real{f}")
+        gen = make_bank(n=6, size=32, seed=5 + f, source="generated", context_mm=32.0)
+        gen.meta["real_bank"] = real_path
+        gens.append(save_bank(gen, tmp_path / f"gen{f}"))
+    settings = {"lesion_banks": {"vqvae": gens}}
+    run = [{"patient_id": p} for p in ("p003", "p004", "p005")]
+    assert insertion_banks(settings, ["vqvae"], run) == {"vqvae": gens[1]}
+    assert (
+        insertion_banks(settings, "generated", [{"patient_id": "p001"}, {"patient_id": "p002"}])[
+            "vqvae"
+        ]
+        == gens[0]
+    )
+    with pytest.raises(InputError, match=r"p004"):  # a generator saw a test patient: refused
+        insertion_banks(settings, ["vqvae"], [{"patient_id": "p003"}, {"patient_id": "p001"}])
+    with pytest.raises(InputError, match="lists, chosen per run"):
+        insertion_banks(settings, ["vqvae"], None)
+    with pytest.raises(InputError, match="not a generated bank"):
+        insertion_banks({"lesion_banks": {"vqvae": [str(tmp_path / "real0")]}}, ["vqvae"], run)
+    # the list is checked as a setting and keys the runs by every member's content
+    preset("quick", lesion_banks=settings["lesion_banks"])
+    with pytest.raises(SettingError, match="lesion_banks"):
+        preset("quick", lesion_banks={"vqvae": []})
+    key = _model_key("sha", "quick", {"lesion_banks": {"vqvae": gens}}, BUNDLES, "unet")
+    other = make_bank(n=6, size=32, seed=9, source="generated", context_mm=32.0)
+    save_bank(other, tmp_path / "gen1b")
+    swapped = [gens[0], str(tmp_path / "gen1b")]
+    assert _model_key("sha", "quick", {"lesion_banks": {"vqvae": swapped}}, BUNDLES, "unet") != key

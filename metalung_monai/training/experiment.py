@@ -110,8 +110,10 @@ def _model_key(datalist_sha: str, preset: str, settings: dict, bundles: Path, mo
             for c in sorted((bundles / MODELS[model] / "configs").glob("*.json"))
             if not c.name.startswith("augment_")
         },
-        "lesion_banks": {  # the banks' content, not only their paths
-            name: _folder_fingerprint(Path(path))
+        "lesion_banks": {  # the banks' content, not only their paths (a list: each one's)
+            name: [_folder_fingerprint(Path(p)) for p in path]
+            if isinstance(path, (list, tuple))
+            else _folder_fingerprint(Path(path))
             for name, path in sorted((settings.get("lesion_banks") or {}).items())
         },
     }

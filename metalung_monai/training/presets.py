@@ -37,7 +37,9 @@ what they are:
 * ``lesion_banks`` (name -> folder, empty by default) and ``insert_prob`` (0.5): the lesion
   banks the insertion arms (``copypaste``, ``vqvae``, ``dcgan``, ``diffusion``, ``mixed``) draw
   from and the probability of an insertion per sample; ``real`` is the bank of real lesions
-  (``metalung lesion-bank`` of the training patients), the others generated ones;
+  (``metalung lesion-bank`` of the training patients), the others generated ones; a generated
+  bank may be a list of folders, one generator per cross-validation fold: each run takes the
+  first whose generator saw its training patients only;
 * ``full``: 20,000 iterations (200 x 100); ``num_workers`` 12, measured on one H100 with 16 CPU
   cores (U-Net, 256 crops, AMP): 4 loader workers left the GPU waiting 43 % of the loop's time,
   12 workers 14 %.
@@ -222,8 +224,17 @@ def _lesion_banks(v) -> str | None:
     if not isinstance(v, dict):
         return f"expected a dictionary such as {{'real': 'PATH', 'dcgan': 'PATH'}}, got {v!r}"
     for name, path in v.items():
-        if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
-            return f"expected bank names and folder paths as strings, got {name!r}: {path!r}"
+        paths = path if isinstance(path, (list, tuple)) else [path]
+        if (
+            not isinstance(name, str)
+            or not name
+            or not paths
+            or not all(isinstance(p, str) and p for p in paths)
+        ):
+            return (
+                "expected bank names and folder paths (or lists of them: one generator per "
+                f"fold) as strings, got {name!r}: {path!r}"
+            )
     return None
 
 

@@ -201,6 +201,13 @@ def insertion_banks(
                 f"lesion_banks={{'{missing[0]}': PATH}} (given: {sorted(banks) or 'none'})",
             )
         chosen = {n: banks[n] for n in names}
+    listed = [n for n, v in chosen.items() if isinstance(v, (list, tuple))]
+    if listed and samples is None:
+        raise InputError(
+            "lesion_banks",
+            f"bank(s) {listed} are lists, chosen per run by its training patients: give the "
+            "run's training samples (as the insertion arms' files do)",
+        )
     if samples is None:
         return chosen
     from ..synthesis.bank import read_bank
@@ -208,6 +215,9 @@ def insertion_banks(
     patients = {str(s["patient_id"]) for s in samples}
     out: dict = {}
     for name, path in chosen.items():
+        if isinstance(path, (list, tuple)):
+            out[name] = fold_generated_bank(name, path, patients)
+            continue
         bank = read_bank(path)
         t = bank.table
         if "source" in t.columns and (t["source"] == "generated").all():
@@ -223,6 +233,59 @@ def insertion_banks(
             )
         out[name] = kept
     return out
+
+
+def generator_patients(bank) -> set[str] | None:
+    """The patients whose lesions trained the generator of a generated bank: the ``train``
+    lesions of the real bank its ``bank.json`` names (``real_bank``), which the generators'
+    bundles train on; ``None`` for a bank of real lesions or one that names no real bank.
+
+    Raises:
+        InputError: the real bank it names cannot be read.
+    """
+    from ..synthesis.bank import read_bank
+
+    t = bank.table
+    if not ("source" in t.columns and (t["source"] == "generated").all()):
+        return None
+    real = bank.meta.get("real_bank")
+    if not real:
+        return None
+    rt = read_bank(real).table
+    if "subset" in rt.columns:
+        rt = rt[rt["subset"] == "train"]
+    return {str(p) for p in rt["patient_id"]}
+
+
+def fold_generated_bank(name: str, paths: Sequence[str], patients: set[str]) -> str:
+    """The first of ``paths`` (generated banks) whose generator was trained on lesions of
+    ``patients`` only (:func:`generator_patients`): one generator per cross-validation fold,
+    each run taking the one that never saw its validation or test patients.
+
+    Raises:
+        InputError: a path is not a generated bank, or none of them is honest for this run
+            (naming each one's patients outside the run's training patients).
+    """
+    from ..synthesis.bank import read_bank
+
+    seen = []
+    for path in paths:
+        trained = generator_patients(read_bank(path))
+        if trained is None:
+            raise InputError(
+                f"lesion_banks['{name}']",
+                f"{path} is not a generated bank naming its real bank: a list of banks is for "
+                "one generator per fold (a real bank is filtered by patient instead)",
+            )
+        if trained <= patients:
+            return os.fspath(path)
+        seen.append(f"{path}: {sorted(trained - patients)}")
+    raise InputError(
+        f"lesion_banks['{name}']",
+        f"no generator of the list was trained on this run's {len(patients)} training patients "
+        "only (patients outside them: " + "; ".join(seen) + "); train one per fold from "
+        "`metalung lesion-bank FOLD_DATALIST --val-fold V`",
+    )
 
 
 def datalist_file(dataset_dir: str | os.PathLike | None) -> str:
