@@ -29,6 +29,7 @@ from ..anatomy import free_space_mask
 from ..errors import InputError, LesionTooSmallError
 from ..synthesis.generative import bank_pixel_mm
 from ..synthesis.insertion import blend_lesion, find_lesion_place, resample_lesion
+from ..utils.orientation import array_spacing
 from .realism import LesionSet, c2st
 
 __all__ = [
@@ -101,11 +102,6 @@ def context_crop(
 def _plane(x: Any) -> np.ndarray:
     a = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
     return a[0] if a.ndim == 3 else a
-
-
-def _spacing(x: Any) -> tuple[float, float]:
-    aff = np.asarray(x.affine, dtype=float)
-    return tuple(float(v) for v in np.linalg.norm(aff[:2, :2], axis=0))  # type: ignore[return-value]
 
 
 def _set(name: str, crops: list[tuple[np.ndarray, np.ndarray, str, str]], size: int) -> LesionSet:
@@ -183,7 +179,7 @@ def inserted_context_sets(
         i, j = int(rng.integers(len(healthy))), int(rng.integers(len(images)))
         s = healthy[i]
         img = _plane(s["image"]).astype(np.int16)
-        sp = _spacing(s["image"])
+        sp = array_spacing(s["image"].affine, 2)
         if i not in free_cache:
             free_cache[i] = free_space_mask(
                 img, _plane(s["lung"]).astype(np.uint8), sp, min_distance_mm=margin_mm

@@ -70,6 +70,7 @@ from metalung_monai.transforms.metalung.array import (
     _stamp,
 )
 from metalung_monai.transforms.metalung.functional import _bbox
+from metalung_monai.utils.orientation import array_spacing
 
 __all__ = ["FreeSpaced", "InsertLesiond", "RandInsertLesiond", "lesion_choices"]
 
@@ -288,8 +289,7 @@ def _spacing_of(img: Any, spacing: tuple[float, ...] | None, key: Hashable) -> t
     if spacing is not None:
         return spacing  # type: ignore[return-value]
     if isinstance(img, MetaTensor):
-        aff = np.asarray(img.affine, dtype=float)
-        return tuple(float(v) for v in np.linalg.norm(aff[:2, :2], axis=0))  # type: ignore[return-value]
+        return array_spacing(img.affine, 2)  # type: ignore[return-value]
     raise InputError(str(key), "no spacing: give spacing=(y, x) or a MetaTensor")
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "array_spacing",
     "CanonicalAxes",
     "canonical_axes",
     "to_canonical",
@@ -30,6 +31,15 @@ __all__ = [
     "sitk_to_canonical",
     "canonical_to_sitk",
 ]
+
+
+def array_spacing(affine, spatial_ndim: int) -> tuple[float, ...]:
+    """Voxel size in mm along each array axis (in the array's order, not canonical): the norms of
+    the columns of the affine's ``spatial_ndim`` x ``spatial_ndim`` block (MONAI's
+    ``MetaTensor.affine``, a numpy array or a tensor)."""
+    a = affine.detach().cpu().numpy() if hasattr(affine, "detach") else affine
+    block = np.asarray(a, dtype=float)[:spatial_ndim, :spatial_ndim]
+    return tuple(float(v) for v in np.linalg.norm(block, axis=0))
 
 
 @dataclass(frozen=True)

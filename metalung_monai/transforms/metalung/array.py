@@ -66,7 +66,7 @@ from monai.transforms import InvertibleTransform, RandomizableTransform, Transfo
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type
 
 from ...errors import InputError
-from ...utils.orientation import CanonicalAxes, canonical_axes, canonical_spacing
+from ...utils.orientation import CanonicalAxes, array_spacing, canonical_axes, canonical_spacing
 from . import functional as F
 
 __all__ = [
@@ -164,11 +164,7 @@ def _affine_of(
         sp = (
             spacing
             if spacing is not None
-            else (
-                np.linalg.norm(np.asarray(img.affine, dtype=float)[:nd, :nd], axis=0)
-                if isinstance(img, MetaTensor)
-                else None
-            )
+            else (array_spacing(img.affine, nd) if isinstance(img, MetaTensor) else None)
         )
         return axcodes_affine(axcodes, sp), "RAS"
     if isinstance(img, MetaTensor):
