@@ -50,11 +50,9 @@ def _resample(sample: dict, pixel_mm: float) -> dict:
 
 def _threshold_lung(sample: dict, below: float) -> dict:
     """``sample`` with its lung = the voxels below ``below`` HU, opened by one pixel (label 1)."""
-    from scipy import ndimage as ndi
+    from metalung_monai.anatomy import patch_lung_mask
 
-    hu = sample["image"].numpy()[0]
-    lung = ndi.binary_opening(hu < below, iterations=1)
-    lung[:4], lung[-4:], lung[:, :4], lung[:, -4:] = False, False, False, False  # a patch's edge
+    lung = patch_lung_mask(sample["image"].numpy()[0], below, edge_px=4)
     out = dict(sample)
     out["lung"] = sample["lung"].clone()
     out["lung"][0] = sample["lung"].new_tensor(lung.astype(np.float32))

@@ -7,6 +7,7 @@
 # per run), and the generator is trained once per fold on that fold's training patients only
 # (validation and test patients never seen); each run takes its fold's (lesion_banks as a list).
 #   1. the datalist (scripts/msd_benchmark.sh, PREPARE_ONLY)          -> outputs/msd/data/
+#      with lung masks by threshold (scripts/patch_lungs.py)          -> $OUT/patch_lungs/
 #   2. the real bank of every patient                                 -> $OUT/banks/real
 #   3. per fold: its datalist, the bank of its training patients, the generator trained and
 #      sampled on it (scripts/synth_benchmark.py: also its realism)    -> $OUT/gen/fold<f>/
@@ -25,7 +26,11 @@ VENV="${METALUNG_VENV:-$ROOT/.venv}"
 K=3
 bash "$ROOT/scripts/bootstrap.sh"
 OUT="$ROOT/outputs/msd" PREPARE_ONLY=1 bash "$ROOT/scripts/msd_benchmark.sh"
-DL="$ROOT/outputs/msd/data/datalist.json"
+# the patches show no body outline, so the lung segmentation finds no lung in them: a lung mask
+# by threshold (below -500 HU, 4 px from the patch's border) lets lesions be inserted
+"$VENV/bin/python" "$ROOT/scripts/patch_lungs.py" "$ROOT/outputs/msd/data/datalist.json" \
+    "$OUT/patch_lungs"
+DL="$OUT/patch_lungs/datalist.json"
 mkdir -p "$OUT/banks"
 if [[ ! -f "$OUT/banks/real/bank.json" ]]; then
     "$VENV/bin/metalung" lesion-bank "$DL" --out "$OUT/banks/real" --val-fold -1 --no-progress

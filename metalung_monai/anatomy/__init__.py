@@ -15,7 +15,14 @@ from .free_space import (
     free_space_mask,
     free_space_mask_image,
 )
-from .lung_mask import LEFT_LUNG, RIGHT_LUNG, LungMaskSettings, lung_mask, lung_mask_image
+from .lung_mask import (
+    LEFT_LUNG,
+    RIGHT_LUNG,
+    LungMaskSettings,
+    lung_mask,
+    lung_mask_image,
+    patch_lung_mask,
+)
 from .lung_rads import (
     LUNG_RADS_BOUNDARIES_MM,
     longest_diameter_mm,
@@ -33,6 +40,7 @@ __all__ = [
     "LungMaskSettings",
     "lung_mask",
     "lung_mask_image",
+    "patch_lung_mask",
     "check_lung_mask",
     "lung_mask_problems",
     "lung_mask_measures",

@@ -54,6 +54,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ._checks import as_volume
 from ._images import check_same_grid, from_canonical_image, to_canonical_image
 from ._morph import (
@@ -112,6 +113,44 @@ def lung_mask(
     if require_lungs:
         check_lung_mask(vol, labels, sp, source="lung_mask(hu)", settings=cfg)
     return labels[0] if was_2d else labels
+
+
+def patch_lung_mask(hu, below_hu: float = -500.0, edge_px: int = 4) -> np.ndarray:
+    """Lung of a patch cut from inside the chest, where :func:`lung_mask` finds none (no body
+    outline around it: the MSD tumour-centred patches): the voxels below ``below_hu``, opened by
+    one voxel, less ``edge_px`` voxels at the patch's border (the border is a cut, not pleura;
+    nothing placed in the lung then reaches it). One label, :data:`RIGHT_LUNG`: a patch does not
+    show which lung it is in.
+
+    Args:
+        hu: a 2D ``(y, x)`` or 3D ``(z, y, x)`` array of HU (any axis order: nothing here depends
+            on orientation; a volume of one slice is processed as that slice; in 3D the border
+            is cut on every axis of more than ``2 * edge_px`` voxels, so a thin stack of slices
+            keeps its slices).
+        below_hu: the lung threshold in HU (-500: parenchyma, not solid tumour or vessel walls).
+        edge_px: border width in voxels.
+
+    Returns:
+        ``uint8`` array of ``hu``'s shape: 0 background, 1 lung.
+
+    Raises:
+        InputError: not a 2D or 3D array, or a negative ``edge_px``.
+    """
+    a = np.asarray(hu)
+    if a.ndim not in (2, 3) or a.size == 0:
+        raise InputError("patch_lung_mask(hu)", f"expected a 2D or 3D array, got shape {a.shape}")
+    if edge_px < 0:
+        raise InputError("edge_px", f"expected a border width >= 0 voxels, got {edge_px}")
+    shape = a.shape
+    a = a.squeeze() if a.ndim == 3 and 1 in a.shape else a  # one slice stored as a volume
+    lung = ndi.binary_opening(a < below_hu, iterations=1)
+    if edge_px:
+        for ax, n in enumerate(a.shape):
+            if n > 2 * edge_px:
+                cut = [slice(None)] * a.ndim
+                cut[ax] = np.r_[0:edge_px, n - edge_px : n]
+                lung[tuple(cut)] = False
+    return (lung.astype(np.uint8) * np.uint8(RIGHT_LUNG)).reshape(shape)
 
 
 def lung_mask_image(image, **kwargs):
