@@ -14,6 +14,7 @@ import pytest
 
 from metalung_monai.errors import InputError
 from metalung_monai.evaluation import PairedComparison, paired_arm_table, paired_comparison
+from metalung_monai.evaluation.paired import BETTER
 from metalung_monai.training import results as results_mod
 from metalung_monai.training.experiment_folder import run_rel
 
@@ -249,6 +250,9 @@ def test_results_md_verdicts_are_paired(tmp_path, monkeypatch, seeds):
     assert beats.loc["monai", "vs none"].startswith("no difference +0.000")
     assert beats.loc["monai", "vs monai"] == "-"
     assert "## unet: which arm beats which" in text
+    t5 = pd.read_csv(tmp_path / "table5_unet.csv").set_index("method")
+    assert t5.loc["metalung", "DICE - none per patient [95 %], p"].startswith("+0.100 [+0.100")
+    assert "## unet: Table 5" in text and "## Table 6" not in text  # no generated bank
     assert (paired["n_cases"] == 18 * len(seeds)).all() and (paired["n_patients"] == 6).all()
     tables = text[text.index("## unet: Table 7") :]
     if len(seeds) == 1:  # one seed: the tables show the mean alone
@@ -286,7 +290,6 @@ def test_cross_validation_results_give_paired_verdicts(tmp_path):
 
 
 def test_beats_table_reads_a_pair_judged_the_other_way_with_the_sign_turned():
-    from metalung_monai.evaluation.paired import BETTER
 
     row = dict(model="unet", metric="dice", p_value=0.01, note="")
     paired = pd.DataFrame(
@@ -306,3 +309,50 @@ def test_beats_table_reads_a_pair_judged_the_other_way_with_the_sign_turned():
     assert beats.loc["monai", "vs none"] == "no difference +0.000 [-0.100, +0.100]"
     assert beats.loc["copypaste", "vs copypaste"] == "-"
     assert results_mod.beats_table(pd.DataFrame()).empty
+
+
+def test_table5_gives_samples_banks_metrics_and_the_paired_difference(tmp_path):
+    from lesion_factory import make_bank, save_bank
+
+    real = save_bank(make_bank(n=12, size=32, seed=0), tmp_path / "bank")
+    gen = save_bank(
+        make_bank(n=7, size=32, seed=1, source="generated"), tmp_path / "g" / "generated"
+    )
+    paired = pd.DataFrame(
+        [
+            {"reference": "none", "arm": a, "metric": "dice", "mean_diff": d, "ci_low": lo,
+             "ci_high": hi, "p_value": p, "verdict": v}
+            for a, d, lo, hi, p, v in (
+                ("metalung", 0.01, -0.02, 0.04, 0.5, "no difference shown"),
+                ("copypaste", 0.1, 0.02, 0.2, 0.01, BETTER),
+            )
+        ]
+    )  # fmt: skip
+    cells = {a: {"dice": f"0.{i}", "iou": "x", "precision": "y", "recall": "z"} for i, a in
+             enumerate(("none", "metalung", "copypaste", "mixed"))}  # fmt: skip
+    t5 = results_mod.table5_frame(
+        "unet",
+        ["none", "metalung", "copypaste", "mixed"],
+        cells,
+        paired,
+        samples={"none": 56, "metalung": 389, "copypaste": 56, "mixed": 389},
+        lesion_banks={"real": real, "vqvae": [gen, gen]},
+    ).set_index("method")
+    assert t5.loc["metalung", "generated / added samples"] == "+333 offline"
+    assert t5.loc["copypaste", "generated / added samples"] == "online from real (12 lesions)"
+    assert t5.loc["mixed", "generated / added samples"] == (
+        "+333 offline; online from vqvae (7/7 lesions)"
+    )
+    assert t5.loc["none", "generated / added samples"] == "-"
+    assert t5.loc["copypaste", "DICE - none per patient [95 %], p"] == (
+        "+0.100 [+0.020, +0.200], p 0.010: better"
+    )
+    assert (
+        t5.loc["metalung", "DICE"] == "0.1"
+        and t5.loc["none", "DICE - none per patient [95 %], p"] == ""
+    )
+    assert t5.loc["mixed", "DICE - none per patient [95 %], p"] == "n/a"  # not judged
+    # Table 6: a generated bank whose run folder holds no trained generator says so
+    lines = results_mod.table6_lines({"real": real, "vqvae": gen})
+    assert lines[0].startswith("## Table 6") and any("no final checkpoint" in x for x in lines)
+    assert results_mod.table6_lines({"real": real}) == []

@@ -220,3 +220,14 @@ def test_a_list_of_generated_banks_gives_each_fold_the_generator_that_never_saw_
     save_bank(other, tmp_path / "gen1b")
     swapped = [gens[0], str(tmp_path / "gen1b")]
     assert _model_key("sha", "quick", {"lesion_banks": {"vqvae": swapped}}, BUNDLES, "unet") != key
+
+
+def test_the_arm_registry_names_the_banks_each_arm_file_inserts_from():
+    import ast
+    import re
+
+    for name, arm in ARMS.items():
+        text = (BUNDLES / NAMES[0] / "configs" / f"augment_{name}.json").read_text()
+        found = re.findall(r"mt\.insertion_banks\(@settings, (.+?), @train#samples\)", text)
+        want = None if not found else ast.literal_eval(found[0])
+        assert (tuple(want) if isinstance(want, list) else want) == arm.banks, name

@@ -29,10 +29,14 @@ __all__ = ["Arm", "ARMS", "register_arm", "get_arm", "arm_config"]
 
 @dataclass(frozen=True)
 class Arm:
-    """One augmentation arm: its name (``augment_<name>.json``) and what it does, in words."""
+    """One augmentation arm: its name (``augment_<name>.json``), what it does, in words, and the
+    lesion banks it inserts from (the names its file gives ``mt.insertion_banks``: a tuple of
+    ``lesion_banks`` names, ``"generated"`` for every generated bank, ``None`` for no insertion;
+    ``results.md``'s Table 5 reports their lesions)."""
 
     name: str
     description: str
+    banks: tuple[str, ...] | str | None = None
 
 
 ARMS: dict[str, Arm] = {}
@@ -109,16 +113,22 @@ register_arm(
         "copypaste",
         "real lesions of the bank 'real' inserted online into free lung (TumorCP's peer), "
         "p insert_prob",
+        banks=("real",),
     )
 )
 for _gen in ("vqvae", "dcgan", "diffusion"):
     register_arm(
-        Arm(_gen, f"generated lesions of the bank '{_gen}' inserted online, p insert_prob")
+        Arm(
+            _gen,
+            f"generated lesions of the bank '{_gen}' inserted online, p insert_prob",
+            banks=(_gen,),
+        )
     )
 register_arm(
     Arm(
         "mixed",
         "MetaLung's six operations and generated lesions of every generated bank inserted "
         "online (the thesis' best arm)",
+        banks="generated",
     )
 )

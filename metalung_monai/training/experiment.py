@@ -463,4 +463,14 @@ def run_experiment(
             )
             records.append({"model": m, **rec})
             bar.update(1)
-    return write_results(out, dl, models, arms, seed_list, records, preset, cfg.get("pretrained"))
+    return write_results(
+        out,
+        dl,
+        models,
+        arms,
+        seed_list,
+        records,
+        preset,
+        cfg.get("pretrained"),
+        settings.get("lesion_banks"),
+    )

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
+from ..evaluation import markdown_table, write_table
 from ..evaluation.report import format_mean_sd
 from ..io.datalist import PATH_KEYS, load_datalist
 from ..io.datalist import assign_folds as datalist_folds
@@ -30,7 +31,14 @@ from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.runner import fingerprint
 from .experiment import run_experiment
 from .experiment_folder import MANIFEST
-from .results import PAIRED_METHOD, paired_section, pretrained_lines, run_frames
+from .results import (
+    PAIRED_METHOD,
+    paired_section,
+    pretrained_lines,
+    run_frames,
+    table5_frame,
+    table6_lines,
+)
 
 __all__ = [
     "FOLD_SECTIONS",
@@ -219,12 +227,28 @@ def run_cross_validation(
         Path(tmp).write_text(write_text)
     manifest = json.loads((out / "fold0" / "experiment" / MANIFEST).read_text())
     return _write_cv_results(
-        out, pooled, models, arms, seed_list, k, split, manifest.get("pretrained")
+        out,
+        pooled,
+        models,
+        arms,
+        seed_list,
+        k,
+        split,
+        manifest.get("pretrained"),
+        (preset_overrides or {}).get("lesion_banks"),
     )
 
 
 def _write_cv_results(
-    out: Path, pooled, models, arms, seeds, k: int, split: dict, pretrained: dict | None = None
+    out: Path,
+    pooled,
+    models,
+    arms,
+    seeds,
+    k: int,
+    split: dict,
+    pretrained: dict | None = None,
+    lesion_banks: dict | None = None,
 ) -> Path:
     lines = [
         f"# Cross-validation: {k} patient-grouped folds",
@@ -252,8 +276,29 @@ def _write_cv_results(
             cells = [format_mean_sd(per_seed[x].tolist()) for x in _METRICS]
             lines.append(f"| {a} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
-        section, verdicts = paired_section(out, m, arms, pooled[pooled["model"] == m])
+        section, verdicts, paired = paired_section(out, m, arms, pooled[pooled["model"] == m])
+        metrics = {
+            a: {
+                x: format_mean_sd(
+                    pooled[(pooled["model"] == m) & (pooled["arm"] == a)]
+                    .groupby("seed")[x]
+                    .mean()
+                    .tolist()
+                )
+                for x in _METRICS
+            }
+            for a in arms
+        }
+        t5 = table5_frame(m, arms, metrics, paired, lesion_banks=lesion_banks)
+        write_table(t5, out / f"table5_{m}")
+        lines += [
+            f"### {m}: Table 5 (pooled test tumour slices; paired against none)",
+            "",
+            markdown_table(t5),
+            "",
+        ]
         lines += section + ([PAIRED_METHOD, "", *verdicts, ""] if verdicts else [])
+    lines += table6_lines(lesion_banks)
     lines += ["## Folds", "", "| fold | test patients |", "|---|---|"]
     lines += [f"| {f} | {', '.join(p)} |" for f, p in enumerate(split["folds"])]
     path = out / "results.md"

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from ..errors import InputError
 from ..evaluation import (
     arm_table,
     class_arm_table,
@@ -50,6 +51,8 @@ __all__ = [
     "paired_table",
     "comparisons",
     "beats_table",
+    "table5_frame",
+    "table6_lines",
     "PEER_ARMS",
     "PAIRED_METRICS",
     "PAIRED_METHOD",
@@ -193,6 +196,143 @@ def paired_table(model: str, arms: Sequence[str], slices: pd.DataFrame) -> pd.Da
     return out
 
 
+def _bank_lesions(path) -> str:
+    """Lesion count of a bank folder (its ``lesions.csv``), ``?`` when unreadable; a list of
+    folders (a generator per fold): the counts joined by ``/``."""
+    if isinstance(path, (list, tuple)):
+        return "/".join(_bank_lesions(p) for p in path)
+    try:
+        return f"{len(pd.read_csv(Path(path) / 'lesions.csv')):,}"
+    except (OSError, ValueError):
+        return "?"
+
+
+def _inserted(arm: str, lesion_banks: Mapping | None) -> str:
+    """What an insertion arm inserts, in words: ``online from <bank> (N lesions)``; ``""`` for
+    an arm that inserts nothing."""
+    from .arms import ARMS
+
+    names = ARMS[arm].banks if arm in ARMS else None
+    if names is None:
+        return ""
+    banks = dict(lesion_banks or {})
+    if names == "generated":
+        names = tuple(k for k in banks if k != "real")
+    parts = [f"{n} ({_bank_lesions(banks[n])} lesions)" for n in names if n in banks]
+    return "online from " + (", ".join(parts) if parts else "the banks of lesion_banks")
+
+
+#: Table 5's metric columns: key of ``metrics`` -> heading
+_T5_METRICS = {"dice": "DICE", "iou": "IoU", "precision": "Precision", "recall": "Recall"}
+
+
+def table5_frame(
+    model: str,
+    arms: Sequence[str],
+    metrics: Mapping[str, Mapping[str, str]],
+    paired: pd.DataFrame,
+    samples: Mapping[str, int] | None = None,
+    lesion_banks: Mapping | None = None,
+) -> pd.DataFrame:
+    """The thesis' Table 5 for one model: per arm (method), the training samples and the samples
+    it adds (offline: the expanded set minus ``none``'s; online insertion: the bank and its
+    lesions), DICE, IoU, Precision, Recall and DICE's paired difference from ``none`` per
+    patient with its 95 % interval and p.
+
+    Args:
+        model: the model's name (first column).
+        arms: the arms, in order.
+        metrics: arm -> ``{"dice", "iou", "precision", "recall"}`` as printed (mean ± SD).
+        paired: :func:`paired_table`'s rows (the ``none`` pairs are read).
+        samples: arm -> training samples of a run (offline expansion counted against ``none``);
+            ``None`` in a cross-validation, where each fold has its own.
+        lesion_banks: the setting ``lesion_banks`` (banks of the insertion arms).
+    """
+    base = (samples or {}).get("none")
+    rows = []
+    for a in arms:
+        n = (samples or {}).get(a)
+        added = (
+            [f"+{n - base:,} offline"] if n is not None and base is not None and n > base else []
+        )
+        online = _inserted(a, lesion_banks)
+        added += [online] if online else []
+        ref = (
+            paired[
+                (paired["reference"] == "none")
+                & (paired["arm"] == a)
+                & (paired["metric"] == "dice")
+            ]
+            if len(paired)
+            else paired
+        )
+        vs = "" if a == "none" else "n/a"
+        if len(ref):
+            r = ref.iloc[0]
+            vs = (
+                f"{_signed(r['mean_diff'])} {_interval(r['ci_low'], r['ci_high'])}, p {_p(r['p_value'])}"
+                + {BETTER: ": better", WORSE: ": worse"}.get(r["verdict"], "")
+            )
+        m = metrics.get(a, {})
+        rows.append(
+            {
+                "model": model,
+                "method": a,
+                "training samples": "per fold" if n is None else f"{n:,}",
+                "generated / added samples": "; ".join(added) or "-",
+                **{col: m.get(k, "n/a") for k, col in _T5_METRICS.items()},
+                "DICE - none per patient [95 %], p": vs,
+            }
+        )
+    return pd.DataFrame.from_records(rows)
+
+
+def _metric_cells(table: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """arm -> Table 5's metric cells from a Table 7 frame (:func:`arm_table`'s strings)."""
+    return {
+        str(r["arm"]): {k: str(r[k]) for k in _T5_METRICS if k in table.columns}
+        for _, r in table.iterrows()
+    }
+
+
+def table6_lines(lesion_banks: Mapping | None) -> list[str]:
+    """The thesis' Table 6 for the generated banks of ``lesion_banks``: each generator run's
+    cost (:func:`~metalung_monai.evaluation.generator_comparison.run_summary` of the folder
+    above its ``generated/`` bank: parameters, training seconds, seconds per sample, lesions
+    written); empty without generated banks. A run folder it cannot read gets a line saying
+    why instead of a row."""
+    from ..evaluation.generator_comparison import run_summary
+
+    rows, problems = [], []
+    for name, paths in (lesion_banks or {}).items():
+        if name == "real":
+            continue
+        listed = paths if isinstance(paths, (list, tuple)) else [paths]
+        for i, path in enumerate(listed):
+            label = f"{name} (fold generator {i})" if len(listed) > 1 else name
+            try:
+                s = run_summary(Path(path).parent)
+            except InputError as e:
+                problems.append(f"- {label}: {e}")
+                continue
+            rows.append(
+                f"| {label} | {sum(s['parameters'].values()):,} | {s['train_seconds']:.0f} "
+                f"| {s['seconds_per_sample']:.4f} | {s['written']} |"
+            )
+    if not rows and not problems:
+        return []
+    return [
+        "## Table 6: the generators of the inserted lesions (cost)",
+        "",
+        "| generator | parameters | training (s) | s / sample | lesions written |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+        "",
+        *problems,
+        *([""] if problems else []),
+    ]
+
+
 def _signed(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:+.3f}"
 
@@ -248,8 +388,9 @@ PAIRED_METHOD = (
 
 def paired_section(
     out: Path, model: str, arms: Sequence[str], slices: pd.DataFrame
-) -> tuple[list[str], list[str]]:
-    """Write ``paired_<model>.csv/.md`` into ``out``; return its Markdown section and verdict lines.
+) -> tuple[list[str], list[str], pd.DataFrame]:
+    """Write ``paired_<model>.csv/.md`` into ``out``; return its Markdown section, verdict lines
+    and the comparisons (:func:`paired_table`).
 
     Args:
         out: the folder the table goes to.
@@ -259,12 +400,13 @@ def paired_section(
             slices, or several folds' slices pooled: every test slice once per seed).
 
     Returns:
-        ``(section, verdicts)``: the lines of a ``## <model>: paired comparisons`` section (the
-        table) and one verdict line per pair and metric; both empty with fewer than two arms.
+        ``(section, verdicts, paired)``: the lines of a ``## <model>: paired comparisons``
+        section (the table), one verdict line per pair and metric, and the comparisons' frame;
+        all empty with fewer than two arms.
     """
     paired = paired_table(model, arms, slices)
     if not len(paired):
-        return [], []
+        return [], [], paired
     write_table(paired, out / f"paired_{model}")
     beats = beats_table(paired)
     write_table(beats, out / f"beats_{model}")
@@ -278,7 +420,7 @@ def paired_section(
         _paired_markdown(paired),
         "",
     ]
-    return section, _verdicts(paired)
+    return section, _verdicts(paired), paired
 
 
 def _verdicts(table: pd.DataFrame) -> list[str]:
@@ -316,6 +458,7 @@ def write_results(
     records: list[dict],
     preset: str,
     pretrained: dict | None = None,
+    lesion_banks: Mapping | None = None,
 ) -> Path:
     """Aggregate the runs into ``results.md``, CSV tables and figures; return ``results.md``.
 
@@ -328,6 +471,8 @@ def write_results(
         records: the runs' completion records, each with its ``model``.
         preset: the preset's name (for the title).
         pretrained: model -> ``{"path", "sha"}`` of the weights its runs started from (fine-tuning).
+        lesion_banks: the setting ``lesion_banks`` of the runs: Table 5 names the banks of the
+            insertion arms, Table 6 gives the generators' cost.
     """
     slices, volumes, hist = run_frames(out, models, arms, seeds)
     write_table(slices, out / "all_slices")
@@ -358,7 +503,21 @@ def write_results(
         t7 = arm_table(sm)
         t7.insert(0, "model", m)
         write_table(t7, out / f"table7_{m}")
+        section, model_verdicts, paired = paired_section(out, m, arms, sm)
+        samples = {
+            r["arm"]: int(r["train_samples"])
+            for r in records
+            if r["model"] == m and r.get("train_samples") is not None
+        }
+        t5 = table5_frame(
+            m, arms, _metric_cells(t7), paired, samples=samples, lesion_banks=lesion_banks
+        )
+        write_table(t5, out / f"table5_{m}")
         lines += [
+            f"## {m}: Table 5 (each augmentation, per test tumour slice; paired against none)",
+            "",
+            markdown_table(t5),
+            "",
             f"## {m}: Table 7 (DICE, IoU, Precision, Recall per test tumour slice)",
             "",
             markdown_table(t7),
@@ -370,7 +529,6 @@ def write_results(
         extra = _cost_table(m, arms, seeds, vm, records)
         write_table(extra, out / f"runs_{m}")
         lines += [f"## {m}: per patient (3D), false positives, cost", "", markdown_table(extra), ""]
-        section, model_verdicts = paired_section(out, m, arms, sm)
         lines += section
         verdicts += model_verdicts
         experiment_figures(out, m, arms, seeds, datalist, hist)
@@ -380,6 +538,7 @@ def write_results(
             f"![training curves]({'curves_' + m + '.png'})",
             "",
         ]
+    lines += table6_lines(lesion_banks)
     if verdicts:
         lines += [
             "## Verdicts: paired comparisons of the arms",
