@@ -117,3 +117,24 @@ def test_real_tumour_into_a_real_tumour_free_chest_slice(real_data):
     assert abs(inserted.sum() * sp[0] * sp[1] / (src_m.sum() * 4.0) - 1) < 0.1  # same mm^2
     assert abs(np.median(out[inserted]) - np.median(src[src_m])) < 40
     assert (lungs[inserted] > 0).all()
+
+
+def test_a_crop_with_an_empty_margin_is_never_placed_across_the_arrays_edge():
+    """Free lung reaching the array's edge (a patch cut through the lung, as the MSD patches with
+    their threshold lungs): the footprint fits there, but the crop's empty margin would leave the
+    array; every place found keeps the whole crop inside, and the crop is blended there."""
+    free = np.zeros((21, 14), bool)
+    free[:, :9] = True  # a strip of lung along the left edge
+    m = np.zeros((15, 12), bool)
+    m[6:9, 5:8] = True  # a small lesion in the middle of a crop with a wide empty margin
+    img = np.full(free.shape, -850, np.int16)
+    hu = np.where(m, 20, -850).astype(np.int16)
+    placed = 0
+    for seed in range(40):
+        place = find_lesion_place(free, m, (1.0, 1.0), np.random.default_rng(seed), edge_px=1)
+        if place is None:
+            continue
+        placed += 1
+        assert all(b.start >= 0 and b.stop <= n for b, n in zip(place.box, free.shape))
+        blend_lesion(img, hu, m, place.box, edge_px=1)  # no "box leaves the image" error
+    assert placed > 0

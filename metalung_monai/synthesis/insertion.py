@@ -185,6 +185,10 @@ def _weights(
     return np.clip(1.0 - d / float(edge_px), 0.0, 1.0)
 
 
+#: draws of a place before "no room" when the crop's box keeps leaving the array
+_BOX_DRAWS = 8
+
+
 def find_lesion_place(
     free: np.ndarray,
     lesion_mask: np.ndarray,
@@ -195,7 +199,8 @@ def find_lesion_place(
     tries: int = 32,
 ) -> Placement | None:
     """A random place (``rng``) where the lesion's footprint (its mask dilated by ``edge_px``)
-    lies in ``free`` more than ``margin_mm`` inside; ``None`` when no room.
+    lies in ``free`` more than ``margin_mm`` inside and the lesion's whole crop inside the array;
+    ``None`` when no room.
 
     ``free`` bool ``(H, W)`` with a 2D lesion mask, or ``(Z, H, W)`` with a 3D one (then the
     whole 3D footprint, across its slices, lies in the free volume); ``spacing`` mm in the same
@@ -215,12 +220,17 @@ def find_lesion_place(
     sp = tuple(float(s) for s in _spacing_of(spacing, free.ndim, "find_lesion_place"))
     foot = _weights(lm, edge_px, _sampling(lm.ndim, sp, "find_lesion_place")) > 0
     offsets, centre_local, r_xy, half_z = _footprint(foot, sp)
-    hit = _find_place(free, offsets, r_xy, half_z, sp, rng, margin_mm, tries)
-    if hit is None:
-        return None
-    top = np.asarray(hit) - centre_local
-    box = tuple(slice(int(t), int(t) + n) for t, n in zip(top, lm.shape))
-    return Placement(tuple(int(h) for h in hit), box)
+    for _ in range(_BOX_DRAWS):
+        hit = _find_place(free, offsets, r_xy, half_z, sp, rng, margin_mm, tries)
+        if hit is None:
+            return None
+        top = np.asarray(hit) - centre_local
+        if all(t >= 0 and t + n <= size for t, n, size in zip(top, lm.shape, free.shape)):
+            box = tuple(slice(int(t), int(t) + n) for t, n in zip(top, lm.shape))
+            return Placement(tuple(int(h) for h in hit), box)
+        # the footprint fits but the crop's empty margin leaves the array (free space that
+        # reaches the array's edge: a patch cut through the lung): draw again
+    return None
 
 
 def blend_lesion(
