@@ -356,3 +356,16 @@ def test_table5_gives_samples_banks_metrics_and_the_paired_difference(tmp_path):
     lines = results_mod.table6_lines({"real": real, "vqvae": gen})
     assert lines[0].startswith("## Table 6") and any("no final checkpoint" in x for x in lines)
     assert results_mod.table6_lines({"real": real}) == []
+
+
+def test_table5_of_a_cross_validation_gives_samples_per_fold():
+    t5 = results_mod.table5_frame(
+        "unet",
+        ["none", "metalung"],
+        {},
+        pd.DataFrame(),
+        samples={"none": [80, 90, 90], "metalung": [560, 630, 630]},
+    ).set_index("method")
+    assert t5.loc["none", "training samples"] == "80/90/90"
+    assert t5.loc["metalung", "generated / added samples"] == "+480/+540/+540 offline"
+    assert t5.loc["metalung", "DICE"] == "n/a"  # no metrics given

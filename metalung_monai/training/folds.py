@@ -30,7 +30,7 @@ from ..io.datalist import assign_folds as datalist_folds
 from ..utils.atomic import atomic_path, write_json_atomic
 from ..utils.runner import fingerprint
 from .experiment import run_experiment
-from .experiment_folder import MANIFEST
+from .experiment_folder import DONE, MANIFEST, run_rel
 from .results import (
     PAIRED_METHOD,
     paired_section,
@@ -239,6 +239,19 @@ def run_cross_validation(
     )
 
 
+def _fold_samples(out: Path, k: int, model: str, arm: str, seed: int) -> list[int]:
+    """Training samples of ``arm``'s run of ``seed`` in each fold (its ``done.json``); ``[]``
+    when a fold's record lacks them."""
+    counts = []
+    for f in range(k):
+        done = out / f"fold{f}" / "experiment" / run_rel(model, arm, seed) / DONE
+        try:
+            counts.append(int(json.loads(done.read_text())["train_samples"]))
+        except (OSError, KeyError, TypeError, ValueError):
+            return []
+    return counts
+
+
 def _write_cv_results(
     out: Path,
     pooled,
@@ -289,7 +302,15 @@ def _write_cv_results(
             }
             for a in arms
         }
-        t5 = table5_frame(m, arms, metrics, paired, lesion_banks=lesion_banks)
+        samples = {a: _fold_samples(out, k, m, a, seeds[0]) for a in arms}
+        t5 = table5_frame(
+            m,
+            arms,
+            metrics,
+            paired,
+            samples={a: v for a, v in samples.items() if v},
+            lesion_banks=lesion_banks,
+        )
         write_table(t5, out / f"table5_{m}")
         lines += [
             f"### {m}: Table 5 (pooled test tumour slices; paired against none)",

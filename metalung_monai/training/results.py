@@ -244,16 +244,19 @@ def table5_frame(
         arms: the arms, in order.
         metrics: arm -> ``{"dice", "iou", "precision", "recall"}`` as printed (mean ± SD).
         paired: :func:`paired_table`'s rows (the ``none`` pairs are read).
-        samples: arm -> training samples of a run (offline expansion counted against ``none``);
-            ``None`` in a cross-validation, where each fold has its own.
+        samples: arm -> training samples of a run (offline expansion counted against ``none``),
+            or a list of them, one per fold of a cross-validation (printed ``a/b/c``).
         lesion_banks: the setting ``lesion_banks`` (banks of the insertion arms).
     """
-    base = (samples or {}).get("none")
+    base = _per_fold((samples or {}).get("none"))
     rows = []
     for a in arms:
-        n = (samples or {}).get(a)
+        n = _per_fold((samples or {}).get(a))
+        extra = [x - b for x, b in zip(n, base)] if n and base and len(n) == len(base) else []
         added = (
-            [f"+{n - base:,} offline"] if n is not None and base is not None and n > base else []
+            ["/".join(f"{d:+,}" for d in extra) + " offline"]
+            if extra and any(d > 0 for d in extra)
+            else []
         )
         online = _inserted(a, lesion_banks)
         added += [online] if online else []
@@ -278,7 +281,7 @@ def table5_frame(
             {
                 "model": model,
                 "method": a,
-                "training samples": "per fold" if n is None else f"{n:,}",
+                "training samples": "/".join(f"{x:,}" for x in n) if n else "n/a",
                 "generated / added samples": "; ".join(added) or "-",
                 **{col: m.get(k, "n/a") for k, col in _T5_METRICS.items()},
                 "DICE - none per patient [95 %], p": vs,
@@ -293,6 +296,13 @@ def _metric_cells(table: pd.DataFrame) -> dict[str, dict[str, str]]:
         str(r["arm"]): {k: str(r[k]) for k in _T5_METRICS if k in table.columns}
         for _, r in table.iterrows()
     }
+
+
+def _per_fold(v) -> list[int]:
+    """A sample count or a list of them (one per fold) as a list; ``[]`` for none."""
+    if v is None:
+        return []
+    return [int(x) for x in v] if isinstance(v, (list, tuple)) else [int(v)]
 
 
 def table6_lines(lesion_banks: Mapping | None) -> list[str]:
