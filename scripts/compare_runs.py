@@ -82,7 +82,7 @@ def compare(specs: list[str], out: Path, title: str) -> Path:
             else:
                 cells.append(f"{by_seed[m].mean():.3f} ± {by_seed[m].std(ddof=1):.3f}")
         lines.append(f"| {label} | {len(df) // seeds} | {seeds} | " + " | ".join(cells) + " |")
-    section, verdicts = paired_section(out, "compare", labels, frame)
+    section, verdicts, _ = paired_section(out, "compare", labels, frame)
     lines += ["", *section, PAIRED_METHOD, "", *verdicts, ""]
     path = out / "compare.md"
     with atomic_path(path) as tmp:
