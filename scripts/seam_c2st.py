@@ -93,6 +93,17 @@ def main() -> int:
     ap.add_argument(
         "--min-lung-px", type=int, default=2000, help="healthy slices need this much lung"
     )
+    ap.add_argument(
+        "--same-slices",
+        action="store_true",
+        help="a same-scan test: insert into the real tumours' own slices too (off their tumours; "
+        "never a patient's own lesion), for data without healthy lung of the same scans",
+    )
+    ap.add_argument(
+        "--fit-crop",
+        action="store_true",
+        help="only crops that lie inside their slice, real and inserted (small patches)",
+    )
     args = ap.parse_args()
 
     from metalung_monai.evaluation.seam import (
@@ -125,11 +136,14 @@ def main() -> int:
     healthy = [
         s
         for s in samples
-        if not bool(s["label"].any()) and int((s["lung"] > 0).sum()) >= args.min_lung_px
+        if (args.same_slices or not bool(s["label"].any()))
+        and int((s["lung"] > 0).sum()) >= args.min_lung_px
     ]
-    real = real_context_set(tumour, args.size)
+    real = real_context_set(tumour, args.size, fit_crop=args.fit_crop)
     n = args.n or len(real)
-    inserted, counts = inserted_context_sets(healthy, read_bank(args.bank), n, args.size, args.seed)
+    inserted, counts = inserted_context_sets(
+        healthy, read_bank(args.bank), n, args.size, args.seed, fit_crop=args.fit_crop
+    )
     print(
         f"[seam] {len(real)} real tumour crops of {len(set(real.groups))} patients; "
         f"{len(healthy)} healthy slices; inserted {counts}",
@@ -142,7 +156,9 @@ def main() -> int:
     (out / "seam.csv.tmp").replace(out / "seam.csv")
     lines = [
         f"# Seam C2ST: {len(real)} real tumour crops ({args.section} patients of {args.datalist}) "
-        f"vs lesions of {args.bank} inserted into their tumour-free slices; crops {args.size} px, "
+        f"vs lesions of {args.bank} inserted into their "
+        f"{'slices, tumour slices included (same scans)' if args.same_slices else 'tumour-free slices'}"
+        f"; crops {args.size} px{', inside the slice' if args.fit_crop else ''}, "
         f"seed {args.seed}; {time.time() - t0:.0f} s",
         "",
         "| comparison | n | AUC [95 % CI] |",

@@ -427,3 +427,24 @@ def test_each_arm_file_trains_one_tiny_epoch(arm, cohort, tmp_path):
     n = len(parser_of(name, "train", dataset_dir=str(cohort)).get_parsed_content("train#samples"))
     assert (hist["train_samples"] > n) == (arm == "metalung")
     assert (tmp_path / "models" / "model_final.pt").is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_training_loader_draws_one_stream_for_the_whole_run(name, cohort):
+    """``sampler`` ``stream`` (the presets'): the loader's sampler yields every sample of the run
+    (epochs x epoch_length x batch size) once, so ignite never restarts it between passes;
+    ``epoch``: torch's shuffled pass per iterator."""
+    from metalung_monai.training import preset
+
+    s = preset("quick")
+    prefix = "maskrcnn_" if name.startswith("maskrcnn") else ""
+    want = s[f"{prefix}epochs"] * s["epoch_length"] * s[f"{prefix}batch_size"]
+    dl = parser_of(name, "train", "quick", dataset_dir=str(cohort)).get_parsed_content(
+        "train#dataloader"
+    )
+    assert isinstance(dl.sampler, torch.utils.data.RandomSampler)
+    assert len(dl.sampler) == want and len(dl) * dl.batch_size >= want
+    old = parser_of(
+        name, "train", "quick", dataset_dir=str(cohort), preset_overrides={"sampler": "epoch"}
+    ).get_parsed_content("train#dataloader")
+    assert len(old.sampler) == len(old.dataset) < want

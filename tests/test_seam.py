@@ -21,9 +21,10 @@ from metalung_monai.evaluation.seam import (
     seam_c2st,
 )
 from metalung_monai.training.data import slice_affine
+from metalung_monai.transforms.insert_lesion import lesion_choices
 
 
-def _slice(rng, patient="p0", tumour=False):
+def _slice(rng, patient="p0", tumour=False, tumour_hu=30):
     """A 128 x 128 slice: body at 40 HU, two lung ellipses of -850 HU with 20 HU noise."""
     yy, xx = np.mgrid[:128, :128]
     img = np.full((128, 128), 40, np.int16)
@@ -35,7 +36,7 @@ def _slice(rng, patient="p0", tumour=False):
     lab = np.zeros((128, 128), np.float32)
     if tumour:
         t = (yy - 60) ** 2 + (xx - 40) ** 2 < 25
-        img[t] = 30
+        img[t] = tumour_hu
         lab[t] = 1
     aff = slice_affine((1.0, 1.0))
 
@@ -91,6 +92,41 @@ def test_inserted_sets_are_paired_and_centred(rng):
     assert len(real) == 1 and real.mask[0].sum() > 0 and real.groups[0] == "p9"
     with pytest.raises(InputError, match="no healthy slices"):
         inserted_context_sets([], bank, n=2)
+
+
+def test_same_scan_insertion_keeps_off_tumours_skips_own_patient_and_fits_crops(rng):
+    """Inserted beside real tumours (the same slices): never over a tumour or its margin, never a
+    lesion of the slice's own patient, and with ``fit_crop`` no crop leaves its slice."""
+    bank = make_bank(n=16, size=32, seed=0, context_mm=32.0)
+    own = str(lesion_choices(bank).table["patient_id"].iloc[0])  # a patient of the drawn lesions
+    # a ground-glass tumour (-650 HU): lung parenchyma to the free-space map's -500 HU threshold
+    gg = dict(tumour=True, tumour_hu=-650)
+    slices = [_slice(rng, "x0", **gg)] + [_slice(rng, own, **gg) for _ in range(3)]
+    size = 40
+    sets, counts = inserted_context_sets(slices, bank, n=12, size=size, seed=1, fit_crop=True)
+    assert counts["inserted"] == 12 and counts["same_patient"] > 0
+    assert counts["drawn"] == sum(v for k, v in counts.items() if k != "drawn")
+    tumour = slices[0]["label"].numpy()[0] > 0
+    near = ndi.binary_dilation(tumour, iterations=1)  # the 1 mm margin at 1 mm pixels
+    sources = [x["image"].numpy()[0].astype(np.int16) for x in slices]
+    for img, msk in zip(sets["copy"].image, sets["copy"].mask):
+        assert (img != -1000).all()  # no air padding: the crop lies inside its slice
+        # find where the crop was cut (outside the lesion the slice is untouched by a hard copy)
+        out = msk == 0
+        hits = [
+            (r, c)
+            for src in sources
+            for r in range(128 - size + 1)
+            for c in range(128 - size + 1)
+            if np.array_equal(src[r : r + size, c : c + size][out], img[out])
+        ]
+        assert len(hits) == 1
+        r, c = hits[0]
+        assert not (near[r : r + size, c : c + size] & (msk > 0)).any()  # off the tumour
+    real_all = real_context_set(slices, size=size)
+    real_fit = real_context_set(slices, size=size, fit_crop=True)
+    assert len(real_fit) == len(real_all) == 4  # the tumours at (60, 40) leave room for 40 px
+    assert len(real_context_set(slices, size=120, fit_crop=True)) == 0
 
 
 def test_seam_c2st_finds_a_visible_seam_and_not_an_invisible_one():

@@ -119,9 +119,20 @@ def _set(name: str, crops: list[tuple[np.ndarray, np.ndarray, str, str]], size: 
     )
 
 
-def real_context_set(samples: Sequence[Mapping], size: int = 32, min_px: int = 4) -> LesionSet:
+def _crop_fits(centre: Sequence[int], shape: Sequence[int], size: int) -> bool:
+    """Whether the ``size`` crop centred on ``centre`` (as :func:`context_crop` cuts it) lies
+    inside an image of ``shape``: no padding for a classifier to see."""
+    return all(
+        0 <= int(c) - size // 2 and int(c) - size // 2 + size <= n for c, n in zip(centre, shape)
+    )
+
+
+def real_context_set(
+    samples: Sequence[Mapping], size: int = 32, min_px: int = 4, fit_crop: bool = False
+) -> LesionSet:
     """One crop per tumour component (of at least ``min_px`` pixels) of every sample's slice,
-    centred on its centroid; groups: the samples' ``patient_id``."""
+    centred on its centroid; groups: the samples' ``patient_id``. ``fit_crop``: skip a tumour whose
+    crop would leave the slice (small patches: padding would tell the sets apart)."""
     crops = []
     for s in samples:
         img, lab = _plane(s["image"]).astype(np.int16), _plane(s["label"]) > 0
@@ -131,6 +142,8 @@ def real_context_set(samples: Sequence[Mapping], size: int = 32, min_px: int = 4
             if m.sum() < min_px:
                 continue
             cy, cx = (int(round(v)) for v in ndi.center_of_mass(m))
+            if fit_crop and not _crop_fits((cy, cx), img.shape, size):
+                continue
             ci, cm = context_crop(img, m, (cy, cx), size)
             crops.append((ci, cm, str(s["patient_id"]), str(s.get("lung_rads", ""))))
     return _set("real", crops, size)
@@ -145,12 +158,19 @@ def inserted_context_sets(
     methods: Sequence[str] = tuple(PASTE_METHODS),
     margin_mm: float = 1.0,
     min_px: int = 4,
+    fit_crop: bool = False,
 ) -> tuple[dict[str, LesionSet], dict[str, int]]:
     """``n`` lesions of ``bank`` (its rows as :func:`~metalung_monai.transforms.insert_lesion.lesion_choices`
     gives them) inserted into random healthy slices, each put in by every method at the same
     place, and cropped around it: ``({method: LesionSet}, counts)``; groups: the healthy slices'
     ``patient_id``. Lesions are drawn at their real size in mm; a draw without room (or whose
     lesion is smaller than ``min_px`` pixels at the target's spacing) is skipped and counted.
+
+    The "healthy" slices may hold tumours (a same-scan test: lesions inserted beside the real
+    tumours of the very slices they come from): the free space then excludes each tumour dilated
+    by ``margin_mm``, and a lesion of the slice's own patient is never inserted (skipped, counted
+    as ``same_patient``). ``fit_crop``: the lesion is placed only where its whole crop lies inside
+    the slice (as :func:`real_context_set` with ``fit_crop``).
 
     Raises:
         InputError: no healthy slices, or an unknown method.
@@ -168,22 +188,40 @@ def inserted_context_sets(
     px = bank_pixel_mm(choices)
     images, masks, _ = choices.patches("2d")
     classes = choices.table["lung_rads"].astype(str).to_numpy()
+    lesion_patients = (
+        choices.table["patient_id"].astype(str).to_numpy()
+        if "patient_id" in choices.table
+        else np.full(len(classes), "", object)
+    )
     rng = np.random.default_rng(seed)
     free_cache: dict[int, np.ndarray] = {}
     crops: dict[str, list] = {m: [] for m in methods}
-    counts = {"drawn": 0, "no_room": 0, "too_small": 0, "inserted": 0}
+    counts = {"drawn": 0, "no_room": 0, "too_small": 0, "same_patient": 0, "inserted": 0}
     attempts = 0
     while counts["inserted"] < n and attempts < 20 * n:
         attempts += 1
         counts["drawn"] += 1
         i, j = int(rng.integers(len(healthy))), int(rng.integers(len(images)))
         s = healthy[i]
+        if lesion_patients[j] and lesion_patients[j] == str(s["patient_id"]):
+            counts["same_patient"] += 1
+            continue
         img = _plane(s["image"]).astype(np.int16)
         sp = array_spacing(s["image"].affine, 2)
         if i not in free_cache:
-            free_cache[i] = free_space_mask(
+            free = free_space_mask(
                 img, _plane(s["lung"]).astype(np.uint8), sp, min_distance_mm=margin_mm
             )
+            tumour = _plane(s["label"]) > 0 if "label" in s else None
+            if tumour is not None and tumour.any():  # a same-scan test: keep off its tumours
+                r = max(int(np.ceil(margin_mm / min(sp))), 1)
+                free &= ~ndi.binary_dilation(tumour, iterations=r)
+            if fit_crop:  # the lesion's centroid (inside its mask's box) keeps its crop inside
+                inner = np.zeros_like(free)
+                h = size // 2
+                inner[h : img.shape[0] - (size - h) + 1, h : img.shape[1] - (size - h) + 1] = True
+                free &= inner
+            free_cache[i] = free
         try:
             hu, m = resample_lesion(images[j], masks[j] > 0, px, sp)
         except LesionTooSmallError:

@@ -40,6 +40,9 @@ what they are:
   (``metalung lesion-bank`` of the training patients), the others generated ones; a generated
   bank may be a list of folders, one generator per cross-validation fold: each run takes the
   first whose generator saw its training patients only;
+* ``sampler`` ``stream``: the training loader draws one stream of shuffled passes for the whole
+  run instead of one pass per iterator (``epoch``), so a small training set does not restart the
+  loader every few iterations (:func:`~metalung_monai.training.workflow.train_sampler`);
 * ``full``: 20,000 iterations (200 x 100); ``num_workers`` 12, measured on one H100 with 16 CPU
   cores (U-Net, 256 crops, AMP): 4 loader workers left the GPU waiting 43 % of the loop's time,
   12 workers 14 %.
@@ -168,6 +171,13 @@ def _seq(
     return check
 
 
+def _choice(*values: str) -> Callable[[object], str | None]:
+    def check(v):
+        return None if v in values else f"expected one of {', '.join(map(repr, values))}, got {v!r}"
+
+    return check
+
+
 def _window(v) -> str | None:
     problem = _seq(_float(-4096.0, 65535.0), n=2)(v)
     if problem:
@@ -258,6 +268,7 @@ SETTINGS: dict[str, Callable[[object], str | None]] = {
     "epoch_length": _int(1, 10_000_000),
     "val_interval": _int(1, 1_000_000),
     "num_workers": _int(0, 256),
+    "sampler": _choice("stream", "epoch"),
     "amp": _bool,
     "unet_channels": _seq(_int(1, 4096), min_n=2, max_n=8),
     "unet_strides": _seq(_int(1, 4), min_n=1, max_n=7),

@@ -10,6 +10,8 @@ The bundles (``bundles/*/configs/*.json``) spell out their transforms, inferers 
   files of whole volumes for 3D patches, evaluation and inference);
 * :func:`arm_slot` reads an arm's override file when a run names its arm with ``augment`` instead
   of stacking the file (a shortcut: the file is the truth either way);
+* :func:`train_sampler`: the order of the training samples, one stream of shuffled passes for
+  the whole run (no loader restart between passes);
 * :class:`CropToLungsd` (evaluation on the lungs' bounding box) and :func:`load_pretrained`
   (local weights, no download, ever).
 
@@ -47,6 +49,7 @@ __all__ = [
     "validation_samples",
     "volume_data",
     "load_pretrained",
+    "train_sampler",
     "CropToLungsd",
 ]
 
@@ -285,6 +288,40 @@ def fold_generated_bank(name: str, paths: Sequence[str], patients: set[str]) -> 
         f"no generator of the list was trained on this run's {len(patients)} training patients "
         "only (patients outside them: " + "; ".join(seen) + "); train one per fold from "
         "`metalung lesion-bank FOLD_DATALIST --val-fold V`",
+    )
+
+
+def train_sampler(
+    dataset: Sequence, sampler: str, num_samples: int, seed: int
+) -> torch.utils.data.Sampler | None:
+    """The training loader's sampler (``sampler`` setting), seeded by the run's ``seed``.
+
+    ``"stream"``: every sample the run will draw (``num_samples``: epochs x epoch_length x batch
+    size) in one stream of whole shuffled passes over ``dataset`` (each pass a fresh permutation,
+    the last one cut short), so the loader is iterated once for the whole run. A run's epochs are
+    ``epoch_length`` iterations whatever the dataset's size (the presets' equal-compute rule), so
+    with ``"epoch"`` (torch's ``shuffle=True``: one pass per loader iterator) a small training set
+    (56 slices: a pass of 3.5 batches of 16) makes ignite restart the loader every 4 iterations,
+    and each restart waits for its worker to build a first batch from scratch and ends the pass
+    with a short batch (8 samples). Measured with ``scripts/bench_loader.py`` (see docs).
+
+    Returns:
+        a :class:`torch.utils.data.RandomSampler` for ``"stream"`` (give the loader
+        ``shuffle=False``), ``None`` for ``"epoch"`` (give it ``shuffle=True``).
+
+    Raises:
+        InputError: an unknown ``sampler``, or an empty dataset.
+    """
+    if sampler == "epoch":
+        return None
+    if sampler != "stream":
+        raise InputError("sampler", f"expected 'stream' or 'epoch', got {sampler!r}")
+    if len(dataset) == 0:
+        raise InputError("train#dataset", "no training samples")
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return torch.utils.data.RandomSampler(
+        dataset, replacement=False, num_samples=int(num_samples), generator=g
     )
 
 
