@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 def _resample(sample: dict, pixel_mm: float) -> dict:
@@ -100,6 +101,12 @@ def main() -> int:
         "never a patient's own lesion), for data without healthy lung of the same scans",
     )
     ap.add_argument(
+        "--relocate-control",
+        action="store_true",
+        help="also move every real tumour within its own slice by each method (a control: the "
+        "lesion's own pixels, scan and patient; what is left to find is the seam and the place)",
+    )
+    ap.add_argument(
         "--fit-crop",
         action="store_true",
         help="only crops that lie inside their slice, real and inserted (small patches)",
@@ -110,6 +117,7 @@ def main() -> int:
         PASTE_METHODS,
         inserted_context_sets,
         real_context_set,
+        relocated_context_sets,
         seam_c2st,
     )
     from metalung_monai.synthesis.bank import read_bank
@@ -149,7 +157,27 @@ def main() -> int:
         f"{len(healthy)} healthy slices; inserted {counts}",
         flush=True,
     )
+    if args.relocate_control:
+        src = [_resample(s, args.pixel_mm) for s in tumour] if args.pixel_mm else tumour
+        if args.lung_below is not None:  # the same lungs as the slices inserted into
+            src = [_threshold_lung(s, args.lung_below) for s in src]
+        moved, moved_counts = relocated_context_sets(
+            src, args.size, args.seed, fit_crop=args.fit_crop
+        )
+        print(f"[seam] relocated real tumours: {moved_counts}", flush=True)
+        counts = {"inserted": counts, "relocated": moved_counts}
     table = seam_c2st(real, inserted, seed=args.seed)
+    if args.relocate_control:  # against the same tumours at their own places (paired)
+        paired = moved.pop("real")
+        control = seam_c2st(paired, moved, seed=args.seed)
+        control["comparison"] = [
+            c.replace("real vs real", "moved tumours' originals vs themselves").replace(
+                " vs real", " moved vs the same tumours in place"
+            )
+            for c in control["comparison"]
+        ]
+        table = pd.concat([table, control], ignore_index=True)
+        inserted.update({f"moved, {k}": v for k, v in moved.items()})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "seam.csv.tmp", index=False)
@@ -167,6 +195,21 @@ def main() -> int:
     lines += [
         f"| {r.comparison} | {r.n_a} / {r.n_b} | {r.auc:.3f} [{r.lo:.3f}, {r.hi:.3f}] |"
         for r in table.itertuples()
+    ]
+    areas = {"real": real, **inserted}
+    if args.relocate_control:
+        areas["moved tumours' originals"] = paired
+    lines += [
+        "",
+        "Lesion pixels in the crops, median [IQR] (a classifier can also tell sets apart by "
+        "size: the draws that find room are the smaller lesions): "
+        + "; ".join(
+            "{}: {:.0f} [{:.0f}, {:.0f}]".format(
+                k, *np.percentile(v.mask.sum(axis=(1, 2)), (50, 25, 75))
+            )
+            for k, v in areas.items()
+            if len(v)
+        ),
     ]
     lines += [
         "",

@@ -18,6 +18,7 @@ from metalung_monai.evaluation.seam import (
     inserted_context_sets,
     paste_lesion,
     real_context_set,
+    relocated_context_sets,
     seam_c2st,
 )
 from metalung_monai.training.data import slice_affine
@@ -127,6 +128,27 @@ def test_same_scan_insertion_keeps_off_tumours_skips_own_patient_and_fits_crops(
     real_fit = real_context_set(slices, size=size, fit_crop=True)
     assert len(real_fit) == len(real_all) == 4  # the tumours at (60, 40) leave room for 40 px
     assert len(real_context_set(slices, size=120, fit_crop=True)) == 0
+
+
+def test_relocated_real_tumours_keep_their_own_pixels(rng):
+    """The same-scan control: each real tumour moved within its own slice; a hard copy carries
+    exactly the tumour's pixels and HU, crops are centred on its new place."""
+    slices = [_slice(rng, f"q{i}", tumour=True, tumour_hu=-650) for i in range(3)]
+    slices.append(_slice(rng, "q9"))  # no tumour: nothing to move
+    sets, counts = relocated_context_sets(slices, size=24, seed=0)
+    assert counts == {"tumours": 3, "no_room": 0, "inserted": 3}
+    assert np.array_equal(sets["real"].mask.sum(axis=(1, 2)), sets["copy"].mask.sum(axis=(1, 2)))
+    tumour = slices[0]["label"].numpy()[0] > 0
+    for k in range(3):
+        msk = sets["copy"].mask[k] > 0
+        assert msk.sum() == tumour.sum()  # the whole tumour, nothing else
+        assert (sets["copy"].image[k][msk] == -650).all()  # its own HU
+        cy, cx = ndi.center_of_mass(msk)
+        assert abs(cy - 12) <= 1.0 and abs(cx - 12) <= 1.0
+        assert list(sets["copy"].groups) == ["q0", "q1", "q2"]
+    assert np.array_equal(sets["blend"].mask, sets["copy"].mask)
+    with pytest.raises(InputError, match="unknown paste methods"):
+        relocated_context_sets(slices, methods=("smudge",))
 
 
 def test_seam_c2st_finds_a_visible_seam_and_not_an_invisible_one():

@@ -38,6 +38,7 @@ __all__ = [
     "context_crop",
     "real_context_set",
     "inserted_context_sets",
+    "relocated_context_sets",
     "seam_c2st",
 ]
 
@@ -149,6 +150,93 @@ def real_context_set(
     return _set("real", crops, size)
 
 
+def _free_map(
+    s: Mapping, img: np.ndarray, sp: Sequence[float], margin_mm: float, fit: int | None
+) -> np.ndarray:
+    """Free lung of sample ``s`` (:func:`~metalung_monai.anatomy.free_space_mask`), off its
+    tumours by ``margin_mm`` (a ground-glass tumour is parenchyma to the map's -500 HU
+    threshold), and with ``fit`` (a crop size) only where a lesion's crop lies inside the slice:
+    the lesion lies inside, so does its centroid, the crop's centre."""
+    free = free_space_mask(img, _plane(s["lung"]).astype(np.uint8), sp, min_distance_mm=margin_mm)
+    tumour = _plane(s["label"]) > 0 if "label" in s else None
+    if tumour is not None and tumour.any():
+        r = max(int(np.ceil(margin_mm / min(sp))), 1)
+        free &= ~ndi.binary_dilation(tumour, iterations=r)
+    if fit:
+        h = fit // 2
+        inner = np.zeros_like(free)
+        inner[h : img.shape[0] - (fit - h) + 1, h : img.shape[1] - (fit - h) + 1] = True
+        free &= inner
+    return free
+
+
+def relocated_context_sets(
+    samples: Sequence[Mapping],
+    size: int = 32,
+    seed: int = 0,
+    methods: Sequence[str] = tuple(PASTE_METHODS),
+    margin_mm: float = 1.0,
+    min_px: int = 4,
+    fit_crop: bool = False,
+    pad_px: int = 3,
+) -> tuple[dict[str, LesionSet], dict[str, int]]:
+    """A control for the same-scan test: every real tumour (component of at least ``min_px``
+    pixels) moved within its own slice, to free lung off the slice's tumours, by each method,
+    and cropped around its new place: ``({method: LesionSet, "real": LesionSet}, counts)``, where
+    ``"real"`` holds the same tumours' crops at their own places, in the same order (the paired
+    reference: the tumours that found room are not a random subset of all, smaller ones move
+    more easily, and comparing with every real tumour would let size tell the sets apart).
+
+    The lesion is the tumour's own pixels at their native resolution (its bounding box grown by
+    ``pad_px``), in its own scan and patient: against the real crops, what is left to find is
+    the seam and the new position (e.g. a second tumour beside it in the crop), not the lesion's
+    texture, resampling or patient. Seeded (``seed``); a tumour without room is counted.
+    """
+    bad = [m for m in methods if m not in PASTE_METHODS]
+    if bad:
+        raise InputError(
+            "methods", f"unknown paste methods {bad} (choose from {list(PASTE_METHODS)})"
+        )
+    rng = np.random.default_rng(seed)
+    crops: dict[str, list] = {m: [] for m in (*methods, "real")}
+    counts = {"tumours": 0, "no_room": 0, "inserted": 0}
+    for s in samples:
+        img, lab = _plane(s["image"]).astype(np.int16), _plane(s["label"]) > 0
+        comp, n = ndi.label(lab)
+        if n == 0:
+            continue
+        sp = array_spacing(s["image"].affine, 2)
+        free = _free_map(s, img, sp, margin_mm, size if fit_crop else None)
+        for c in range(1, n + 1):
+            m_full = comp == c
+            if m_full.sum() < min_px:
+                continue
+            centre = tuple(int(round(v)) for v in ndi.center_of_mass(m_full))
+            if fit_crop and not _crop_fits(centre, img.shape, size):
+                continue
+            counts["tumours"] += 1
+            ys, xs = np.nonzero(m_full)
+            box = tuple(
+                slice(max(int(v.min()) - pad_px, 0), min(int(v.max()) + pad_px + 1, dim))
+                for v, dim in zip((ys, xs), img.shape)
+            )
+            hu, m = img[box], m_full[box]
+            place = find_lesion_place(free, m, sp, rng, edge_px=2, margin_mm=margin_mm)
+            if place is None:
+                counts["no_room"] += 1
+                continue
+            counts["inserted"] += 1
+            full = np.zeros(img.shape, bool)
+            full[place.box] = m
+            cy, cx = (int(round(v)) for v in ndi.center_of_mass(full))
+            tag = (str(s["patient_id"]), str(s.get("lung_rads", "")))
+            for method in methods:
+                out = paste_lesion(img, hu, m, place.box, method)
+                crops[method].append((*context_crop(out, full, (cy, cx), size), *tag))
+            crops["real"].append((*context_crop(img, m_full, centre, size), *tag))
+    return {k: _set(k, v, size) for k, v in crops.items()}, counts
+
+
 def inserted_context_sets(
     healthy: Sequence[Mapping],
     bank,
@@ -209,19 +297,7 @@ def inserted_context_sets(
         img = _plane(s["image"]).astype(np.int16)
         sp = array_spacing(s["image"].affine, 2)
         if i not in free_cache:
-            free = free_space_mask(
-                img, _plane(s["lung"]).astype(np.uint8), sp, min_distance_mm=margin_mm
-            )
-            tumour = _plane(s["label"]) > 0 if "label" in s else None
-            if tumour is not None and tumour.any():  # a same-scan test: keep off its tumours
-                r = max(int(np.ceil(margin_mm / min(sp))), 1)
-                free &= ~ndi.binary_dilation(tumour, iterations=r)
-            if fit_crop:  # the lesion's centroid (inside its mask's box) keeps its crop inside
-                inner = np.zeros_like(free)
-                h = size // 2
-                inner[h : img.shape[0] - (size - h) + 1, h : img.shape[1] - (size - h) + 1] = True
-                free &= inner
-            free_cache[i] = free
+            free_cache[i] = _free_map(s, img, sp, margin_mm, size if fit_crop else None)
         try:
             hu, m = resample_lesion(images[j], masks[j] > 0, px, sp)
         except LesionTooSmallError:
