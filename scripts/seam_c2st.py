@@ -115,6 +115,7 @@ def main() -> int:
 
     from metalung_monai.evaluation.seam import (
         PASTE_METHODS,
+        dense_ring_share,
         inserted_context_sets,
         real_context_set,
         relocated_context_sets,
@@ -209,6 +210,16 @@ def main() -> int:
             )
             for k, v in areas.items()
             if len(v)
+        ),
+        "",
+        "Lesions touching dense tissue (a 2-pixel ring around the lesion, > -300 HU: pleura, "
+        "mediastinum, vessels), median share of the ring; share of lesions with more than a "
+        "quarter of it: "
+        + "; ".join(
+            f"{k}: {np.nanmedian(r):.2f}; {np.mean(r > 0.25):.2f}"
+            for k, v in areas.items()
+            if len(v)
+            for r in [dense_ring_share(v)]
         ),
     ]
     lines += [

@@ -15,6 +15,7 @@ from metalung_monai.evaluation.realism import LesionSet
 from metalung_monai.evaluation.seam import (
     PASTE_METHODS,
     context_crop,
+    dense_ring_share,
     inserted_context_sets,
     paste_lesion,
     real_context_set,
@@ -184,3 +185,14 @@ def test_seam_c2st_finds_a_visible_seam_and_not_an_invisible_one():
     assert auc["visible vs real"] > 0.9
     assert auc["invisible vs real"] < 0.75
     assert "real vs real (patient halves)" in auc
+
+
+def test_dense_ring_share_tells_a_juxtapleural_lesion_from_one_in_parenchyma():
+    img = np.full((2, 20, 20), -850, np.int16)
+    img[1, :, 14:] = 40  # a chest wall on the right of the second crop
+    mask = np.zeros((2, 20, 20), np.uint8)
+    mask[:, 8:12, 10:14] = 1  # touching the wall in the second crop
+    img[mask > 0] = 20
+    s = LesionSet("x", img, mask, np.array(["a", "b"], object), np.array(["", ""], object))
+    share = dense_ring_share(s)
+    assert share[0] == 0.0 and 0.2 < share[1] < 0.5  # the wall is a side of the ring

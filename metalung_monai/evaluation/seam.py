@@ -39,6 +39,7 @@ __all__ = [
     "real_context_set",
     "inserted_context_sets",
     "relocated_context_sets",
+    "dense_ring_share",
     "seam_c2st",
 ]
 
@@ -319,6 +320,20 @@ def inserted_context_sets(
             ci, cm = context_crop(out, full, (cy, cx), size)
             crops[method].append((ci, cm, str(s["patient_id"]), classes[j]))
     return {k: _set(k, v, size) for k, v in crops.items()}, counts
+
+
+def dense_ring_share(lesions: LesionSet, ring_px: int = 2, dense_hu: float = -300.0) -> np.ndarray:
+    """Per crop, the share of the ``ring_px``-pixel ring around the lesion's mask that is denser
+    than ``dense_hu`` HU (pleura, mediastinum, vessels): 0 for a lesion wholly in parenchyma, as
+    the free-space placement makes them, more for a juxtapleural or juxtavascular tumour.
+    Shape ``(n,)``; NaN for a crop without a lesion."""
+    out = np.full(len(lesions), np.nan)
+    for k, (img, m) in enumerate(zip(lesions.image, lesions.mask)):
+        m = m > 0
+        ring = ndi.binary_dilation(m, iterations=ring_px) & ~m
+        if ring.any():
+            out[k] = float((img[ring] > dense_hu).mean())
+    return out
 
 
 def seam_c2st(
