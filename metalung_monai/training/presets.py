@@ -42,7 +42,8 @@ what they are:
   first whose generator saw its training patients only;
 * ``sampler`` ``stream``: the training loader draws one stream of shuffled passes for the whole
   run instead of one pass per iterator (``epoch``), so a small training set does not restart the
-  loader every few iterations (:func:`~metalung_monai.training.workflow.train_sampler`);
+  loader every few iterations (:func:`~metalung_monai.training.workflow.train_sampler`; on one
+  process: ``multi_gpu_train.json`` keeps its ``DistributedSampler``);
 * ``full``: 20,000 iterations (200 x 100); ``num_workers`` 12, measured on one H100 with 16 CPU
   cores (U-Net, 256 crops, AMP): 4 loader workers left the GPU waiting 43 % of the loop's time,
   12 workers 14 %.
