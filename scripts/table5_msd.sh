@@ -12,7 +12,8 @@
 #   3. per fold: its datalist, the bank of its training patients, the generator trained and
 #      sampled on it (scripts/synth_benchmark.py: also its realism)    -> $OUT/gen/fold<f>/
 #   4. metalung experiment --folds 3                                   -> $OUT/cv/results.md
-# Resumable: each step skips what exists; rerun after a kill.
+# Resumable: each step skips what exists; rerun after a kill. The cross-validation is pinned to
+# the commit that started it (scripts/pin_code.sh).
 # Measured on 2 shared CPU cores: see docs/experiments.md (generator training about 6 min a fold
 # quiet, 30-60 s a patches run).
 # Usage: bash scripts/table5_msd.sh   (OUT=..., SEEDS=..., ARMS=..., GENERATOR=...)
@@ -48,6 +49,7 @@ for ((f = 0; f < K; f++)); do
     GEN+=("'$OUT/gen/fold$f/$GENERATOR/generated'")
 done
 LIST="$(IFS=,; echo "${GEN[*]}")"
+source "$ROOT/scripts/pin_code.sh" "$OUT/cv"  # the cross-validation keeps the code that started it
 "$VENV/bin/metalung" experiment --datalist "$DL" --folds $K --models unet --augment "$ARMS" \
     --preset patches --seeds "$SEEDS" --out "$OUT/cv" \
     --set "lesion_banks={'real': '$OUT/banks/real', '$GENERATOR': [$LIST]}"
