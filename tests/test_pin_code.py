@@ -1,0 +1,51 @@
+"""scripts/pin_code.sh: a long grid keeps the code of the commit that started it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pin_code.sh"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_grid_runs_the_code_of_the_commit_that_started_it(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "metalung_monai").mkdir()
+    (repo / "bundles").mkdir()
+    shutil.copy(SCRIPT, repo / "scripts" / "pin_code.sh")
+    (repo / "metalung_monai" / "version.txt").write_text("A")
+    (repo / "bundles" / "train.json").write_text('{"v": "A"}')
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "A")
+    first = _git(repo, "rev-parse", "HEAD")
+    out = repo / "outputs" / "grid"
+    probe = f'source "{repo}/scripts/pin_code.sh" "{out}"; echo "PP=${{PYTHONPATH:-}}"'
+
+    def run() -> str:
+        res = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, env={})
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    assert run().strip().endswith("PP=")  # at its own commit: nothing to pin
+    assert (out / "code_commit").read_text().strip() == first
+    (repo / "metalung_monai" / "version.txt").write_text("B")
+    (repo / "bundles" / "train.json").write_text('{"v": "B"}')
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "B")
+    text = run()
+    pinned = repo / "outputs" / "pinned" / first
+    assert f"PP={pinned}" in text and "pinned to commit" in text
+    assert (pinned / "metalung_monai" / "version.txt").read_text() == "A"
+    assert (pinned / "bundles" / "train.json").read_text() == '{"v": "A"}'
+    assert (out / "code_commit").read_text().strip() == first  # kept
