@@ -190,8 +190,8 @@ def relocated_context_sets(
 
     The lesion is the tumour's own pixels at their native resolution (its bounding box grown by
     ``pad_px``), in its own scan and patient: against the real crops, what is left to find is
-    the seam and the new position (e.g. a second tumour beside it in the crop), not the lesion's
-    texture, resampling or patient. Seeded (``seed``); a tumour without room is counted.
+    the seam and the new place (free lung, a margin off pleura and vessels, where a real tumour
+    may touch them: :func:`dense_ring_share`), not the lesion's texture, resampling or patient. Seeded (``seed``); a tumour without room is counted.
     """
     bad = [m for m in methods if m not in PASTE_METHODS]
     if bad:
