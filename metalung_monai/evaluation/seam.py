@@ -171,6 +171,39 @@ def _free_map(
     return free
 
 
+def _check_methods(methods: Sequence[str]) -> None:
+    bad = [m for m in methods if m not in PASTE_METHODS]
+    if bad:
+        raise InputError(
+            "methods", f"unknown paste methods {bad} (choose from {list(PASTE_METHODS)})"
+        )
+
+
+def _place_and_crop(
+    img: np.ndarray,
+    free: np.ndarray,
+    hu: np.ndarray,
+    m: np.ndarray,
+    sp: Sequence[float],
+    rng: np.random.Generator,
+    margin_mm: float,
+    methods: Sequence[str],
+    size: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The lesion ``hu`` / ``m`` placed in ``free`` (``rng``) and put in by each method, cropped
+    around its centroid: ``{method: (crop, mask crop)}``; ``None`` when there is no room."""
+    place = find_lesion_place(free, m, sp, rng, edge_px=2, margin_mm=margin_mm)
+    if place is None:
+        return None
+    full = np.zeros(img.shape, bool)
+    full[place.box] = m
+    cy, cx = (int(round(v)) for v in ndi.center_of_mass(full))
+    return {
+        method: context_crop(paste_lesion(img, hu, m, place.box, method), full, (cy, cx), size)
+        for method in methods
+    }
+
+
 def relocated_context_sets(
     samples: Sequence[Mapping],
     size: int = 32,
@@ -193,11 +226,7 @@ def relocated_context_sets(
     the seam and the new place (free lung, a margin off pleura and vessels, where a real tumour
     may touch them: :func:`dense_ring_share`), not the lesion's texture, resampling or patient. Seeded (``seed``); a tumour without room is counted.
     """
-    bad = [m for m in methods if m not in PASTE_METHODS]
-    if bad:
-        raise InputError(
-            "methods", f"unknown paste methods {bad} (choose from {list(PASTE_METHODS)})"
-        )
+    _check_methods(methods)
     rng = np.random.default_rng(seed)
     crops: dict[str, list] = {m: [] for m in (*methods, "real")}
     counts = {"tumours": 0, "no_room": 0, "inserted": 0}
@@ -221,19 +250,16 @@ def relocated_context_sets(
                 slice(max(int(v.min()) - pad_px, 0), min(int(v.max()) + pad_px + 1, dim))
                 for v, dim in zip((ys, xs), img.shape)
             )
-            hu, m = img[box], m_full[box]
-            place = find_lesion_place(free, m, sp, rng, edge_px=2, margin_mm=margin_mm)
-            if place is None:
+            put = _place_and_crop(
+                img, free, img[box], m_full[box], sp, rng, margin_mm, methods, size
+            )
+            if put is None:
                 counts["no_room"] += 1
                 continue
             counts["inserted"] += 1
-            full = np.zeros(img.shape, bool)
-            full[place.box] = m
-            cy, cx = (int(round(v)) for v in ndi.center_of_mass(full))
             tag = (str(s["patient_id"]), str(s.get("lung_rads", "")))
-            for method in methods:
-                out = paste_lesion(img, hu, m, place.box, method)
-                crops[method].append((*context_crop(out, full, (cy, cx), size), *tag))
+            for method, crop in put.items():
+                crops[method].append((*crop, *tag))
             crops["real"].append((*context_crop(img, m_full, centre, size), *tag))
     return {k: _set(k, v, size) for k, v in crops.items()}, counts
 
@@ -266,11 +292,7 @@ def inserted_context_sets(
     """
     from ..transforms.insert_lesion import lesion_choices
 
-    bad = [m for m in methods if m not in PASTE_METHODS]
-    if bad:
-        raise InputError(
-            "methods", f"unknown paste methods {bad} (choose from {list(PASTE_METHODS)})"
-        )
+    _check_methods(methods)
     if not healthy:
         raise InputError("healthy", "no healthy slices to insert into")
     choices = lesion_choices(bank)
@@ -307,18 +329,13 @@ def inserted_context_sets(
         if m.sum() < min_px:
             counts["too_small"] += 1
             continue
-        place = find_lesion_place(free_cache[i], m, sp, rng, edge_px=2, margin_mm=margin_mm)
-        if place is None:
+        put = _place_and_crop(img, free_cache[i], hu, m, sp, rng, margin_mm, methods, size)
+        if put is None:
             counts["no_room"] += 1
             continue
         counts["inserted"] += 1
-        full = np.zeros(img.shape, bool)
-        full[place.box] = m
-        cy, cx = (int(round(v)) for v in ndi.center_of_mass(full))
-        for method in methods:
-            out = paste_lesion(img, hu, m, place.box, method)
-            ci, cm = context_crop(out, full, (cy, cx), size)
-            crops[method].append((ci, cm, str(s["patient_id"]), classes[j]))
+        for method, crop in put.items():
+            crops[method].append((*crop, str(s["patient_id"]), classes[j]))
     return {k: _set(k, v, size) for k, v in crops.items()}, counts
 
 
