@@ -8,10 +8,20 @@
 #   - later calls, once the checkout has moved on: that commit's package and bundles are extracted
 #     (git archive) into outputs/pinned/<commit> and put first on PYTHONPATH for the rest of the
 #     calling script.
-# Start a grid of the current code in a new folder. Usage: source scripts/pin_code.sh OUT_DIR
+#   - with a records folder (RECORDS_DIR, `metalung experiment --records`): the commit is kept there
+#     too, and a new OUT_DIR (outputs lost between sessions) takes the records' commit; an OUT_DIR
+#     and a records folder of two commits are refused.
+# Start a grid of the current code in a new folder.
+# Usage: source scripts/pin_code.sh OUT_DIR [RECORDS_DIR]
 PIN_OUT="$1"
+PIN_REC="${2:-}"
 PIN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mkdir -p "$PIN_OUT"
+if [[ ! -f "$PIN_OUT/code_commit" && -n "$PIN_REC" && -f "$PIN_REC/code_commit" ]]; then
+    cp "$PIN_REC/code_commit" "$PIN_OUT/code_commit.tmp"
+    mv "$PIN_OUT/code_commit.tmp" "$PIN_OUT/code_commit"
+    echo "[pin] $PIN_OUT takes the commit of its records in $PIN_REC"
+fi
 if [[ ! -f "$PIN_OUT/code_commit" ]]; then
     if [[ -n "$(git -C "$PIN_ROOT" status --porcelain -- metalung_monai bundles)" ]]; then
         echo "[pin] warning: uncommitted changes in metalung_monai/ or bundles/ are not pinned" >&2
@@ -20,6 +30,21 @@ if [[ ! -f "$PIN_OUT/code_commit" ]]; then
     mv "$PIN_OUT/code_commit.tmp" "$PIN_OUT/code_commit"
 fi
 PIN="$(cat "$PIN_OUT/code_commit")"
+if ! git -C "$PIN_ROOT" cat-file -e "$PIN^{commit}" 2>/dev/null; then
+    echo "[pin] error: $PIN_OUT is pinned to commit $PIN, which this repository does not hold" >&2
+    return 1
+fi
+if [[ -n "$PIN_REC" ]]; then
+    mkdir -p "$PIN_REC"
+    if [[ ! -f "$PIN_REC/code_commit" ]]; then
+        cp "$PIN_OUT/code_commit" "$PIN_REC/code_commit.tmp"
+        mv "$PIN_REC/code_commit.tmp" "$PIN_REC/code_commit"
+    elif [[ "$(cat "$PIN_REC/code_commit")" != "$PIN" ]]; then
+        echo "[pin] error: $PIN_OUT is pinned to commit $PIN but its records in $PIN_REC to" \
+            "$(cat "$PIN_REC/code_commit"); use another OUT or records folder" >&2
+        return 1
+    fi
+fi
 if [[ "$PIN" != "$(git -C "$PIN_ROOT" rev-parse HEAD)" ]]; then
     PIN_CODE="$PIN_ROOT/outputs/pinned/$PIN"
     if [[ ! -f "$PIN_CODE/.complete" ]]; then

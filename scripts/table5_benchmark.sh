@@ -13,7 +13,12 @@
 # ARMS=... and SEEDS=... run a part of the grid (a later call with more adds to the same folder).
 # The grid keeps the code that started it (scripts/pin_code.sh: $OUT/code_commit), so that it stays
 # one configuration over several sessions; start a grid of the current code in a new OUT.
-# Usage: bash scripts/table5_benchmark.sh   (OUT=..., SEEDS=..., ARMS=none,copypaste,...)
+# Each finished run's results (no weights, a few hundred kB) are kept in RECORDS (default
+# docs/results/table5-cohort, in the repository; RECORDS= turns it off) with the pinned commit, and
+# restored from there into an OUT that lacks them: the grid survives machines that keep only what
+# is committed, as long as the cohort and the lesion banks are made again identically (their
+# content is part of every run's key; a difference is refused, naming it).
+# Usage: bash scripts/table5_benchmark.sh   (OUT=..., SEEDS=..., ARMS=none,copypaste,..., RECORDS=...)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$ROOT/outputs/table5/cohort}"
@@ -21,12 +26,16 @@ SEEDS="${SEEDS:-3}"
 ARMS="${ARMS:-none,metalung,monai,copypaste,dcgan,mixed,vqvae,diffusion,blur,elastic,mirror,relocate,rotate_image,rotate_tumor,noise_image,noise_tumor}"
 VENV="${METALUNG_VENV:-$ROOT/.venv}"
 SYN="$ROOT/outputs/synth/cohort"
+RECORDS="${RECORDS-$ROOT/docs/results/table5-cohort}"
+REC_ARGS=()
+if [[ -n "$RECORDS" ]]; then REC_ARGS=(--records "$RECORDS"); fi
 bash "$ROOT/scripts/bootstrap.sh"
 if [[ ! -f "$SYN/comparison/comparison.md" ]]; then
     DATA=cohort OUT="$SYN" bash "$ROOT/scripts/synth_benchmark.sh"
 fi
 BANKS="{'real': '$SYN/bank', 'dcgan': '$SYN/dcgan/generated', 'vqvae': '$SYN/vqvae/generated', 'diffusion': '$SYN/diffusion/generated'}"
-source "$ROOT/scripts/pin_code.sh" "$OUT"  # a grid keeps the code that started it
+source "$ROOT/scripts/pin_code.sh" "$OUT" "$RECORDS"  # a grid keeps the code that started it
 "$VENV/bin/metalung" experiment --datalist "$ROOT/outputs/cohort/datalist.json" --models unet \
-    --augment "$ARMS" --preset quick --seeds "$SEEDS" --out "$OUT" --set "lesion_banks=$BANKS"
+    --augment "$ARMS" --preset quick --seeds "$SEEDS" --out "$OUT" --set "lesion_banks=$BANKS" \
+    "${REC_ARGS[@]}"
 echo "[table5] results: $OUT/results.md"

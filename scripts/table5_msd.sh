@@ -16,7 +16,9 @@
 # the commit that started it (scripts/pin_code.sh).
 # Measured on 2 shared CPU cores: see docs/experiments.md (generator training about 6 min a fold
 # quiet, 30-60 s a patches run).
-# Usage: bash scripts/table5_msd.sh   (OUT=..., SEEDS=..., ARMS=..., GENERATOR=...)
+# Finished runs are recorded (no weights) in RECORDS (default docs/results/table5-msd; RECORDS= turns
+# it off) and restored from there, as in table5_benchmark.sh.
+# Usage: bash scripts/table5_msd.sh   (OUT=..., SEEDS=..., ARMS=..., GENERATOR=..., RECORDS=...)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$ROOT/outputs/table5/msd}"
@@ -25,6 +27,9 @@ GENERATOR="${GENERATOR:-vqvae}"
 ARMS="${ARMS:-none,metalung,copypaste,$GENERATOR,mixed}"
 VENV="${METALUNG_VENV:-$ROOT/.venv}"
 K=3
+RECORDS="${RECORDS-$ROOT/docs/results/table5-msd}"
+REC_ARGS=()
+if [[ -n "$RECORDS" ]]; then REC_ARGS=(--records "$RECORDS"); fi
 bash "$ROOT/scripts/bootstrap.sh"
 OUT="$ROOT/outputs/msd" PREPARE_ONLY=1 bash "$ROOT/scripts/msd_benchmark.sh"
 # the patches show no body outline, so the lung segmentation finds no lung in them: a lung mask
@@ -49,8 +54,8 @@ for ((f = 0; f < K; f++)); do
     GEN+=("'$OUT/gen/fold$f/$GENERATOR/generated'")
 done
 LIST="$(IFS=,; echo "${GEN[*]}")"
-source "$ROOT/scripts/pin_code.sh" "$OUT/cv"  # the cross-validation keeps the code that started it
+source "$ROOT/scripts/pin_code.sh" "$OUT/cv" "$RECORDS"  # the cross-validation keeps its code
 "$VENV/bin/metalung" experiment --datalist "$DL" --folds $K --models unet --augment "$ARMS" \
     --preset patches --seeds "$SEEDS" --out "$OUT/cv" \
-    --set "lesion_banks={'real': '$OUT/banks/real', '$GENERATOR': [$LIST]}"
+    --set "lesion_banks={'real': '$OUT/banks/real', '$GENERATOR': [$LIST]}" "${REC_ARGS[@]}"
 echo "[table5-msd] results: $OUT/cv/results.md"

@@ -111,6 +111,15 @@ def test_cross_validation_runs_pools_and_resumes(six, tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "run_bundle", no_training)
     assert run_cross_validation(six / "dl.json", out, 3, **kw).read_text() == text
+    # --records: the finished runs are recorded per fold (no weights), and a new folder is rebuilt
+    # from them without training, to the same pooled results
+    rec = tmp_path / "records"
+    assert run_cross_validation(six / "dl.json", out, 3, records=rec, **kw).read_text() == text
+    kept = sorted(p.relative_to(rec).as_posix() for p in rec.rglob("done.json"))
+    assert kept == [f"fold{f}/runs/unet/none/seed0/done.json" for f in range(3)]
+    assert not list(rec.rglob("*.pt"))
+    fresh = run_cross_validation(six / "dl.json", tmp_path / "cv2", 3, records=rec, **kw)
+    assert fresh.read_text() == text and not list((tmp_path / "cv2").rglob("*.pt"))
     with pytest.raises(InputError, match="another split"):
         run_cross_validation(six / "dl.json", out, 2, **kw)
 

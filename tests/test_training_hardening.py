@@ -830,3 +830,92 @@ def test_a_converted_dicom_slice_evaluates(real_data, trained2d, tmp_path, capsy
         417,
         430,
     )
+
+
+def test_records_keep_a_grid_whose_output_folder_was_lost(ws, tmp_path, monkeypatch):
+    """--records: every finished run's results (no weights) are copied out, restored into a new
+    output folder without training, added to as the grid grows, and refused or replaced when they
+    belong to another configuration."""
+    from metalung_monai.training import experiment
+
+    calls, steps = [], []
+
+    def fake_bundle(bundle, configs, workflow_type, verbose=False, **kw):
+        run = Path(kw["ckpt_dir"]).parent
+        calls.append((workflow_type, run.relative_to(run.parents[3]).as_posix()))
+        for f in experiment.RUN_OUTPUTS:
+            (run / f).parent.mkdir(parents=True, exist_ok=True)
+            (run / f).write_text(json.dumps({"run": f"{run.parent.name}/{f}", "call": len(calls)}))
+
+    class Bar:
+        def __init__(self, **kw):
+            pass
+
+        def set_postfix_str(self, s):
+            steps.append(s.split(": ")[-1])
+
+        def update(self, n=1):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(experiment, "run_bundle", fake_bundle)
+    monkeypatch.setattr(experiment, "write_results", lambda out, *a, **k: out / "results.md")
+    monkeypatch.setattr(experiment, "progress_bar", Bar)
+    rec = tmp_path / "repo" / "records"
+    kw = dict(seeds=1, preset_overrides=TINY, progress=False, records=rec)
+    first = tmp_path / "session1"
+    experiment.run_experiment(ws / "dl2d.json", first, arms=["none", "monai"], **kw)
+    assert len(calls) == 4
+    runs = ["runs/unet/none/seed0", "runs/unet/monai/seed0"]
+    for r in runs:  # the record: done.json and the results, byte for byte; no weights
+        kept = sorted(
+            p.relative_to(rec / r).as_posix() for p in (rec / r).rglob("*") if p.is_file()
+        )
+        assert kept == sorted([*experiment.RUN_RECORD, "done.json"])
+        for f in kept:
+            assert (rec / r / f).read_bytes() == (first / r / f).read_bytes()
+    # the next session: the outputs are gone, the records are not
+    shutil.rmtree(first)
+    second = tmp_path / "session2"
+    steps.clear()
+    experiment.run_experiment(ws / "dl2d.json", second, arms=["none", "monai"], **kw)
+    assert len(calls) == 4 and steps == ["restored", "restored"]  # nothing trained
+    for r in runs:
+        assert (second / r / "eval" / "slices.csv").read_bytes() == (
+            rec / r / "eval" / "slices.csv"
+        ).read_bytes()
+        assert not (second / r / "models").exists()
+    # a restored run (no weights) is reused as done; a new arm trains and joins the records
+    steps.clear()
+    experiment.run_experiment(ws / "dl2d.json", second, arms=["none", "monai", "blur"], **kw)
+    assert steps[:2] == ["done before", "done before"]
+    assert [c[1] for c in calls[4:]] == ["runs/unet/blur/seed0"] * 2
+    assert (rec / "runs/unet/blur/seed0/done.json").is_file()
+    # a damaged or incomplete record is not restored: that run is trained again and re-recorded
+    (rec / runs[0] / "done.json").write_text("[]")
+    (rec / runs[1] / "eval" / "slices.csv").unlink()
+    third = tmp_path / "session3"
+    experiment.run_experiment(ws / "dl2d.json", third, arms=["none", "monai", "blur"], **kw)
+    assert [c[1] for c in calls[6:]] == [runs[0], runs[0], runs[1], runs[1]]
+    assert (rec / runs[1] / "eval" / "slices.csv").read_bytes() == (
+        third / runs[1] / "eval" / "slices.csv"
+    ).read_bytes()
+    # records of another configuration are refused before any work, then replaced on overwrite
+    changed = dict(kw, preset_overrides=dict(TINY, epoch_length=3))
+    fourth = tmp_path / "session4"
+    before = _digest(rec)
+    with pytest.raises(InputError, match=r"--records.*another configuration.*epoch_length"):
+        experiment.run_experiment(ws / "dl2d.json", fourth, arms=["none"], **changed)
+    assert not fourth.exists() and _digest(rec) == before and len(calls) == 10
+    experiment.run_experiment(ws / "dl2d.json", fourth, arms=["none"], overwrite=True, **changed)
+    assert len(calls) == 12
+    new = json.loads((rec / runs[0] / "done.json").read_text())
+    assert new == json.loads((fourth / runs[0] / "done.json").read_text())
+    # a records folder inside the output folder (or the reverse) is refused
+    with pytest.raises(InputError, match="--records"):
+        experiment.run_experiment(ws / "dl2d.json", rec / "out", arms=["none"], **changed)

@@ -87,6 +87,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "e.g. trained on the synthetic cohort) and fine-tune (repeatable; nothing is downloaded)",
     )
     p.add_argument(
+        "--records",
+        default=None,
+        metavar="RDIR",
+        help="keep a copy of each finished run's results (no weights; a few hundred kB a run) in "
+        "RDIR and restore from it the runs DIR lacks: a grid over several sessions survives on a "
+        "machine that keeps only what is committed (RDIR/fold<f>/ per fold with --folds)",
+    )
+    p.add_argument(
         "--bundles", default=None, metavar="DIR", help="bundles folder (default: the repository's)"
     )
     p.add_argument(
@@ -169,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             verbose=bool(getattr(args, "verbose", False)),
             pretrained=parse_pretrained(getattr(args, "pretrained", [])),
+            records=getattr(args, "records", None),
         )
         if args.folds is not None:
             path = run_cross_validation(datalist, args.out, args.folds, **common)

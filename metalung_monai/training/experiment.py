@@ -45,6 +45,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import InputError, MetaLungError
+from ..utils.atomic import write_json_atomic
 from ..utils.paths import refuse_overlap, safe_name
 from ..utils.runner import (
     Manifest,
@@ -62,9 +63,13 @@ from .experiment_folder import (
     DONE,
     MANIFEST,
     RUN_OUTPUTS,
+    RUN_RECORD,
     clear_run,
     owned_runs,
+    record_conflicts,
+    restore_record,
     run_rel,
+    save_record,
 )
 from .inputs import datalist_files, require_tumor, section_entries
 from .presets import SettingError
@@ -89,7 +94,14 @@ _MODEL_SETTINGS = {"unet_": "unet", "deeplab_": "deeplabv3", "maskrcnn_": "maskr
 
 
 def _model_key(datalist_sha: str, preset: str, settings: dict, bundles: Path, model: str) -> str:
-    """Fingerprint of one model's runs: everything that can change them, nothing that cannot.
+    """Fingerprint of one model's runs (:func:`_model_config`)."""
+    return fingerprint(_model_config(datalist_sha, preset, settings, bundles, model), default=str)
+
+
+def _model_config(
+    datalist_sha: str, preset: str, settings: dict, bundles: Path, model: str
+) -> dict:
+    """What one model's runs are keyed by: everything that can change them, nothing that cannot.
 
     The datalist's content, the resolved preset with its overrides (shared settings plus this
     model's own, so changing another model's settings keeps these runs), the package version and
@@ -117,7 +129,50 @@ def _model_key(datalist_sha: str, preset: str, settings: dict, bundles: Path, mo
             for name, path in sorted((settings.get("lesion_banks") or {}).items())
         },
     }
-    return fingerprint(cfg, default=str)
+    return json.loads(json.dumps(cfg, default=str))  # as it is stored and compared
+
+
+#: in a records folder: each model's :func:`_model_config`, the parts of its runs' keys
+RECORDS_CONFIG = "records.json"
+
+
+def _read_records_config(rec_dir: Path) -> dict:
+    try:
+        stored = json.loads((rec_dir / RECORDS_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    models = stored.get("models") if isinstance(stored, dict) else None
+    return models if isinstance(models, dict) else {}
+
+
+def _records_differ(rec_dir: Path, configs: dict) -> str:
+    """Which parts of the configuration differ from the one the records were made with."""
+    stored = _read_records_config(rec_dir)
+    diffs = [
+        f"{m}: {', '.join(_differences(stored[m], c)[:6])}"
+        for m, c in configs.items()
+        if m in stored and _differences(stored[m], c)
+    ]
+    return (
+        "differs in " + "; ".join(diffs)
+        if diffs
+        else "datalist, preset, bundle, lesion banks or code version"
+    )
+
+
+def _flat(d: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """The dotted names of the settings that differ between two :func:`_model_config` dicts."""
+    a, b = _flat(old), _flat(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def _folder_fingerprint(folder: Path) -> str | None:
@@ -182,18 +237,28 @@ def _run_one(
     progress: bool = False,
     status: Callable[[str], None] = lambda step: None,
     pretrained: Path | None = None,
+    records: Path | None = None,
 ) -> dict:
-    """Train and evaluate one run (or reuse it when done with ``key``); return its record.
+    """Train and evaluate one run (or reuse it when done with ``key``, or restore it from
+    ``records``); return its record.
 
-    ``status`` is told the step under way (``"training"``, ``"evaluating"``, ``"done before"``),
-    for the bar over runs; ``progress`` shows the training's own bar of iterations.
+    ``status`` is told the step under way (``"training"``, ``"evaluating"``, ``"done before"``,
+    ``"restored"``), for the bar over runs; ``progress`` shows the training's own bar of
+    iterations. With ``records``, a finished run's record is also kept there.
     """
     run_dir = out / rel
     done = run_dir / DONE
-    rec = completed(done, key, outputs=RUN_OUTPUTS)
+    rec = completed(done, key, outputs=RUN_RECORD)  # the results suffice: weights may be gone
     if rec is not None:
         status("done before")
+        if records is not None and completed(records / rel / DONE, key, RUN_RECORD) is None:
+            save_record(out, rel, records)
         return rec
+    if records is not None:
+        rec = restore_record(records, out, rel, key)
+        if rec is not None:
+            status("restored")
+            return rec
     if run_dir.exists():  # killed or from another configuration: start the run again
         clear_run(out, rel)
     (run_dir / "models").mkdir(parents=True, exist_ok=True)
@@ -243,6 +308,8 @@ def _run_one(
         "best_val_dice": hist.get("best_val_dice"),
     }
     mark_done(done, rec)
+    if records is not None:
+        save_record(out, rel, records)
     return rec
 
 
@@ -343,6 +410,7 @@ def run_experiment(
     progress: bool = True,
     verbose: bool = False,
     pretrained: dict[str, str | os.PathLike] | None = None,
+    records: str | os.PathLike | None = None,
 ) -> Path:
     """Run the grid (see the module docstring) and return the path of ``results.md``.
 
@@ -364,6 +432,12 @@ def run_experiment(
             widths, e.g. trained on the synthetic cohort): every run of that model starts from
             these weights instead of a random initialisation (fine-tuning). The file's content is
             part of the runs' fingerprint.
+        records: a folder that keeps a copy of each finished run's results (``done.json``, the
+            evaluation tables, history and predictions; not the weights, a few hundred kB a run)
+            and from which the runs missing in ``out_dir`` are restored (same key only). A folder
+            in a repository keeps a grid that takes several sessions on machines that keep only
+            what is committed. Records of another configuration for these runs are refused
+            unless ``overwrite`` (then replaced as the runs finish).
     """
     dl = Path(datalist).resolve()
     out = Path(out_dir).resolve()
@@ -414,6 +488,22 @@ def run_experiment(
             )
         if "keys" in old:  # models of this folder not run this time keep their runs and keys
             keys = {**{m: k for m, k in old_keys.items() if m not in models}, **keys}
+    rec_dir = Path(records).resolve() if records is not None else None
+    if rec_dir is not None:
+        refuse_overlap(rec_dir, [out, dl, bundles], "--records")
+        if rec_dir.exists() and not rec_dir.is_dir():
+            raise InputError("--records", f"{rec_dir} is a file, not a folder")
+        other = record_conflicts(
+            rec_dir, {rels[g]: _run_key(keys[g[0]], bundles, g[0], g[1]) for g in grid}
+        )
+        configs = {m: _model_config(cfg["datalist"], preset, settings, bundles, m) for m in models}
+        if other and not overwrite:
+            raise InputError(
+                "--records",
+                f"{rec_dir / other[0]} (and {len(other) - 1} more) holds the record of a run of "
+                f"another configuration ({_records_differ(rec_dir, configs)}); use another "
+                "--records folder or --overwrite to replace them",
+            )
     foreign = [r for r in rels.values() if (out / r).exists() and r not in owned]
     if foreign:
         raise InputError(
@@ -440,8 +530,11 @@ def run_experiment(
     )
     # what a killed run left half-written: done records, the manifest, results.md
     remove_stale_partials(out, ("", *rels.values()))
+    if rec_dir is not None:  # what the records' keys are made of: a later conflict names the change
+        stored = _read_records_config(rec_dir)
+        write_json_atomic({"models": {**stored, **configs}}, rec_dir / RECORDS_CONFIG)
 
-    records = []
+    finished = []
     with progress_bar(total=len(grid), desc="experiment", unit="run", enabled=progress) as bar:
         for m, a, s in grid:
             rec = _run_one(
@@ -460,8 +553,9 @@ def run_experiment(
                     f"{run}: {step}"
                 ),
                 pretrained=init.get(m),
+                records=rec_dir,
             )
-            records.append({"model": m, **rec})
+            finished.append({"model": m, **rec})
             bar.update(1)
     return write_results(
         out,
@@ -469,7 +563,7 @@ def run_experiment(
         models,
         arms,
         seed_list,
-        records,
+        finished,
         preset,
         cfg.get("pretrained"),
         settings.get("lesion_banks"),

@@ -143,6 +143,7 @@ def run_cross_validation(
     preset_overrides: dict | None = None,
     fold_seed: int = 0,
     overwrite: bool = False,
+    records: str | os.PathLike | None = None,
     **kwargs,
 ) -> Path:
     """``k`` sub-experiments (:func:`.experiment.run_experiment`), one per test fold, then the
@@ -160,6 +161,7 @@ def run_cross_validation(
         models, arms, seeds, preset_overrides, overwrite, kwargs: as ``run_experiment``; the
             validation fold of each sub-experiment is set by the split (``val_fold``).
         fold_seed: seed of the patient permutation.
+        records: as ``run_experiment``'s, one sub-folder ``fold<f>`` per fold.
     """
     src = Path(datalist).resolve()
     if not src.is_file():
@@ -213,6 +215,7 @@ def run_cross_validation(
             seeds=seed_list,
             preset_overrides={**(preset_overrides or {}), "val_fold": val_fold},
             overwrite=overwrite,
+            records=Path(records) / f"fold{f}" if records is not None else None,
             **kwargs,
         )
     slices = []
