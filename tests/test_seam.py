@@ -115,12 +115,14 @@ def test_same_scan_insertion_keeps_off_tumours_skips_own_patient_and_fits_crops(
         assert (img != -1000).all()  # no air padding: the crop lies inside its slice
         # find where the crop was cut (outside the lesion the slice is untouched by a hard copy)
         out = msk == 0
-        hits = [
-            (r, c)
+        hits = [  # every window of every slice that equals the crop outside the lesion
+            tuple(rc)
             for src in sources
-            for r in range(128 - size + 1)
-            for c in range(128 - size + 1)
-            if np.array_equal(src[r : r + size, c : c + size][out], img[out])
+            for rc in np.argwhere(
+                ((np.lib.stride_tricks.sliding_window_view(src, (size, size)) == img) | ~out).all(
+                    axis=(-2, -1)
+                )
+            )
         ]
         assert len(hits) == 1
         r, c = hits[0]
