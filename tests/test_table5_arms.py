@@ -4,6 +4,7 @@ arms (copy-paste of real lesions, generated lesions, mixed), as the bundles' ove
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,3 +232,28 @@ def test_the_arm_registry_names_the_banks_each_arm_file_inserts_from():
         found = re.findall(r"mt\.insertion_banks\(@settings, (.+?), @train#samples\)", text)
         want = None if not found else ast.literal_eval(found[0])
         assert (tuple(want) if isinstance(want, list) else want) == arm.banks, name
+
+
+def test_a_bank_made_again_identically_keeps_the_runs_key(tmp_path):
+    """The banks' content keys the runs; their wall times, picture and per-case cache do not."""
+
+    from metalung_monai.training.experiment import _model_key
+
+    bank = save_bank(make_bank(n=8, size=32, seed=0), tmp_path / "bank")
+    settings = {"lesion_banks": {"real": bank}}
+    key = _model_key("sha", "quick", settings, BUNDLES, "unet")
+    meta_path = Path(bank) / "bank.json"
+    meta = json.loads(meta_path.read_text())
+    meta["seconds"] = 123.4  # made again: another wall time, another picture and cache
+    meta_path.write_text(json.dumps(meta))
+    (Path(bank) / "overview.png").write_bytes(b"another picture")
+    (Path(bank) / "records").mkdir(exist_ok=True)
+    (Path(bank) / "records" / "P1.json").write_text("{}")
+    assert _model_key("sha", "quick", settings, BUNDLES, "unet") == key
+    meta["context_mm"] = 48.0  # what the lesions are: another key
+    meta_path.write_text(json.dumps(meta))
+    changed = _model_key("sha", "quick", settings, BUNDLES, "unet")
+    assert changed != key
+    table = Path(bank) / "lesions.csv"
+    table.write_text(table.read_text() + "\n")
+    assert _model_key("sha", "quick", settings, BUNDLES, "unet") != changed

@@ -175,11 +175,42 @@ def _differences(old: dict, new: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
+#: the files a lesion bank is read from (``synthesis.read_bank``): what its content is
+_BANK_FILES = ("bank.npz", "lesions.csv", "bank.json")
+
+
+def _without_timings(obj: object) -> object:
+    """``obj`` without the wall times a bank's ``bank.json`` records (keys ``seconds...``)."""
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if not str(k).startswith("seconds")}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
 def _folder_fingerprint(folder: Path) -> str | None:
-    """Fingerprint of the files of a folder (``None`` when it does not exist: the arm's bundle
-    run then reports the missing bank)."""
+    """Fingerprint of a lesion bank's content (``None`` when the folder does not exist: the arm's
+    bundle run then reports the missing bank).
+
+    A bank (a folder with ``bank.json``): the files it is read from, ``bank.json`` without its wall
+    times, so that a bank made again identically keeps its key (its picture, its per-case cache
+    and its manifest are bookkeeping). Any other folder: every file in it.
+    """
     if not folder.is_dir():
         return None
+    if (folder / "bank.json").is_file():
+        try:
+            meta = _without_timings(json.loads((folder / "bank.json").read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            meta = file_fingerprint(folder / "bank.json", length=12)  # read_bank will say why
+        return fingerprint(
+            {
+                n: meta if n == "bank.json" else file_fingerprint(folder / n, length=12)
+                for n in _BANK_FILES
+                if (folder / n).is_file()
+            },
+            default=str,
+        )
     return fingerprint(
         {
             str(f.relative_to(folder)): file_fingerprint(f, length=12)
