@@ -186,8 +186,13 @@ def test_the_reasons_name_what_is_missing(no_lungs):
         "normal_0_500",
         "uniform_2d",
     ):
-        # scattered candidates, or (blocks of 2 x 2 voxels below 0.875 mm, issue 11) hardly any
-        assert "scattered" in msg[k] or "at least 1 cm2" in msg[k], (k, msg[k])
+        # scattered candidates, or (blocks of 2 x 2 voxels below 0.875 mm, issue 11) hardly any,
+        # or candidates too dense for aerated lung (which of these is met first depends on the
+        # noise and on scipy / scikit-image's labelling: each names what is missing)
+        assert "scattered" in msg[k] or "at least 1 cm2" in msg[k] or "aerated lung" in msg[k], (
+            k,
+            msg[k],
+        )
     m = msg["uniform_-1024_0"]  # since issue 11 half of a lung must lie 15 mm deep: hardly any
     assert ("body surface" in m and "of the body" in m) or "at least 1 cm2" in m, m
 
