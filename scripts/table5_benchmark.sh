@@ -5,7 +5,7 @@
 # (copypaste, TumorCP's peer), lesions of each generator inserted online (vqvae, dcgan, diffusion)
 # and MetaLung + generated lesions (mixed).
 #   1. the lesion bank and the generators (scripts/synth_benchmark.sh, resumable; skipped when
-#      their outputs exist)                                         -> outputs/synth/cohort/
+#      the four banks exist)                                        -> outputs/synth/cohort/
 #   2. metalung experiment over every arm, the banks given as the setting lesion_banks
 #                                                                   -> $OUT/results.md
 # Resumable: rerun after a kill and only unfinished runs are trained (same settings, same folder).
@@ -30,7 +30,9 @@ RECORDS="${RECORDS-$ROOT/docs/results/table5-cohort}"
 REC_ARGS=()
 if [[ -n "$RECORDS" ]]; then REC_ARGS=(--records "$RECORDS"); fi
 bash "$ROOT/scripts/bootstrap.sh"
-if [[ ! -f "$SYN/comparison/comparison.md" ]]; then
+# the grid needs the banks, not the generators' comparison report
+if [[ ! -f "$SYN/bank/bank.json" || ! -f "$SYN/dcgan/generated/bank.json" \
+    || ! -f "$SYN/vqvae/generated/bank.json" || ! -f "$SYN/diffusion/generated/bank.json" ]]; then
     DATA=cohort OUT="$SYN" bash "$ROOT/scripts/synth_benchmark.sh"
 fi
 BANKS="{'real': '$SYN/bank', 'dcgan': '$SYN/dcgan/generated', 'vqvae': '$SYN/vqvae/generated', 'diffusion': '$SYN/diffusion/generated'}"
