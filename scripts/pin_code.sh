@@ -3,8 +3,9 @@
 # to the commit that started it, so that a grid taking several sessions stays one configuration
 # while the library moves on (an experiment's fingerprint holds the bundle configs and presets, so
 # any later change to them would otherwise make `metalung experiment` refuse the folder).
-#   - first call: the current commit is written to $1/code_commit (a warning when metalung_monai/
-#     or bundles/ have uncommitted changes: those are not pinned);
+#   - first call: the current commit is written to $1.code_commit, beside the folder (inside it, the
+#     file would make a new experiment folder look like someone else's; a warning when
+#     metalung_monai/ or bundles/ have uncommitted changes: those are not pinned);
 #   - later calls, once the checkout has moved on: that commit's package and bundles are extracted
 #     (git archive) into outputs/pinned/<commit> and put first on PYTHONPATH for the rest of the
 #     calling script.
@@ -13,23 +14,24 @@
 #     and a records folder of two commits are refused.
 # Start a grid of the current code in a new folder.
 # Usage: source scripts/pin_code.sh OUT_DIR [RECORDS_DIR]
-PIN_OUT="$1"
+PIN_OUT="${1%/}"
 PIN_REC="${2:-}"
 PIN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-mkdir -p "$PIN_OUT"
-if [[ ! -f "$PIN_OUT/code_commit" && -n "$PIN_REC" && -f "$PIN_REC/code_commit" ]]; then
-    cp "$PIN_REC/code_commit" "$PIN_OUT/code_commit.tmp"
-    mv "$PIN_OUT/code_commit.tmp" "$PIN_OUT/code_commit"
+PIN_FILE="$PIN_OUT.code_commit"
+mkdir -p "$(dirname "$PIN_OUT")"
+if [[ ! -f "$PIN_FILE" && -n "$PIN_REC" && -f "$PIN_REC/code_commit" ]]; then
+    cp "$PIN_REC/code_commit" "$PIN_FILE.tmp"
+    mv "$PIN_FILE.tmp" "$PIN_FILE"
     echo "[pin] $PIN_OUT takes the commit of its records in $PIN_REC"
 fi
-if [[ ! -f "$PIN_OUT/code_commit" ]]; then
+if [[ ! -f "$PIN_FILE" ]]; then
     if [[ -n "$(git -C "$PIN_ROOT" status --porcelain -- metalung_monai bundles)" ]]; then
         echo "[pin] warning: uncommitted changes in metalung_monai/ or bundles/ are not pinned" >&2
     fi
-    git -C "$PIN_ROOT" rev-parse HEAD > "$PIN_OUT/code_commit.tmp"
-    mv "$PIN_OUT/code_commit.tmp" "$PIN_OUT/code_commit"
+    git -C "$PIN_ROOT" rev-parse HEAD > "$PIN_FILE.tmp"
+    mv "$PIN_FILE.tmp" "$PIN_FILE"
 fi
-PIN="$(cat "$PIN_OUT/code_commit")"
+PIN="$(cat "$PIN_FILE")"
 if ! git -C "$PIN_ROOT" cat-file -e "$PIN^{commit}" 2>/dev/null; then
     echo "[pin] error: $PIN_OUT is pinned to commit $PIN, which this repository does not hold" >&2
     return 1
@@ -37,7 +39,7 @@ fi
 if [[ -n "$PIN_REC" ]]; then
     mkdir -p "$PIN_REC"
     if [[ ! -f "$PIN_REC/code_commit" ]]; then
-        cp "$PIN_OUT/code_commit" "$PIN_REC/code_commit.tmp"
+        cp "$PIN_FILE" "$PIN_REC/code_commit.tmp"
         mv "$PIN_REC/code_commit.tmp" "$PIN_REC/code_commit"
     elif [[ "$(cat "$PIN_REC/code_commit")" != "$PIN" ]]; then
         echo "[pin] error: $PIN_OUT is pinned to commit $PIN but its records in $PIN_REC to" \

@@ -39,7 +39,8 @@ def test_a_grid_runs_the_code_of_the_commit_that_started_it(tmp_path):
         return res.stdout
 
     assert run().strip().endswith("PP=")  # at its own commit: nothing to pin
-    assert (out / "code_commit").read_text().strip() == first
+    pin = out.parent / "grid.code_commit"  # beside the folder: a new experiment folder stays empty
+    assert pin.read_text().strip() == first and not (out.is_dir() and any(out.iterdir()))
     (repo / "metalung_monai" / "version.txt").write_text("B")
     (repo / "bundles" / "train.json").write_text('{"v": "B"}')
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "B")
@@ -48,7 +49,7 @@ def test_a_grid_runs_the_code_of_the_commit_that_started_it(tmp_path):
     assert f"PP={pinned}" in text and "pinned to commit" in text
     assert (pinned / "metalung_monai" / "version.txt").read_text() == "A"
     assert (pinned / "bundles" / "train.json").read_text() == '{"v": "A"}'
-    assert (out / "code_commit").read_text().strip() == first  # kept
+    assert pin.read_text().strip() == first  # kept
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -75,18 +76,16 @@ def test_records_carry_the_pin_into_a_new_output_folder(tmp_path):
     # the outputs were lost: a new folder takes the records' commit and runs its code
     res = run(repo / "outputs" / "b", rec)
     assert res.returncode == 0, res.stderr
-    assert (repo / "outputs" / "b" / "code_commit").read_text().strip() == first
+    assert (repo / "outputs" / "b.code_commit").read_text().strip() == first
     assert f"PP={repo / 'outputs' / 'pinned' / first}" in res.stdout
     # an output folder and records of two commits are refused
     other = repo / "outputs" / "c"
-    other.mkdir(parents=True)
-    (other / "code_commit").write_text(_git(repo, "rev-parse", "HEAD") + "\n")
+    (repo / "outputs" / "c.code_commit").write_text(_git(repo, "rev-parse", "HEAD") + "\n")
     res = run(other, rec)
     assert res.returncode != 0 and "records" in res.stderr and "PP=" not in res.stdout
     # a pin to a commit the repository does not hold is refused, naming it
     gone = repo / "outputs" / "d"
-    gone.mkdir()
-    (gone / "code_commit").write_text("0" * 40 + "\n")
+    (repo / "outputs" / "d.code_commit").write_text("0" * 40 + "\n")
     res = run(gone, repo / "docs" / "other")
     assert res.returncode != 0 and "0" * 40 in res.stderr
     assert not (repo / "docs" / "other" / "code_commit").exists()
