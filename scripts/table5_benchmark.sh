@@ -14,10 +14,11 @@
 # The grid keeps the code that started it (scripts/pin_code.sh: $OUT/code_commit), so that it stays
 # one configuration over several sessions; start a grid of the current code in a new OUT.
 # Each finished run's results (no weights, a few hundred kB) are kept in RECORDS (default
-# docs/results/table5-cohort, in the repository; RECORDS= turns it off) with the pinned commit, and
-# restored from there into an OUT that lacks them: the grid survives machines that keep only what
-# is committed, as long as the cohort and the lesion banks are made again identically (their
-# content is part of every run's key; a difference is refused, naming it).
+# docs/results/table5-cohort, in the repository; RECORDS= turns it off) with the pinned commit and
+# the generated banks (scripts/keep_banks.sh: generator training is not reproducible across
+# machine set-ups), and restored from there into an OUT that lacks them: the grid survives machines
+# that keep only what is committed, as long as the cohort and its real lesion bank come out
+# identically (the banks' content is part of every run's key; a difference is refused, naming it).
 # Usage: bash scripts/table5_benchmark.sh   (OUT=..., SEEDS=..., ARMS=none,copypaste,..., RECORDS=...)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,10 +31,27 @@ RECORDS="${RECORDS-$ROOT/docs/results/table5-cohort}"
 REC_ARGS=()
 if [[ -n "$RECORDS" ]]; then REC_ARGS=(--records "$RECORDS"); fi
 bash "$ROOT/scripts/bootstrap.sh"
+GENS=(dcgan vqvae diffusion)
+if [[ -n "$RECORDS" ]]; then  # the generated banks this grid was started with (not reproducible)
+    source "$ROOT/scripts/keep_banks.sh" "$RECORDS" "$SYN" restore "${GENS[@]}"
+fi
 # the grid needs the banks, not the generators' comparison report
 if [[ ! -f "$SYN/bank/bank.json" || ! -f "$SYN/dcgan/generated/bank.json" \
     || ! -f "$SYN/vqvae/generated/bank.json" || ! -f "$SYN/diffusion/generated/bank.json" ]]; then
-    DATA=cohort OUT="$SYN" bash "$ROOT/scripts/synth_benchmark.sh"
+    if [[ -f "$SYN/dcgan/generated/bank.json" && -f "$SYN/vqvae/generated/bank.json" \
+        && -f "$SYN/diffusion/generated/bank.json" ]]; then  # restored: the real bank only
+        if [[ ! -f "$ROOT/outputs/cohort/datalist.json" ]]; then
+            "$VENV/bin/metalung" phantom --out "$ROOT/outputs/cohort" --patients 40 --size 256 \
+                --seed 0 --workers 2
+        fi
+        "$VENV/bin/metalung" lesion-bank "$ROOT/outputs/cohort/datalist.json" --out "$SYN/bank" \
+            --no-progress
+    else
+        DATA=cohort OUT="$SYN" bash "$ROOT/scripts/synth_benchmark.sh"
+    fi
+fi
+if [[ -n "$RECORDS" ]]; then
+    source "$ROOT/scripts/keep_banks.sh" "$RECORDS" "$SYN" save "${GENS[@]}"
 fi
 BANKS="{'real': '$SYN/bank', 'dcgan': '$SYN/dcgan/generated', 'vqvae': '$SYN/vqvae/generated', 'diffusion': '$SYN/diffusion/generated'}"
 source "$ROOT/scripts/pin_code.sh" "$OUT" "$RECORDS"  # a grid keeps the code that started it
