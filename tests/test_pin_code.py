@@ -17,8 +17,8 @@ def _git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_a_grid_runs_the_code_of_the_commit_that_started_it(tmp_path):
+def _repo(tmp_path: Path) -> tuple[Path, str]:
+    """A throwaway repository with the script, a package and a bundle at version A; its commit."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     (repo / "metalung_monai").mkdir()
@@ -29,7 +29,12 @@ def test_a_grid_runs_the_code_of_the_commit_that_started_it(tmp_path):
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "A")
-    first = _git(repo, "rev-parse", "HEAD")
+    return repo, _git(repo, "rev-parse", "HEAD")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_grid_runs_the_code_of_the_commit_that_started_it(tmp_path):
+    repo, first = _repo(tmp_path)
     out = repo / "outputs" / "grid"
     probe = f'source "{repo}/scripts/pin_code.sh" "{out}"; echo "PP=${{PYTHONPATH:-}}"'
 
@@ -54,15 +59,7 @@ def test_a_grid_runs_the_code_of_the_commit_that_started_it(tmp_path):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_records_carry_the_pin_into_a_new_output_folder(tmp_path):
-    repo = tmp_path / "repo"
-    (repo / "scripts").mkdir(parents=True)
-    (repo / "metalung_monai").mkdir()
-    shutil.copy(SCRIPT, repo / "scripts" / "pin_code.sh")
-    (repo / "metalung_monai" / "version.txt").write_text("A")
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "A")
-    first = _git(repo, "rev-parse", "HEAD")
+    repo, first = _repo(tmp_path)
     rec = repo / "docs" / "records"
 
     def run(out: Path, records: Path) -> subprocess.CompletedProcess:

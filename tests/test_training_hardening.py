@@ -519,6 +519,27 @@ def test_overwrite_deletes_only_what_the_experiment_wrote(ws, tmp_path, monkeypa
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+class _RecordingBar:
+    """The bar over an experiment's runs, recording what it is told into ``steps`` (``last``: only
+    each step's name, after the run's)."""
+
+    def __init__(self, steps: list, last: bool = False):
+        self.steps, self.last = steps, last
+
+    def set_postfix_str(self, s):
+        self.steps.append(s.split(": ")[-1] if self.last else s)
+
+    def update(self, n=1):
+        if not self.last:
+            self.steps.append(f"+{n}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
 def test_resume_redoes_damaged_records_and_clears_killed_writes(ws, tmp_path, monkeypatch):
     import subprocess
 
@@ -533,25 +554,9 @@ def test_resume_redoes_damaged_records_and_clears_killed_writes(ws, tmp_path, mo
             (run / f).parent.mkdir(parents=True, exist_ok=True)
             (run / f).write_text("{}")
 
-    class Bar:  # the bar over runs: what it is told
-        def __init__(self, **kw):
-            self.kw = kw
-
-        def set_postfix_str(self, s):
-            steps.append(s)
-
-        def update(self, n=1):
-            steps.append(f"+{n}")
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
-
     monkeypatch.setattr(experiment, "run_bundle", fake_bundle)
     monkeypatch.setattr(experiment, "write_results", lambda out, *a, **k: out / "results.md")
-    monkeypatch.setattr(experiment, "progress_bar", Bar)
+    monkeypatch.setattr(experiment, "progress_bar", lambda **kw: _RecordingBar(steps))
     out = tmp_path / "exp"
     run = out / "runs" / "unet" / "none" / "seed0"
     kw = dict(arms=["none"], seeds=1, preset_overrides=TINY, progress=False)
@@ -847,25 +852,9 @@ def test_records_keep_a_grid_whose_output_folder_was_lost(ws, tmp_path, monkeypa
             (run / f).parent.mkdir(parents=True, exist_ok=True)
             (run / f).write_text(json.dumps({"run": f"{run.parent.name}/{f}", "call": len(calls)}))
 
-    class Bar:
-        def __init__(self, **kw):
-            pass
-
-        def set_postfix_str(self, s):
-            steps.append(s.split(": ")[-1])
-
-        def update(self, n=1):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
-
     monkeypatch.setattr(experiment, "run_bundle", fake_bundle)
     monkeypatch.setattr(experiment, "write_results", lambda out, *a, **k: out / "results.md")
-    monkeypatch.setattr(experiment, "progress_bar", Bar)
+    monkeypatch.setattr(experiment, "progress_bar", lambda **kw: _RecordingBar(steps, last=True))
     rec = tmp_path / "repo" / "records"
     kw = dict(seeds=1, preset_overrides=TINY, progress=False, records=rec)
     first = tmp_path / "session1"
