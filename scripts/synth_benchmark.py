@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -32,6 +33,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from metalung_monai.evaluation.realism import MIN_SET_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ROOT / "bundles"
@@ -110,6 +113,12 @@ def _bundle(args, run_dir: Path, extra: list[str]) -> list[str]:
     ]
 
 
+def _written(generated: Path) -> int:
+    """How many 2D lesions a generator's sample step wrote (its ``bank.json`` counts)."""
+    meta = json.loads((generated / "bank.json").read_text())
+    return int(meta.get("counts", {}).get("2d", {}).get("lesions", 0))
+
+
 def run_generator(args, gen: str) -> None:
     spec = GENERATORS[gen]
     cwd = BUNDLES / spec["bundle"]
@@ -141,7 +150,13 @@ def run_generator(args, gen: str) -> None:
         )
         secs = _run(cmd, cwd, run_dir / "sample.log", args.threads)
         print(f"[{gen}] {args.num_samples} lesions sampled in {secs:.0f} s")
-    if not (run_dir / "realism" / "realism.json").exists():
+    written = _written(run_dir / "generated")
+    if written < MIN_SET_SIZE:  # the report cannot be made; the comparison says so
+        print(
+            f"[{gen}] realism report skipped: {written} lesions written, the report needs at "
+            f"least {MIN_SET_SIZE} (see {run_dir / 'generated' / 'bank.json'})"
+        )
+    elif not (run_dir / "realism" / "realism.json").exists():
         cmd = [
             os.fspath(Path(sys.executable).with_name("metalung")),
             "lesion-realism",

@@ -5,12 +5,13 @@ generated lesions, the checkpoint's figures) and the side-by-side comparison
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from lesion_factory import model_bank
+from lesion_factory import make_bank, model_bank, save_bank
 
 from metalung_monai.cli import main
 from metalung_monai.errors import InputError
@@ -223,6 +224,22 @@ def test_synth_benchmark_script_end_to_end_and_resumes(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "not a lesion bank" in bad.stderr
+    # too few lesions written for a realism report (4 < 8): skipped and said, the comparison goes on
+    few = tmp_path / "few" / "dcgan"
+    (few / "models").mkdir(parents=True)
+    shutil.copy(run / "models" / "model_final.pt", few / "models")  # trained: no step reruns
+    gen = make_bank(n=4, size=32, seed=5, source="generated", context_mm=32.0)
+    meta = json.loads((run / "generated" / "bank.json").read_text())
+    gen.meta.update({k: meta[k] for k in ("generator", "sampling")})  # as the sampler writes
+    save_bank(gen, few / "generated")
+    res = subprocess.run(
+        [*cmd[:3], str(tmp_path / "few"), *cmd[4:]], env=ENV, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "[dcgan] realism report skipped: 4 lesions written" in res.stdout
+    assert not (few / "realism" / "realism.json").exists()
+    md = (tmp_path / "few" / "comparison" / "comparison.md").read_text()
+    assert "| dcgan | no realism report |" in md
 
 
 def test_conditioning_agreement_counts_measured_against_asked():

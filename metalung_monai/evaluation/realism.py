@@ -181,10 +181,16 @@ def load_sets(
         raise InputError(where_g, "no generated 2D lesions")
     for s_, where in ((sets[0], where_r), (sets[1], where_r), (g, where_g)):
         if len(s_) < MIN_SET_SIZE:
+            hint = (
+                "sample more lesions, or train the generator longer: its bank.json says how many "
+                "samples came out empty or failed the quality gate"
+                if s_ is g
+                else "a real bank needs more training patients: the hold-out is patient-grouped"
+            )
             raise InputError(
                 where,
                 f"{len(s_)} {s_.name} lesions: the report needs at least {MIN_SET_SIZE} per set "
-                "(a real bank needs more training patients: the hold-out is patient-grouped)",
+                f"({hint})",
             )
     if g.image.shape[1:] != sets[0].image.shape[1:]:
         raise InputError(
