@@ -120,6 +120,11 @@ def test_cross_validation_runs_pools_and_resumes(six, tmp_path, monkeypatch):
     assert not list(rec.rglob("*.pt"))
     fresh = run_cross_validation(six / "dl.json", tmp_path / "cv2", 3, records=rec, **kw)
     assert fresh.read_text() == text and not list((tmp_path / "cv2").rglob("*.pt"))
+    # the records keep no predictions (megabytes a run): the overlay figure is left out, said so
+    assert not list(rec.rglob("predictions.npz"))
+    fold0 = "fold0/experiment/results.md"
+    assert "![predictions of each arm]" in (out / fold0).read_text()
+    assert "![predictions" not in (tmp_path / "cv2" / fold0).read_text()
     with pytest.raises(InputError, match="another split"):
         run_cross_validation(six / "dl.json", out, 2, **kw)
 

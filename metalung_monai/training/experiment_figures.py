@@ -35,7 +35,8 @@ def experiment_figures(
         out: the experiment folder.
         model: the model whose runs are drawn.
         arms: its arms, in legend / column order.
-        seeds: the seeds (curves: all of them; overlays: the first).
+        seeds: the seeds (curves: all of them; overlays: the first, of the runs that have their
+            predictions: a run restored from its record has none).
         datalist: the datalist (test entries: patient, Lung-RADS class).
         hist: each run's ``history.json`` keyed by ``(model, arm, seed)``.
     """
@@ -49,10 +50,12 @@ def experiment_figures(
         }
         curves[a]["loss_x"] = list(range(1, len(curves[a]["loss"][0]) + 1))
     training_curves(curves, out / f"curves_{model}.png", xlabel="iteration")
-    preds = {
-        a: load_predictions(out / run_rel(model, a, seeds[0]) / "eval" / "predictions.npz")
-        for a in arms
-    }
+    files = {a: out / run_rel(model, a, seeds[0]) / "eval" / "predictions.npz" for a in arms}
+    # a run restored from its record (--records) has no predictions: the others are drawn
+    preds = {a: load_predictions(f) for a, f in files.items() if f.is_file()}
+    if not preds:
+        return
+    arms = [a for a in arms if a in preds]
     # the case ids of the evaluation (volume_data): the entry's case_id or its image's name
     entries = {
         str(e.get("case_id") or Path(e["image"]).name.split(".")[0]): e

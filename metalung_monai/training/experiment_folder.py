@@ -14,7 +14,7 @@ A run is marked *done* (``done.json`` with its model's key) only once every outp
 run wrote (:func:`run_files`) is ever deleted, and only runs the manifest lists (:func:`owned_runs`).
 
 Records (``metalung experiment --records RDIR``): a copy of each finished run's ``done.json`` and
-:data:`RUN_RECORD` files (kilobytes; no weights) in ``RDIR/<run folder>/``, from which a later call
+:data:`RUN_RECORD` files (about 30 kB; no weights, no predictions) in ``RDIR/<run folder>/``, from which a later call
 restores the runs its ``--out`` lacks (:func:`save_record`, :func:`restore_record`). A grid that
 takes several sessions on a machine that keeps only what is committed can keep its records in the
 repository.
@@ -61,9 +61,12 @@ RUN_OUTPUTS = (
     "eval/summary.json",
     "eval/predictions.npz",
 )
-#: what a finished run is reused from (with ``done.json``) and what its record keeps: the results,
-#: not the weights
-RUN_RECORD = tuple(f for f in RUN_OUTPUTS if not f.startswith("models/"))
+#: what a finished run is reused from (with ``done.json``) and what its record keeps: the tables and
+#: history ``results.md`` is made of (kilobytes), not the weights nor the predictions (megabytes:
+#: only the overlay figure draws them, from the runs that still have them)
+RUN_RECORD = tuple(
+    f for f in RUN_OUTPUTS if not f.startswith("models/") and f != "eval/predictions.npz"
+)
 
 
 def run_rel(model: str, arm: str, seed: int) -> str:

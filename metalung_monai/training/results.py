@@ -542,12 +542,20 @@ def write_results(
         lines += section
         verdicts += model_verdicts
         experiment_figures(out, m, arms, seeds, datalist, hist)
-        lines += [
-            f"![predictions of each arm]({'overlays_' + m + '.png'})",
-            "",
-            f"![training curves]({'curves_' + m + '.png'})",
-            "",
+        drawn = [
+            a
+            for a in arms
+            if (out / run_rel(m, a, seeds[0]) / "eval" / "predictions.npz").is_file()
         ]
+        if drawn:
+            note = (
+                ""
+                if len(drawn) == len(arms)
+                else f" (the arms whose seed {seeds[0]} run kept its predictions: "
+                f"{', '.join(drawn)}; the others were restored from their records)"
+            )
+            lines += [f"![predictions of each arm{note}]({'overlays_' + m + '.png'})", ""]
+        lines += [f"![training curves]({'curves_' + m + '.png'})", ""]
     lines += table6_lines(lesion_banks)
     if verdicts:
         lines += [
