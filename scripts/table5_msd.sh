@@ -17,7 +17,8 @@
 # Measured on 2 shared CPU cores: see docs/experiments.md (generator training about 6 min a fold
 # quiet, 30-60 s a patches run).
 # Finished runs are recorded (no weights) in RECORDS (default docs/results/table5-msd; RECORDS= turns
-# it off) and restored from there, as in table5_benchmark.sh.
+# it off) with each fold's generated bank (RECORDS/fold<f>/banks), and restored from there, as in
+# table5_benchmark.sh.
 # Usage: bash scripts/table5_msd.sh   (OUT=..., SEEDS=..., ARMS=..., GENERATOR=..., RECORDS=...)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,8 +50,16 @@ for ((f = 0; f < K; f++)); do
         "$VENV/bin/metalung" lesion-bank "$OUT/folds/fold$f/datalist.json" --out "$OUT/banks/fold$f" \
             --val-fold $(((f + 1) % K)) --no-progress
     fi
-    "$VENV/bin/python" "$ROOT/scripts/synth_benchmark.py" "$OUT/banks/fold$f" "$OUT/gen/fold$f" \
-        --generators "$GENERATOR" --preset quick
+    if [[ -n "$RECORDS" ]]; then  # the fold's generated bank this grid started with, if kept
+        source "$ROOT/scripts/keep_banks.sh" "$RECORDS/fold$f" "$OUT/gen/fold$f" restore "$GENERATOR"
+    fi
+    if [[ ! -f "$OUT/gen/fold$f/$GENERATOR/generated/bank.json" ]]; then
+        "$VENV/bin/python" "$ROOT/scripts/synth_benchmark.py" "$OUT/banks/fold$f" "$OUT/gen/fold$f" \
+            --generators "$GENERATOR" --preset quick
+    fi
+    if [[ -n "$RECORDS" ]]; then
+        source "$ROOT/scripts/keep_banks.sh" "$RECORDS/fold$f" "$OUT/gen/fold$f" save "$GENERATOR"
+    fi
     GEN+=("'$OUT/gen/fold$f/$GENERATOR/generated'")
 done
 LIST="$(IFS=,; echo "${GEN[*]}")"
