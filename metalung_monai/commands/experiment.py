@@ -90,7 +90,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--records",
         default=None,
         metavar="RDIR",
-        help="keep a copy of each finished run's results (no weights or predictions; about 50 kB a "
+        help="keep a copy of each finished run's results (no weights or predictions; about 30 kB a "
         "run) in "
         "RDIR and restore from it the runs DIR lacks: a grid over several sessions survives on a "
         "machine that keeps only what is committed (RDIR/fold<f>/ per fold with --folds)",

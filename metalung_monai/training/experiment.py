@@ -464,7 +464,7 @@ def run_experiment(
             these weights instead of a random initialisation (fine-tuning). The file's content is
             part of the runs' fingerprint.
         records: a folder that keeps a copy of each finished run's results (``done.json``, the
-            evaluation tables and history, about 50 kB a run; not the weights nor the predictions)
+            evaluation tables and history, about 30 kB a run; not the weights nor the predictions)
             and from which the runs missing in ``out_dir`` are restored (same key only). A folder
             in a repository keeps a grid that takes several sessions on machines that keep only
             what is committed. Records of another configuration for these runs are refused
