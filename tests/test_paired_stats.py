@@ -14,7 +14,7 @@ import pytest
 
 from metalung_monai.errors import InputError
 from metalung_monai.evaluation import PairedComparison, paired_arm_table, paired_comparison
-from metalung_monai.evaluation.paired import BETTER
+from metalung_monai.evaluation.paired import BETTER, WORSE
 from metalung_monai.training import results as results_mod
 from metalung_monai.training.experiment_folder import run_rel
 
@@ -250,6 +250,7 @@ def test_results_md_verdicts_are_paired(tmp_path, monkeypatch, seeds):
     assert beats.loc["monai", "vs none"].startswith("no difference +0.000")
     assert beats.loc["monai", "vs monai"] == "-"
     assert "## unet: which arm beats which" in text
+    assert "](forest_unet.png)" in text and (tmp_path / "forest_unet.png").stat().st_size > 0
     t5 = pd.read_csv(tmp_path / "table5_unet.csv").set_index("method")
     assert t5.loc["metalung", "DICE - none per patient [95 %], p"].startswith("+0.100 [+0.100")
     assert "## unet: Table 5" in text and "## Table 6" not in text  # no generated bank
@@ -289,10 +290,9 @@ def test_cross_validation_results_give_paired_verdicts(tmp_path):
     assert (paired["n_patients"] == 6).all() and (paired["n_cases"] == 36).all()
 
 
-def test_beats_table_reads_a_pair_judged_the_other_way_with_the_sign_turned():
-
-    row = dict(model="unet", metric="dice", p_value=0.01, note="")
-    paired = pd.DataFrame(
+def _three_pairs() -> pd.DataFrame:
+    row = dict(model="unet", metric="dice", p_value=0.01, note="", n_patients=6)
+    return pd.DataFrame(
         [
             {**row, "reference": "none", "arm": "monai", "mean_diff": 0.0, "ci_low": -0.1,
              "ci_high": 0.1, "verdict": "no difference shown"},
@@ -302,6 +302,10 @@ def test_beats_table_reads_a_pair_judged_the_other_way_with_the_sign_turned():
              "ci_high": 0.25, "verdict": BETTER},
         ]
     )  # fmt: skip
+
+
+def test_beats_table_reads_a_pair_judged_the_other_way_with_the_sign_turned():
+    paired = _three_pairs()
     beats = results_mod.beats_table(paired).set_index("arm")
     assert list(beats.columns) == ["vs none", "vs monai", "vs copypaste"]
     assert beats.loc["copypaste", "vs monai"] == "better +0.200 [+0.050, +0.250]"
@@ -309,6 +313,44 @@ def test_beats_table_reads_a_pair_judged_the_other_way_with_the_sign_turned():
     assert beats.loc["monai", "vs none"] == "no difference +0.000 [-0.100, +0.100]"
     assert beats.loc["copypaste", "vs copypaste"] == "-"
     assert results_mod.beats_table(pd.DataFrame()).empty
+
+
+def test_oriented_pairs_give_each_comparison_both_ways():
+    from metalung_monai.evaluation import oriented_pairs
+
+    both = oriented_pairs(_three_pairs()).set_index(["arm", "reference"])
+    assert len(both) == 6
+    back = both.loc[("monai", "copypaste")]
+    assert (back["mean_diff"], back["ci_low"], back["ci_high"]) == (-0.2, -0.25, -0.05)
+    assert back["verdict"] == WORSE and both.loc[("copypaste", "monai"), "verdict"] == BETTER
+    assert both.loc[("none", "monai"), "verdict"] == "no difference shown"
+    assert oriented_pairs(_three_pairs(), "recall").empty
+    with pytest.raises(InputError, match="ci_low"):
+        oriented_pairs(_three_pairs().drop(columns=["ci_low"]))
+
+
+def test_forest_plot_colours_each_verdict(tmp_path):
+    from matplotlib.image import imread
+
+    from metalung_monai.evaluation import paired_forest
+
+    def share(path, rgb):  # fraction of pixels of one colour
+        img = imread(path)[..., :3]
+        return float((np.abs(img - np.asarray(rgb) / 255.0).max(-1) < 0.02).mean())
+
+    green, red, grey = (0x2C, 0xA0, 0x2C), (0xD6, 0x27, 0x28), (0x7F, 0x7F, 0x7F)
+    arms = ["none", "monai", "copypaste"]
+    refs = ["none", "monai", "copypaste"]
+    f = paired_forest(_three_pairs(), tmp_path / "all.png", references=refs, arms=arms)
+    assert share(f, green) > 0 and share(f, red) > 0 and share(f, grey) > 0
+    # against none alone: copypaste better (green), monai no difference (grey), nothing worse
+    g = paired_forest(_three_pairs(), tmp_path / "none.png", references=["none"], arms=arms)
+    assert share(g, green) > 0 and share(g, grey) > 0 and share(g, red) == 0
+    with pytest.raises(InputError, match="never compared on 'dice': blur"):
+        paired_forest(_three_pairs(), tmp_path / "x.png", references=["blur"])
+    with pytest.raises(InputError, match="no paired comparison of 'iou'"):
+        paired_forest(_three_pairs(), tmp_path / "y.png", metric="iou")
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
 
 
 def test_table5_gives_samples_banks_metrics_and_the_paired_difference(tmp_path):

@@ -238,6 +238,7 @@ def test_experiment_end_to_end_resume_and_refusal(cohort, tmp_path, capsys):
         "table8_unet.md",
         "overlays_unet.png",
         "curves_unet.png",
+        "forest_unet.png",
         "all_slices.csv",
     ):
         assert (out / name).is_file()

@@ -8,14 +8,16 @@
   :func:`mean_sd`, :func:`format_mean_sd`.
 * :mod:`.paired`: :func:`paired_comparison` (arm B against arm A, case by case: per-patient
   differences, bootstrap interval over patients, Wilcoxon p-value, verdict),
-  :func:`paired_arm_table` (every arm against a reference arm, per metric, from a long frame).
-* :mod:`.figures`: :func:`overlay_grid`, :func:`training_curves` (imports matplotlib on use).
+  :func:`paired_arm_table` (every arm against a reference arm, per metric, from a long frame),
+  :func:`oriented_pairs` (each comparison read both ways).
+* :mod:`.figures`: :func:`overlay_grid`, :func:`training_curves`, :func:`paired_forest`
+  (imports matplotlib on use).
 
 Definitions and conventions: ``docs/evaluation.md``.
 """
 
 from .metrics import DEFAULT_CALCIFICATION_HU, METRICS, components, image_scores, scores_from_counts
-from .paired import PairedComparison, paired_arm_table, paired_comparison
+from .paired import PairedComparison, oriented_pairs, paired_arm_table, paired_comparison
 from .report import (
     LUNG_RADS_TEST_CLASSES,
     arm_table,
@@ -31,7 +33,7 @@ from .report import (
     write_table,
 )
 
-_LAZY = {"overlay_grid", "training_curves", "zoom_box"}
+_LAZY = {"overlay_grid", "paired_forest", "training_curves", "zoom_box"}
 
 __all__ = [
     "METRICS",
@@ -54,6 +56,7 @@ __all__ = [
     "PairedComparison",
     "paired_comparison",
     "paired_arm_table",
+    "oriented_pairs",
     *sorted(_LAZY),
 ]
 

@@ -1,4 +1,5 @@
-"""Figures of segmentation results: prediction overlays per arm and training curves.
+"""Figures of segmentation results: prediction overlays per arm, training curves and the paired
+comparisons of the arms (a forest plot).
 
 Drawn with matplotlib's object API (``matplotlib.figure.Figure``, Agg; no pyplot state, safe in
 worker processes) and written with :func:`~metalung_monai.utils.atomic.save_figure_atomic`.
@@ -21,7 +22,14 @@ from metalung_monai.utils.atomic import save_figure_atomic
 
 from .metrics import DEFAULT_CALCIFICATION_HU, _binary, components, image_scores
 
-__all__ = ["TRUTH_COLOR", "PRED_COLOR", "overlay_grid", "training_curves", "zoom_box"]
+__all__ = [
+    "TRUTH_COLOR",
+    "PRED_COLOR",
+    "overlay_grid",
+    "paired_forest",
+    "training_curves",
+    "zoom_box",
+]
 
 TRUTH_COLOR = "#33ff33"  # green
 PRED_COLOR = "#ff2a2a"  # red
@@ -403,4 +411,98 @@ def training_curves(
     fig.tight_layout(
         rect=(0, 0.1 + 0.04 * ((len(handles) - 1) // 5) + (0.05 if several else 0), 1, 1)
     )
+    return save_figure_atomic(fig, path, dpi=dpi, facecolor="white")
+
+
+#: colour of a paired verdict in :func:`paired_forest`
+_VERDICT_COLORS = {"B better": "#2ca02c", "B worse": "#d62728"}
+_TIE_COLOR = "#7f7f7f"
+
+
+def paired_forest(
+    paired,
+    path: str | os.PathLike,
+    metric: str = "dice",
+    references: Sequence[str] | None = None,
+    arms: Sequence[str] | None = None,
+    dpi: int = 130,
+) -> Path:
+    """Forest plot of the paired comparisons: each arm's difference from each reference arm.
+
+    One panel per reference arm (e.g. ``none``, ``monai``, ``copypaste``), one row per other arm:
+    the mean per-patient difference (arm - reference, in the metric's units: DICE is a fraction
+    of 1) as a dot with its 95 % bootstrap interval as a bar, green when the interval lies above
+    0 (better), red when below (worse), grey otherwise; the value and interval are printed at the
+    right. A pair that was judged the other way round is read with the sign turned
+    (:func:`~metalung_monai.evaluation.paired.oriented_pairs`); a pair not judged is left empty.
+
+    Args:
+        paired: :func:`~metalung_monai.evaluation.paired_arm_table` rows (several references
+            concatenated: the experiment's ``paired_<model>.csv``).
+        path: output PNG; written atomically.
+        metric: the metric drawn.
+        references: the panels, in order (default: every reference of ``paired`` in order of
+            appearance).
+        arms: the rows, top to bottom (default: every arm of ``paired`` in order of appearance).
+        dpi: resolution.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InputError: no comparison of ``metric`` in ``paired``, a column missing, or a reference
+            that was never compared.
+    """
+    from matplotlib.figure import Figure
+
+    from .paired import oriented_pairs
+
+    both = oriented_pairs(paired, metric)
+    if not len(both):
+        raise InputError("paired", f"no paired comparison of {metric!r} to draw")
+    judged = paired[paired["metric"] == metric]
+    order = list(dict.fromkeys([*judged["reference"], *judged["arm"]]))
+    refs = list(references) if references is not None else list(dict.fromkeys(judged["reference"]))
+    missing = [r for r in refs if r not in set(both["reference"])]
+    if missing:
+        raise InputError("references", f"never compared on {metric!r}: {', '.join(missing)}")
+    rows = list(arms) if arms is not None else order
+    cells = {(r.arm, r.reference): r for r in both.itertuples(index=False)}
+    span = np.nanmax(np.abs(both[["ci_low", "ci_high"]].to_numpy(dtype=float)))
+    span = 0.05 if not np.isfinite(span) or span == 0 else span * 1.1
+
+    height = 0.9 + 0.32 * len(rows)
+    fig = Figure(figsize=(4.6 * len(refs), height), dpi=dpi)
+    axes = fig.subplots(1, len(refs), squeeze=False, sharey=True)[0]
+    y = np.arange(len(rows))[::-1]
+    for ax, ref in zip(axes, refs):
+        ax.axvline(0.0, color="black", lw=0.8)
+        for yi, arm in zip(y, rows):
+            r = cells.get((arm, ref))
+            if r is None:
+                continue
+            color = _VERDICT_COLORS.get(r.verdict, _TIE_COLOR)
+            ax.plot([r.ci_low, r.ci_high], [yi, yi], color=color, lw=2.2, solid_capstyle="butt")
+            ax.plot([r.mean_diff], [yi], "o", color=color, ms=5)
+            ax.text(
+                1.02,
+                yi,
+                f"{r.mean_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
+                transform=ax.get_yaxis_transform(),
+                va="center",
+                fontsize=7,
+                color=color,
+            )
+        ax.set_xlim(-span, span)
+        ax.set_title(f"arm - {ref}", fontsize=10)
+        ax.set_xlabel(f"{metric.upper()} difference per patient, 95 % interval", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels(rows, fontsize=8)
+    axes[0].set_ylim(-0.7, len(rows) - 0.3)
+    fig.suptitle(
+        "paired comparisons: green better, red worse, grey no difference shown", fontsize=9
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.subplots_adjust(wspace=0.55)
     return save_figure_atomic(fig, path, dpi=dpi, facecolor="white")

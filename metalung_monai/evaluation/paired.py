@@ -33,7 +33,7 @@ import pandas as pd
 
 from metalung_monai.errors import InputError
 
-__all__ = ["PairedComparison", "paired_comparison", "paired_arm_table"]
+__all__ = ["PairedComparison", "paired_comparison", "paired_arm_table", "oriented_pairs"]
 
 #: verdict strings
 BETTER, WORSE, NO_DIFFERENCE = "B better", "B worse", "no difference shown"
@@ -278,3 +278,72 @@ def paired_arm_table(
                 | res.as_dict()
             )
     return pd.DataFrame.from_records(records)
+
+
+def oriented_pairs(paired: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """Both readings of each comparison of ``paired`` on ``metric``: B against A and A against B.
+
+    A comparison judged as ``arm`` (B) against ``reference`` (A) also answers how A did against
+    B: the difference and its interval with the sign turned, the verdict swapped (``B better``
+    <-> ``B worse``). Tables and figures that ask "how did arm X do against reference R" read
+    this instead of looking the pair up both ways.
+
+    Args:
+        paired: :func:`paired_arm_table`'s rows (``reference``, ``arm``, ``metric``,
+            ``mean_diff``, ``ci_low``, ``ci_high``, ``verdict``, ``p_value``, ``n_patients``),
+            several references concatenated.
+        metric: the metric kept.
+
+    Returns:
+        DataFrame with ``arm``, ``reference``, ``mean_diff`` (arm - reference), ``ci_low``,
+        ``ci_high``, ``verdict`` (of the arm), ``p_value``, ``n_patients``: two rows per
+        comparison (empty when ``paired`` has none for ``metric``).
+
+    Raises:
+        InputError: a column missing from ``paired``.
+    """
+    cols = ("reference", "arm", "metric", "mean_diff", "ci_low", "ci_high", "verdict")
+    for c in cols:
+        if c not in paired.columns:
+            raise InputError(c, "column missing from the paired comparisons (oriented_pairs)")
+    t = paired[paired["metric"] == metric]
+    flip = {BETTER: WORSE, WORSE: BETTER}
+    out = []
+    for r in t.itertuples(index=False):
+        base = {
+            "p_value": getattr(r, "p_value", math.nan),
+            "n_patients": getattr(r, "n_patients", math.nan),
+        }
+        out.append(
+            {
+                "arm": r.arm,
+                "reference": r.reference,
+                "mean_diff": r.mean_diff,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "verdict": r.verdict,
+            }
+            | base
+        )
+        out.append(
+            {
+                "arm": r.reference,
+                "reference": r.arm,
+                "mean_diff": -r.mean_diff,
+                "ci_low": -r.ci_high,
+                "ci_high": -r.ci_low,
+                "verdict": flip.get(r.verdict, r.verdict),
+            }
+            | base
+        )
+    columns = [
+        "arm",
+        "reference",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "verdict",
+        "p_value",
+        "n_patients",
+    ]
+    return pd.DataFrame.from_records(out, columns=columns)

@@ -14,7 +14,8 @@ model:
   interval over patients and a Wilcoxon signed-rank p-value
   (:func:`~metalung_monai.evaluation.paired_arm_table`); an arm is better or worse only when the
   interval excludes 0;
-* ``beats_<model>``: the DICE verdicts of those comparisons as a grid, arm by reference;
+* ``beats_<model>``: the DICE verdicts of those comparisons as a grid, arm by reference, and
+  ``forest_<model>.png``, the same as a forest plot (:func:`~metalung_monai.evaluation.paired_forest`);
 * the figures (:mod:`.experiment_figures`);
 
 and ``all_slices`` / ``all_volumes``: every test slice's and volume's scores of every run.
@@ -39,7 +40,8 @@ from ..evaluation import (
     paired_arm_table,
     write_table,
 )
-from ..evaluation.paired import BETTER, WORSE
+from ..evaluation.figures import paired_forest
+from ..evaluation.paired import BETTER, WORSE, oriented_pairs
 from ..utils.atomic import atomic_path
 from .experiment_figures import experiment_figures
 from .experiment_folder import run_rel
@@ -151,14 +153,12 @@ def beats_table(paired: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     t = paired[paired["metric"] == metric]
     arms = list(dict.fromkeys([*t["arm"], *t["reference"]]))  # the experiment's order
     refs = list(dict.fromkeys([t["reference"].iloc[0], *(p for p in PEER_ARMS if p in arms)]))
-    flip = {BETTER: WORSE, WORSE: BETTER}
     cells: dict[tuple[str, str], str] = {}
-    for _, r in t.iterrows():
-        for a, b, sign in ((r["reference"], r["arm"], 1), (r["arm"], r["reference"], -1)):
-            verdict = r["verdict"] if sign > 0 else flip.get(r["verdict"], r["verdict"])
-            lo, hi = sorted((sign * r["ci_low"], sign * r["ci_high"]))
-            word = {BETTER: "better", WORSE: "worse"}.get(verdict, "no difference")
-            cells[(b, a)] = f"{word} {_signed(sign * r['mean_diff'])} {_interval(lo, hi)}"
+    for r in oriented_pairs(paired, metric).itertuples(index=False):
+        word = {BETTER: "better", WORSE: "worse"}.get(r.verdict, "no difference")
+        cells[(r.arm, r.reference)] = (
+            f"{word} {_signed(r.mean_diff)} {_interval(r.ci_low, r.ci_high)}"
+        )
     rows = [
         {"arm": b, **{f"vs {a}": cells.get((b, a), "-") for a in refs}}
         for b in arms
@@ -420,10 +420,15 @@ def paired_section(
     write_table(paired, out / f"paired_{model}")
     beats = beats_table(paired)
     write_table(beats, out / f"beats_{model}")
+    refs = [c.removeprefix("vs ") for c in beats.columns if c.startswith("vs ")]
+    paired_forest(paired, out / f"forest_{model}.png", "dice", references=refs, arms=list(arms))
     section = [
         f"## {model}: which arm beats which (DICE, B - A per patient, 95 % interval)",
         "",
         markdown_table(beats),
+        "",
+        f"![DICE difference of each arm from each reference, per patient, 95 % interval]"
+        f"(forest_{model}.png)",
         "",
         f"## {model}: paired comparisons (B - A per test tumour slice, patients as units)",
         "",
