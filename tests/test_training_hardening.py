@@ -908,3 +908,30 @@ def test_records_keep_a_grid_whose_output_folder_was_lost(ws, tmp_path, monkeypa
     # a records folder inside the output folder (or the reverse) is refused
     with pytest.raises(InputError, match="--records"):
         experiment.run_experiment(ws / "dl2d.json", rec / "out", arms=["none"], **changed)
+
+
+def test_tumour_check_keeps_each_mask_alive_while_it_reads_it(tmp_path):
+    """``has_tumor`` read a view of a temporary image: the buffer was freed under the view and
+    the experiment crashed at random (segmentation fault) before any work. Read in a child
+    process, many masks of several sizes, so a crash fails the test instead of the session."""
+    import subprocess
+    import sys
+    import textwrap
+
+    for k in range(8):
+        a = np.zeros((40 + 10 * k, 256, 256), np.uint8)
+        if k % 2 == 0:
+            a[20 + k, 100:110, 100:110] = 1
+        sitk.WriteImage(sitk.GetImageFromArray(a), str(tmp_path / f"m{k}.nii.gz"))
+    code = textwrap.dedent(
+        """
+        import sys
+        from metalung_monai.training.inputs import has_tumor
+        masks = [{"mask": f"{sys.argv[1]}/m{k}.nii.gz"} for k in range(8)]
+        print(sum(has_tumor(e) for _ in range(5) for e in masks))
+        """
+    )
+    args = [sys.executable, "-c", code, str(tmp_path)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-500:]}"
+    assert r.stdout.strip() == "20"  # 4 of the 8 masks have a tumour, each read 5 times

@@ -48,12 +48,14 @@ def has_tumor(entry: dict) -> bool:
     if not entry.get("mask"):
         return False
     try:
-        arr = sitk.GetArrayViewFromImage(sitk.ReadImage(str(entry["mask"])))
+        img = sitk.ReadImage(str(entry["mask"]))
     except RuntimeError as e:
         raise InputError(
             entry["mask"], f"cannot be read as a mask ({str(e).strip().splitlines()[-1][:200]})"
         ) from None
-    return bool(np.any(arr))
+    # a view of the image's buffer: ``img`` must outlive it (a view of a temporary read freed
+    # memory and crashed the process)
+    return bool(np.any(sitk.GetArrayViewFromImage(img)))
 
 
 def require_tumor(datalist: Path, entries: list[dict], where: str, what: str) -> None:
