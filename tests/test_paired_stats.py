@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -351,6 +352,12 @@ def test_forest_plot_colours_each_verdict(tmp_path):
     with pytest.raises(InputError, match="no paired comparison of 'iou'"):
         paired_forest(_three_pairs(), tmp_path / "y.png", metric="iou")
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
+    # one patient: no interval (NaN), the dot alone, drawn without a warning
+    lone = _three_pairs().assign(ci_low=math.nan, ci_high=math.nan, verdict="no difference shown")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = paired_forest(lone, tmp_path / "lone.png", references=["none"], arms=arms)
+    assert share(h, grey) > 0 and share(h, green) == 0
 
 
 def test_table5_gives_samples_banks_metrics_and_the_paired_difference(tmp_path):

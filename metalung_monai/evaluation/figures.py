@@ -21,6 +21,7 @@ from metalung_monai.errors import GeometryMismatchError, InputError
 from metalung_monai.utils.atomic import save_figure_atomic
 
 from .metrics import DEFAULT_CALCIFICATION_HU, _binary, components, image_scores
+from .paired import BETTER, WORSE, oriented_pairs
 
 __all__ = [
     "TRUTH_COLOR",
@@ -414,8 +415,8 @@ def training_curves(
     return save_figure_atomic(fig, path, dpi=dpi, facecolor="white")
 
 
-#: colour of a paired verdict in :func:`paired_forest`
-_VERDICT_COLORS = {"B better": "#2ca02c", "B worse": "#d62728"}
+#: colour of a paired verdict in :func:`paired_forest` (no difference shown: grey)
+_VERDICT_COLORS = {BETTER: "#2ca02c", WORSE: "#d62728"}
 _TIE_COLOR = "#7f7f7f"
 
 
@@ -455,8 +456,6 @@ def paired_forest(
     """
     from matplotlib.figure import Figure
 
-    from .paired import oriented_pairs
-
     both = oriented_pairs(paired, metric)
     if not len(both):
         raise InputError("paired", f"no paired comparison of {metric!r} to draw")
@@ -468,8 +467,9 @@ def paired_forest(
         raise InputError("references", f"never compared on {metric!r}: {', '.join(missing)}")
     rows = list(arms) if arms is not None else order
     cells = {(r.arm, r.reference): r for r in both.itertuples(index=False)}
-    span = np.nanmax(np.abs(both[["ci_low", "ci_high"]].to_numpy(dtype=float)))
-    span = 0.05 if not np.isfinite(span) or span == 0 else span * 1.1
+    ends = np.abs(both[["mean_diff", "ci_low", "ci_high"]].to_numpy(dtype=float))
+    ends = ends[np.isfinite(ends)]  # an interval is NaN under 2 patients
+    span = 1.1 * ends.max() if ends.size and ends.max() > 0 else 0.05
 
     height = 0.9 + 0.32 * len(rows)
     fig = Figure(figsize=(4.6 * len(refs), height), dpi=dpi)
