@@ -306,37 +306,7 @@ def oriented_pairs(paired: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     for c in cols:
         if c not in paired.columns:
             raise InputError(c, "column missing from the paired comparisons (oriented_pairs)")
-    t = paired[paired["metric"] == metric]
-    flip = {BETTER: WORSE, WORSE: BETTER}
-    out = []
-    for r in t.itertuples(index=False):
-        base = {
-            "p_value": getattr(r, "p_value", math.nan),
-            "n_patients": getattr(r, "n_patients", math.nan),
-        }
-        out.append(
-            {
-                "arm": r.arm,
-                "reference": r.reference,
-                "mean_diff": r.mean_diff,
-                "ci_low": r.ci_low,
-                "ci_high": r.ci_high,
-                "verdict": r.verdict,
-            }
-            | base
-        )
-        out.append(
-            {
-                "arm": r.reference,
-                "reference": r.arm,
-                "mean_diff": -r.mean_diff,
-                "ci_low": -r.ci_high,
-                "ci_high": -r.ci_low,
-                "verdict": flip.get(r.verdict, r.verdict),
-            }
-            | base
-        )
-    columns = [
+    keep = [
         "arm",
         "reference",
         "mean_diff",
@@ -346,4 +316,12 @@ def oriented_pairs(paired: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
         "p_value",
         "n_patients",
     ]
-    return pd.DataFrame.from_records(out, columns=columns)
+    t = paired[paired["metric"] == metric].reindex(columns=keep)  # absent p / n: NaN
+    flip = {BETTER: WORSE, WORSE: BETTER}
+    back = t.rename(columns={"arm": "reference", "reference": "arm"}).assign(
+        mean_diff=-t["mean_diff"],
+        ci_low=-t["ci_high"],
+        ci_high=-t["ci_low"],
+        verdict=t["verdict"].map(lambda v: flip.get(v, v)),
+    )
+    return pd.concat([t, back[keep]], ignore_index=True)
